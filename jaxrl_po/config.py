@@ -1,0 +1,334 @@
+"""Run configuration: frozen dataclasses validated up front.
+
+Two kinds of field:
+
+* static fields fix shapes and trip counts (``num_envs``, ``num_steps``,
+  ``num_minibatches``, network sizes ...); changing one recompiles;
+* traced hyperparameters (declared with :func:`traced`) become JAX values inside
+  ``train``, so ``vmap`` can sweep them without recompiling.
+
+Every field carries a one-line docstring: the CLI (tyro) shows it in ``--help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jax.numpy as jnp
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message names the field and what is allowed."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def traced(default: float) -> Any:
+    """A float hyperparameter that is a traced value inside ``train``."""
+    return dataclasses.field(default=default, metadata={"traced": True})
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """Settings shared by PPO and GRPO."""
+
+    env: str = "CartPole-v1"
+    """gymnax environment id (any name in gymnax.registered_envs)."""
+    total_timesteps: int = 500_000
+    """environment steps per seed (GRPO: alive steps)."""
+    num_envs: int = 1024
+    """parallel environments per seed."""
+    update_epochs: int = 4
+    """passes of SGD over each batch of experience."""
+    num_minibatches: int = 8
+    """minibatches per epoch."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """hidden layer widths of the actor (and critic) MLPs."""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """hidden activation."""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over training."""
+    normalize_obs: bool | None = None
+    """running mean/std observation normalisation (default: on for continuous actions)."""
+    log_std_init: float = 0.0
+    """initial log standard deviation of the Gaussian policy (continuous actions)."""
+    lr: float = traced(2.5e-4)
+    """Adam learning rate."""
+    max_grad_norm: float = traced(0.5)
+    """global gradient-norm clip."""
+    gamma: float = traced(0.99)
+    """discount factor."""
+    clip_eps: float = traced(0.2)
+    """ratio clip epsilon of the surrogate objective."""
+    ent_coef: float = traced(0.01)
+    """entropy bonus coefficient."""
+
+    # ---- derived -------------------------------------------------------------
+    @property
+    def steps_per_update(self) -> int:
+        """Environment steps collected per update (per seed)."""
+        raise NotImplementedError
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.steps_per_update
+
+    def hparams(self) -> dict[str, jnp.ndarray]:
+        """The traced hyperparameters as float32 scalars (the default ``train`` input)."""
+        return {f.name: jnp.float32(getattr(self, f.name)) for f in traced_fields(self)}
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    # ---- validation ----------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad field."""
+        from jaxrl_po.envs import check_env_name  # local: envs imports gymnax
+
+        check_env_name(self.env)
+        for name in self._positive_ints():
+            _check_positive_int(name, getattr(self, name))
+        if not self.hidden_sizes:
+            raise ConfigError("hidden_sizes", "needs at least one layer width")
+        for width in self.hidden_sizes:
+            _check_positive_int("hidden_sizes", width)
+        _check_choice("activation", self.activation, ("tanh", "relu"))
+        for f in traced_fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f.name, f"must be a finite number, got {value!r}")
+        _check_range("lr", self.lr, 0.0, None, low_open=True)
+        _check_range("max_grad_norm", self.max_grad_norm, 0.0, None, low_open=True)
+        _check_range("gamma", self.gamma, 0.0, 1.0)
+        _check_range("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True, high_open=True)
+        _check_range("ent_coef", self.ent_coef, 0.0, None)
+        if self.total_timesteps < self.steps_per_update:
+            raise ConfigError(
+                "total_timesteps",
+                f"{self.total_timesteps} is smaller than one update "
+                f"({self.steps_per_update} steps); use at least {self.steps_per_update}",
+            )
+
+    def _positive_ints(self) -> tuple[str, ...]:
+        return ("total_timesteps", "num_envs", "update_epochs", "num_minibatches")
+
+
+@dataclass(frozen=True)
+class PPOConfig(BaseConfig):
+    """Proximal Policy Optimization with GAE and separate actor and critic MLPs."""
+
+    num_steps: int = 16
+    """rollout length per environment per update."""
+    norm_adv: bool = True
+    """normalise advantages within each minibatch."""
+    clip_value_loss: bool = False
+    """clip the value update to +-clip_eps around the old value (PPO2 style)."""
+    normalize_reward: bool | None = None
+    """scale rewards by the running std of the discounted return (default: on for continuous actions)."""
+    gae_lambda: float = traced(0.95)
+    """GAE lambda."""
+    vf_coef: float = traced(0.5)
+    """value loss coefficient."""
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.steps_per_update // self.num_minibatches
+
+    def _positive_ints(self) -> tuple[str, ...]:
+        return super()._positive_ints() + ("num_steps",)
+
+    def validate(self) -> None:
+        super().validate()
+        _check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        _check_range("vf_coef", self.vf_coef, 0.0, None)
+        batch = self.num_envs * self.num_steps
+        if batch % self.num_minibatches:
+            raise ConfigError(
+                "num_minibatches",
+                f"num_envs * num_steps = {self.num_envs} * {self.num_steps} = {batch} "
+                f"is not divisible by num_minibatches = {self.num_minibatches}",
+            )
+
+
+def traced_fields(config: BaseConfig) -> list[dataclasses.Field]:
+    """The fields of ``config`` declared with :func:`traced`."""
+    return [f for f in dataclasses.fields(config) if f.metadata.get("traced")]
+
+
+def to_dict(config: BaseConfig) -> dict[str, Any]:
+    """A JSON-friendly dict of every field (tuples become lists)."""
+    return json_ready(dataclasses.asdict(config))
+
+
+def json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def from_dict(cls: type[BaseConfig], data: dict[str, Any]) -> BaseConfig:
+    """Inverse of :func:`to_dict` (lists become tuples, nested configs rebuilt)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if isinstance(value, dict) and dataclasses.is_dataclass(hints[f.name]):
+            value = from_dict(hints[f.name], value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+# ---- small checks with uniform messages ----------------------------------------
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(name, f"must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+def _check_range(
+    name: str,
+    value: float,
+    low: float | None,
+    high: float | None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    too_low = low is not None and (value < low or (low_open and value == low))
+    too_high = high is not None and (value > high or (high_open and value == high))
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ConfigError(name, f"must be in {left}{lo}, {hi}{right}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class GRPOOptions:
+    """GRPO-specific settings (flags ``--grpo.*``)."""
+
+    group_size: int = 8
+    """rollouts per group; all members of a group start from the same state."""
+    horizon: int | None = None
+    """max steps per episode (default: the env's max_steps_in_episode); shorter horizons cut episodes."""
+    chunk_size: int = 50
+    """steps per rollout chunk; rollouts stop after the first chunk in which every episode has ended."""
+    advantage: Literal["outcome", "rtg"] = "outcome"
+    """outcome: group-normalised episode return on every step; rtg: return-to-go minus the leave-one-out mean of the group's."""
+    scale: Literal["group", "batch", "none"] = "group"
+    """divide advantages by the group's std, the batch's std, or not at all."""
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "grpo"
+    """how per-step losses are averaged (see README)."""
+    importance_sampling: Literal["token", "sequence"] = "token"
+    """per-step ratios, or one ratio per episode (GSPO: exp of the mean log-ratio)."""
+    shared_step_keys: bool = False
+    """members of a group also share env step keys (common random numbers for stochastic envs)."""
+    oversample: int = 1
+    """sample oversample x the groups and keep the ones with the largest return spread."""
+    ref_sync_every: int = 10
+    """updates between reference-policy refreshes (0: never; the reference stays the initial policy)."""
+    clip_eps_high: float | None = None
+    """upper ratio clip (clip-higher, DAPO); default: clip_eps."""
+    kl_coef: float = traced(0.0)
+    """beta: weight of the k3 KL penalty to the reference policy."""
+    ref_mixup_alpha: float = traced(1.0)
+    """on refresh, reference <- alpha * policy + (1 - alpha) * reference (1: copy)."""
+
+
+@dataclass(frozen=True)
+class GRPOConfig(BaseConfig):
+    """Group Relative Policy Optimization: critic-free, group-normalised outcome advantages."""
+
+    num_envs: int = 128
+    """parallel environments per seed: num_groups x group_size."""
+    total_timesteps: int = 1_000_000
+    """alive environment steps per seed (padding after an episode's end is not counted)."""
+    update_epochs: int = 8
+    """passes of SGD over each batch of groups."""
+    num_minibatches: int = 4
+    """minibatches per epoch (whole groups; must divide the number of groups)."""
+    anneal_lr: bool = False
+    """decay the learning rate linearly to 0 over the step budget."""
+    lr: float = traced(1e-3)
+    """Adam learning rate."""
+    ent_coef: float = traced(0.0)
+    """entropy bonus coefficient."""
+    gamma: float = traced(1.0)
+    """discount for rtg advantages (outcome advantages use the undiscounted episode return)."""
+    grpo: GRPOOptions = dataclasses.field(default_factory=GRPOOptions)
+
+    @property
+    def num_groups(self) -> int:
+        return self.num_envs // self.grpo.group_size
+
+    @property
+    def steps_per_update(self) -> int:
+        """The fewest alive steps one update can consume (every episode lasts at least one step)."""
+        return self.num_envs * self.grpo.oversample
+
+    @property
+    def max_updates(self) -> int:
+        """Upper bound on updates within the budget; the metric buffers have this length."""
+        return -(-self.total_timesteps // self.steps_per_update)
+
+    def hparams(self) -> dict[str, jnp.ndarray]:
+        hp = super().hparams()
+        hp["kl_coef"] = jnp.float32(self.grpo.kl_coef)
+        hp["ref_mixup_alpha"] = jnp.float32(self.grpo.ref_mixup_alpha)
+        high = self.clip_eps if self.grpo.clip_eps_high is None else self.grpo.clip_eps_high
+        hp["clip_eps_high"] = jnp.float32(high)
+        return hp
+
+    def validate(self) -> None:
+        g = self.grpo
+        for name in ("group_size", "chunk_size", "oversample"):
+            _check_positive_int(f"grpo.{name}", getattr(g, name))
+        if g.group_size < 2:
+            raise ConfigError("grpo.group_size", f"must be >= 2 (advantages compare members of a group), got {g.group_size}")
+        if g.horizon is not None:
+            _check_positive_int("grpo.horizon", g.horizon)
+        if not isinstance(g.ref_sync_every, int) or isinstance(g.ref_sync_every, bool) or g.ref_sync_every < 0:
+            raise ConfigError("grpo.ref_sync_every", f"must be an integer >= 0, got {g.ref_sync_every!r}")
+        _check_choice("grpo.advantage", g.advantage, ("outcome", "rtg"))
+        _check_choice("grpo.scale", g.scale, ("group", "batch", "none"))
+        _check_choice("grpo.loss_type", g.loss_type, ("grpo", "dapo", "dr_grpo", "bnpo"))
+        _check_choice("grpo.importance_sampling", g.importance_sampling, ("token", "sequence"))
+        super().validate()
+        if self.num_envs % g.group_size:
+            raise ConfigError(
+                "num_envs", f"{self.num_envs} is not a multiple of grpo.group_size = {g.group_size}"
+            )
+        if self.num_groups % self.num_minibatches:
+            raise ConfigError(
+                "num_minibatches",
+                f"num_groups = num_envs / group_size = {self.num_groups} is not divisible by "
+                f"num_minibatches = {self.num_minibatches} (minibatches hold whole groups)",
+            )
+        _check_range("grpo.kl_coef", g.kl_coef, 0.0, None)
+        _check_range("grpo.ref_mixup_alpha", g.ref_mixup_alpha, 0.0, 1.0, low_open=True)
+        if g.clip_eps_high is not None:
+            _check_range("grpo.clip_eps_high", g.clip_eps_high, 0.0, None, low_open=True)
+            if g.clip_eps_high < self.clip_eps:
+                raise ConfigError(
+                    "grpo.clip_eps_high", f"{g.clip_eps_high} must be >= clip_eps = {self.clip_eps}"
+                )

@@ -1,0 +1,178 @@
+"""GRPO: critic-free group-relative policy optimisation on gymnax, one compiled program.
+
+Each update resets ``num_groups`` groups of ``group_size`` envs (one start state
+per group), plays whole episodes, turns episode returns into group-relative
+advantages and runs epochs of minibatch SGD over whole groups. The budget counts
+alive steps, so the number of updates is not known in advance: updates run in a
+``while_loop`` and metrics go into a buffer of ``config.max_updates`` rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrl_po.advantages import ZERO_SPREAD, group_spread, outcome_advantage, rtg_advantage
+from jaxrl_po.config import GRPOConfig
+from jaxrl_po.envs import RunningMeanStd, make_vec_env
+from jaxrl_po.losses import GRPOBatch, grpo_loss
+from jaxrl_po.networks import make_policy
+from jaxrl_po.ppo import TrainOutput, UpdateCallback, uses_obs_normalization
+from jaxrl_po.rollout import episode_rollout
+from jaxrl_po.update import make_optimizer, sgd_epochs
+
+
+class GRPOState(NamedTuple):
+    params: Any
+    ref_params: Any
+    opt_state: Any
+    obs_stats: RunningMeanStd
+    key: jax.Array
+    update: jax.Array  # i32[] updates done
+    env_steps: jax.Array  # i32[] alive steps consumed
+
+
+class GRPOMetrics(NamedTuple):
+    """Per-update scalars; rows past the last update hold NaN (and env_steps 0)."""
+
+    env_steps: jax.Array  # cumulative alive steps after this update
+    episode_return: jax.Array  # mean over the update's episodes (all candidates)
+    episode_length: jax.Array
+    episodes: jax.Array
+    alive_steps: jax.Array  # env steps inside episodes this update
+    padded_steps: jax.Array  # env steps run after an episode ended (masked out)
+    zero_spread_frac: jax.Array  # fraction of kept groups whose returns all agree
+    policy_loss: jax.Array
+    kl_ref: jax.Array
+    approx_kl: jax.Array
+    entropy: jax.Array
+    clip_frac_low: jax.Array
+    clip_frac_high: jax.Array
+    lr: jax.Array
+
+
+def to_groups(x: jax.Array, num_groups: int) -> jax.Array:
+    """[H, B, ...] time-major -> [G, K, H, ...] group-major."""
+    x = jnp.swapaxes(x, 0, 1)
+    return x.reshape((num_groups, -1) + x.shape[1:])
+
+
+def keep_widest_groups(returns: jax.Array, num_keep: int) -> jax.Array:
+    """Indices of the ``num_keep`` groups with the largest return spread. returns: f32[G, K] -> i32[num_keep]."""
+    return jax.lax.top_k(group_spread(returns), num_keep)[1]
+
+
+def make_train(config: GRPOConfig, callback: UpdateCallback | None = None):
+    """Build ``train(key, hparams=None, run_id=0) -> TrainOutput`` for GRPO (see :func:`jaxrl_po.ppo.make_train`)."""
+    config.validate()
+    opts = config.grpo
+    num_candidates = config.num_envs * opts.oversample
+    env = make_vec_env(config.env, num_candidates)
+    spec = env.action_spec
+    policy = make_policy(spec, config.hidden_sizes, config.activation, config.log_std_init, with_critic=False)
+    normalize_obs = uses_obs_normalization(config, spec.discrete)
+    horizon = opts.horizon or env.max_episode_steps
+    num_groups = config.num_groups
+    max_updates = config.max_updates
+
+    def train(key: jax.Array, hparams: dict[str, jax.Array] | None = None, run_id=0) -> TrainOutput:
+        hp = {**config.hparams(), **(hparams or {})}
+        optimizer = make_optimizer(hp["max_grad_norm"])
+        init_key, key = jax.random.split(key)
+        params = policy.init(init_key, env.obs_dim)
+        state = GRPOState(
+            params=params,
+            ref_params=params,
+            opt_state=optimizer.init(params),
+            obs_stats=RunningMeanStd.create((env.obs_dim,)),
+            key=key,
+            update=jnp.int32(0),
+            env_steps=jnp.int32(0),
+        )
+        nan = jnp.full((max_updates,), jnp.nan, jnp.float32)
+        metrics = GRPOMetrics(*([nan] * len(GRPOMetrics._fields)))._replace(
+            env_steps=jnp.zeros((max_updates,), jnp.int32)
+        )
+
+        def update(state: GRPOState) -> tuple[GRPOState, GRPOMetrics]:
+            key, rollout_key, sgd_key = jax.random.split(state.key, 3)
+            stats = state.obs_stats if normalize_obs else None
+            episodes, steps_run = episode_rollout(
+                rollout_key, state.params, policy, env, stats, opts.group_size, horizon,
+                opts.chunk_size, opts.shared_step_keys,
+            )
+            alive = episodes.alive.astype(jnp.float32)
+            alive_steps = alive.sum().astype(jnp.int32)
+            all_returns = to_groups((episodes.reward * alive), num_groups * opts.oversample).sum(-1)
+
+            group = lambda x: to_groups(x, num_groups * opts.oversample)
+            obs = stats.normalize(episodes.obs) if normalize_obs else episodes.obs
+            data = dict(obs=group(obs), action=group(episodes.action), log_prob=group(episodes.log_prob),
+                        reward=group(episodes.reward), mask=group(alive))
+            if opts.oversample > 1:
+                keep = keep_widest_groups(all_returns, num_groups)
+                data = {k: v[keep] for k, v in data.items()}
+            returns = (data["reward"] * data["mask"]).sum(-1)  # f32[G, K]
+            if opts.advantage == "outcome":
+                advantage = outcome_advantage(returns, opts.scale)[..., None] * data["mask"]
+            else:
+                advantage = rtg_advantage(data["reward"], data["mask"], hp["gamma"], opts.scale)
+            ref_log_prob = policy.dist(state.ref_params, data["obs"]).log_prob(data["action"])
+            batch = GRPOBatch(
+                obs=data["obs"], action=data["action"], log_prob=data["log_prob"],
+                ref_log_prob=ref_log_prob, advantage=advantage, mask=data["mask"],
+            )
+            alive_per_minibatch = data["mask"].sum() / config.num_minibatches
+            progress = state.env_steps / config.total_timesteps
+            lr = hp["lr"] * jnp.maximum(0.0, 1.0 - progress) if config.anneal_lr else hp["lr"]
+            loss_fn = lambda p, mb: grpo_loss(
+                p, policy, mb, hp, opts.loss_type, opts.importance_sampling, alive_per_minibatch
+            )
+            params, opt_state, info = sgd_epochs(
+                sgd_key, state.params, state.opt_state, batch, loss_fn, optimizer, lr,
+                config.update_epochs, config.num_minibatches,
+            )
+            done = state.update + 1
+            ref_params = state.ref_params
+            if opts.ref_sync_every > 0:
+                sync = done % opts.ref_sync_every == 0
+                alpha = jnp.where(sync, hp["ref_mixup_alpha"], 0.0)
+                ref_params = jax.tree_util.tree_map(lambda p, r: alpha * p + (1.0 - alpha) * r, params, ref_params)
+            obs_stats = state.obs_stats
+            if normalize_obs:
+                flat = episodes.obs.reshape((-1, env.obs_dim))
+                obs_stats = obs_stats.update(flat, episodes.alive.reshape(-1))
+            env_steps = state.env_steps + alive_steps
+            num_episodes = all_returns.size
+            row = GRPOMetrics(
+                env_steps=env_steps,
+                episode_return=all_returns.mean(),
+                episode_length=alive_steps / num_episodes,
+                episodes=jnp.float32(num_episodes),
+                alive_steps=alive_steps.astype(jnp.float32),
+                padded_steps=(steps_run * num_candidates - alive_steps).astype(jnp.float32),
+                zero_spread_frac=(group_spread(returns) < ZERO_SPREAD).mean(),
+                lr=jnp.asarray(lr, jnp.float32),
+                **info._asdict(),
+            )
+            new_state = GRPOState(params, ref_params, opt_state, obs_stats, key, done, env_steps)
+            return new_state, row
+
+        def body(loop):
+            state, metrics = loop
+            new_state, row = update(state)
+            metrics = jax.tree_util.tree_map(lambda buf, x: buf.at[state.update].set(x), metrics, row)
+            if callback is not None:
+                jax.debug.callback(callback, run_id, new_state.update, row)
+            return new_state, metrics
+
+        def within_budget(loop):
+            state, _ = loop
+            return jnp.logical_and(state.env_steps < config.total_timesteps, state.update < max_updates)
+
+        state, metrics = jax.lax.while_loop(within_budget, body, (state, metrics))
+        return TrainOutput(state, metrics)
+
+    return train

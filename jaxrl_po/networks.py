@@ -1,0 +1,103 @@
+"""Actor and critic MLPs (flax linen) and the policy distributions they define.
+
+Orthogonal initialisation: sqrt(2) on hidden layers, 0.01 on the policy head
+(near-uniform first policy), 1.0 on the value head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_po.envs import ActionSpec
+
+ACTIVATIONS: dict[str, Callable] = {"tanh": nn.tanh, "relu": nn.relu}
+
+
+class MLP(nn.Module):
+    """Dense layers with ``activation`` between them; ``out_dim`` linear outputs."""
+
+    hidden_sizes: Sequence[int]
+    activation: str
+    out_dim: int
+    out_scale: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        for width in self.hidden_sizes:
+            x = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)))(x))
+        return nn.Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.out_scale))(x)
+
+
+class GaussianHead(nn.Module):
+    """Mean from an MLP and a state-independent log standard deviation."""
+
+    hidden_sizes: Sequence[int]
+    activation: str
+    action_dim: int
+    log_std_init: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mean = MLP(self.hidden_sizes, self.activation, self.action_dim, 0.01)(x)
+        log_std = self.param("log_std", nn.initializers.constant(self.log_std_init), (self.action_dim,))
+        return mean, log_std
+
+
+@dataclass(frozen=True, eq=False)
+class Policy:
+    """Pure functions over a params dict ``{"actor": ..., "critic": ...}``.
+
+    ``critic`` is absent for critic-free algorithms (GRPO).
+    """
+
+    action_spec: ActionSpec
+    actor: nn.Module
+    critic: nn.Module | None
+
+    def init(self, key: jax.Array, obs_dim: int) -> dict[str, Any]:
+        actor_key, critic_key = jax.random.split(key)
+        dummy = jnp.zeros((1, obs_dim), jnp.float32)
+        params = {"actor": self.actor.init(actor_key, dummy)}
+        if self.critic is not None:
+            params["critic"] = self.critic.init(critic_key, dummy)
+        return params
+
+    def dist(self, params: dict[str, Any], obs: jax.Array) -> distrax.Distribution:
+        """obs: f32[..., D] -> distribution over actions with batch shape [...]."""
+        out = self.actor.apply(params["actor"], obs)
+        if self.action_spec.discrete:
+            return distrax.Categorical(logits=out)
+        mean, log_std = out
+        return distrax.MultivariateNormalDiag(mean, jnp.broadcast_to(jnp.exp(log_std), mean.shape))
+
+    def value(self, params: dict[str, Any], obs: jax.Array) -> jax.Array:
+        """obs: f32[..., D] -> f32[...]."""
+        return self.critic.apply(params["critic"], obs)[..., 0]
+
+    def greedy_action(self, params: dict[str, Any], obs: jax.Array) -> jax.Array:
+        """The mode: argmax for discrete actions, the mean for continuous ones."""
+        return self.dist(params, obs).mode()
+
+
+def make_policy(
+    action_spec: ActionSpec,
+    hidden_sizes: Sequence[int],
+    activation: str,
+    log_std_init: float = 0.0,
+    with_critic: bool = True,
+) -> Policy:
+    hidden = tuple(hidden_sizes)
+    if action_spec.discrete:
+        actor = MLP(hidden, activation, action_spec.num_actions, 0.01)
+    else:
+        actor = GaussianHead(hidden, activation, action_spec.dim, log_std_init)
+    critic = MLP(hidden, activation, 1, 1.0) if with_critic else None
+    return Policy(action_spec=action_spec, actor=actor, critic=critic)
