@@ -40,13 +40,13 @@ class BaseConfig:
 
     env: str = "CartPole-v1"
     """gymnax environment id (any name in gymnax.registered_envs)."""
-    total_timesteps: int = 500_000
+    total_timesteps: int = 1_000_000
     """environment steps per seed (GRPO: alive steps)."""
     num_envs: int = 1024
     """parallel environments per seed."""
     update_epochs: int = 4
     """passes of SGD over each batch of experience."""
-    num_minibatches: int = 8
+    num_minibatches: int = 16
     """minibatches per epoch."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """hidden layer widths of the actor (and critic) MLPs."""
@@ -58,7 +58,7 @@ class BaseConfig:
     """running mean/std observation normalisation (default: on for continuous actions)."""
     log_std_init: float = 0.0
     """initial log standard deviation of the Gaussian policy (continuous actions)."""
-    lr: float = traced(2.5e-4)
+    lr: float = traced(2e-3)
     """Adam learning rate."""
     max_grad_norm: float = traced(0.5)
     """global gradient-norm clip."""
@@ -66,7 +66,7 @@ class BaseConfig:
     """discount factor."""
     clip_eps: float = traced(0.2)
     """ratio clip epsilon of the surrogate objective."""
-    ent_coef: float = traced(0.01)
+    ent_coef: float = traced(0.0)
     """entropy bonus coefficient."""
 
     # ---- derived -------------------------------------------------------------
@@ -271,8 +271,6 @@ class GRPOConfig(BaseConfig):
     """decay the learning rate linearly to 0 over the step budget."""
     lr: float = traced(1e-3)
     """Adam learning rate."""
-    ent_coef: float = traced(0.0)
-    """entropy bonus coefficient."""
     gamma: float = traced(1.0)
     """discount for rtg advantages (outcome advantages use the undiscounted episode return)."""
     grpo: GRPOOptions = dataclasses.field(default_factory=GRPOOptions)

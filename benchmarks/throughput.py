@@ -1,0 +1,142 @@
+"""Throughput of the PPO trainer, compile time apart from run time.
+
+    python benchmarks/throughput.py [--out benchmarks/results/throughput-cpu.json] [--quick]
+
+Cases (CartPole-v1, PPO, 4 epochs x 4 minibatches, 64-64 tanh MLPs):
+  1 seed,  4 envs x 128 steps, 5e5 steps per seed
+  16 seeds vmapped, same config
+  1 seed,  2048 envs x 128 steps, 1e7 steps
+For each: compile s (``.lower().compile()``), run s (``block_until_ready``), SPS,
+final return. The limits printed beside them: the same number of env steps
+rolled out with the same network and no learning, and the FLOP rate of a
+64-wide dense layer on this machine with the fraction of it the trainer reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_po import PPOConfig, make_train
+from jaxrl_po.envs import make_vec_env
+from jaxrl_po.logs import final_returns
+from jaxrl_po.networks import make_policy
+from jaxrl_po.rollout import init_env_carry, rollout
+
+BASE = PPOConfig(
+    env="CartPole-v1", num_envs=4, num_steps=128, update_epochs=4, num_minibatches=4,
+    total_timesteps=500_000, lr=2.5e-4, ent_coef=0.01,
+)
+CASES = {
+    "1 seed, 4 envs x 128": (BASE, 1),
+    "16 seeds vmapped, 4 envs x 128": (BASE, 16),
+    "1 seed, 2048 envs x 128, 1e7 steps": (BASE.replace(num_envs=2048, total_timesteps=10_000_000), 1),
+}
+
+
+def timed(fn, *args):
+    """(compile_s, run_s, output) for jit(fn)(*args); the run is timed after compiling."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    return compile_s, time.perf_counter() - start, out
+
+
+def train_case(config: PPOConfig, num_seeds: int) -> dict:
+    keys = jax.random.split(jax.random.key(0), num_seeds)
+    compile_s, run_s, out = timed(jax.vmap(make_train(config)), keys)
+    steps = config.num_updates * config.steps_per_update * num_seeds
+    finals = final_returns(np.asarray(out.metrics.episode_return), np.asarray(out.metrics.env_steps))
+    return {"compile_s": compile_s, "run_s": run_s, "sps": steps / run_s, "env_steps": steps,
+            "final_return_mean": float(np.nanmean(finals))}
+
+
+def rollout_only_case(config: PPOConfig, num_seeds: int) -> dict:
+    """The same env steps and actor network, no learning: the trainer's ceiling."""
+    env = make_vec_env(config.env, config.num_envs)
+    policy = make_policy(env.action_spec, config.hidden_sizes, config.activation)
+
+    def collect(key):
+        params = policy.init(key, env.obs_dim)
+        carry = init_env_carry(key, env, normalize_obs=False)
+
+        def one_update(carry, k):
+            carry, traj = rollout(k, carry, params, policy, env, config.num_steps, False, False, 0.99)
+            return carry, traj.reward.sum()
+
+        return jax.lax.scan(one_update, carry, jax.random.split(key, config.num_updates))[1].sum()
+
+    keys = jax.random.split(jax.random.key(1), num_seeds)
+    compile_s, run_s, _ = timed(jax.vmap(collect), keys)
+    steps = config.num_updates * config.steps_per_update * num_seeds
+    return {"compile_s": compile_s, "run_s": run_s, "sps": steps / run_s}
+
+
+def dense_flop_rate(batch: int = 4096, width: int = 64, iters: int = 2000) -> float:
+    """FLOP/s of tanh(x @ W) with a width x width W, repeated (the MLPs' building block)."""
+    w = jax.random.normal(jax.random.key(0), (width, width)) / np.sqrt(width)
+    x = jax.random.normal(jax.random.key(1), (batch, width))
+    body = lambda x, _: (jnp.tanh(x @ w), None)
+    fn = lambda x: jax.lax.scan(body, x, None, length=iters)[0]
+    _, run_s, _ = timed(fn, x)
+    return 2.0 * batch * width * width * iters / run_s
+
+
+def train_flops_per_step(config: PPOConfig, obs_dim: int = 4, actions: int = 2) -> float:
+    """Dense-layer FLOPs per env step: actor forward in the rollout, two critic
+    forwards for GAE, and per epoch a forward + backward (~3x) of actor and critic."""
+    h = config.hidden_sizes
+    layers = lambda out: sum(2 * a * b for a, b in zip((obs_dim,) + h, h + (out,)))
+    actor, critic = layers(actions), layers(1)
+    return actor + 2 * critic + config.update_epochs * 3 * (actor + critic)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=f"benchmarks/results/throughput-{jax.devices()[0].platform}.json")
+    parser.add_argument("--quick", action="store_true", help="10x smaller budgets (a smoke run)")
+    args = parser.parse_args()
+
+    flop_rate = dense_flop_rate()
+    results = {
+        "machine": {"platform": jax.devices()[0].platform, "device": jax.devices()[0].device_kind,
+                    "processor": platform.processor() or platform.machine(), "cpus": jax.local_device_count()
+                    if jax.devices()[0].platform != "cpu" else __import__("os").cpu_count(),
+                    "jax": jax.__version__},
+        "dense64_flops_per_s": flop_rate,
+        "cases": {},
+    }
+    print(f"{'case':<38}{'compile s':>10}{'run s':>8}{'SPS':>12}{'rollout-only SPS':>18}{'of ceiling':>11}"
+          f"{'FLOP/s':>10}{'of dense':>9}{'return':>8}")
+    for name, (config, seeds) in CASES.items():
+        if args.quick:
+            config = config.replace(total_timesteps=config.total_timesteps // 10)
+        train = train_case(config, seeds)
+        ceiling = rollout_only_case(config, seeds)
+        flops = train["sps"] * train_flops_per_step(config)
+        row = {"num_seeds": seeds, "num_envs": config.num_envs, "num_steps": config.num_steps,
+               "total_timesteps_per_seed": config.total_timesteps, **train,
+               "rollout_only": ceiling, "fraction_of_rollout_only": train["sps"] / ceiling["sps"],
+               "train_flops_per_s": flops, "fraction_of_dense_flop_rate": flops / flop_rate}
+        results["cases"][name] = row
+        print(f"{name:<38}{train['compile_s']:>10.1f}{train['run_s']:>8.2f}{train['sps']:>12,.0f}"
+              f"{ceiling['sps']:>18,.0f}{row['fraction_of_rollout_only']:>11.0%}{flops / 1e9:>9.2f}G"
+              f"{row['fraction_of_dense_flop_rate']:>9.1%}{train['final_return_mean']:>8.1f}")
+    print(f"dense 64-wide layer: {flop_rate / 1e9:.2f} GFLOP/s")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

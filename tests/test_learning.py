@@ -1,0 +1,52 @@
+"""Learning: the trainers solve small tasks in one vmapped call (CPU-sized budgets)."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrl_po import GRPOConfig, PPOConfig, make_train
+from jaxrl_po.logs import final_returns
+
+
+def train_seeds(config, num_seeds: int) -> np.ndarray:
+    """Final return per seed (mean of the last 10% of updates) from one jit(vmap(train)) call."""
+    keys = jax.random.split(jax.random.key(42), num_seeds)
+    out = jax.jit(jax.vmap(make_train(config)))(keys)
+    return final_returns(np.asarray(out.metrics.episode_return), np.asarray(out.metrics.env_steps))
+
+
+@pytest.mark.learning
+def test_ppo_solves_cartpole_with_four_seeds():
+    # PureJaxRL's CartPole settings (4 envs x 128 steps, 4 x 4 minibatches), 5e5 steps per seed.
+    config = PPOConfig(num_envs=4, num_steps=128, update_epochs=4, num_minibatches=4,
+                       total_timesteps=500_000, lr=2.5e-4, ent_coef=0.01)
+    finals = train_seeds(config, 4)
+    assert finals.mean() >= 475, finals
+
+
+@pytest.mark.learning
+def test_ppo_cli_defaults_solve_cartpole():
+    # The defaults of `python -m jaxrl_po.train --algo ppo`: 1024 envs, every seed must solve it.
+    finals = train_seeds(PPOConfig(), 4)
+    assert (finals >= 475).all(), finals
+
+
+@pytest.mark.learning
+def test_ppo_improves_on_pendulum():
+    # Continuous control (Gaussian policy, obs normalisation and reward scaling on by default).
+    # A random policy scores about -1200 per episode; gymnax's published PPO reaches -130 to
+    # -200 after 1e6 steps. On a CI budget of 3e5 steps we require > -400: far above random,
+    # and it held with margin (about -160) when this test was written.
+    config = PPOConfig(env="Pendulum-v1", num_envs=64, num_steps=128, total_timesteps=300_000,
+                       update_epochs=10, num_minibatches=32, lr=1e-3, gamma=0.95)
+    finals = train_seeds(config, 2)
+    assert finals.mean() > -400, finals
+
+
+@pytest.mark.learning
+def test_grpo_solves_cartpole_with_four_seeds():
+    # The GRPO defaults (16 groups x 8, whole episodes, outcome advantages, 8 epochs x 4
+    # minibatches, lr 1e-3), budget 1e6 alive steps per seed. When written, all four seeds
+    # passed 475 between 0.50 M and 0.60 M alive steps and ended at 497-500.
+    finals = train_seeds(GRPOConfig(), 4)
+    assert finals.mean() >= 475, finals
