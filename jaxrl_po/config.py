@@ -101,7 +101,7 @@ class BaseConfig:
         _check_choice("activation", self.activation, ("tanh", "relu"))
         for f in traced_fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            if not _is_finite_number(value):
                 raise ConfigError(f.name, f"must be a finite number, got {value!r}")
         _check_range("lr", self.lr, 0.0, None, low_open=True)
         _check_range("max_grad_norm", self.max_grad_norm, 0.0, None, low_open=True)
@@ -160,8 +160,8 @@ class PPOConfig(BaseConfig):
             )
 
 
-def traced_fields(config: BaseConfig) -> list[dataclasses.Field]:
-    """The fields of ``config`` declared with :func:`traced`."""
+def traced_fields(config: Any) -> list[dataclasses.Field]:
+    """The fields of a config dataclass declared with :func:`traced`."""
     return [f for f in dataclasses.fields(config) if f.metadata.get("traced")]
 
 
@@ -195,6 +195,10 @@ def from_dict(cls: type[BaseConfig], data: dict[str, Any]) -> BaseConfig:
 
 
 # ---- small checks with uniform messages ----------------------------------------
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(name, f"must be a positive integer, got {value!r}")
@@ -322,6 +326,10 @@ class GRPOConfig(BaseConfig):
                 f"num_groups = num_envs / group_size = {self.num_groups} is not divisible by "
                 f"num_minibatches = {self.num_minibatches} (minibatches hold whole groups)",
             )
+        for f in traced_fields(g) + [f for f in dataclasses.fields(g) if f.name == "clip_eps_high"]:
+            value = getattr(g, f.name)
+            if value is not None and not _is_finite_number(value):
+                raise ConfigError(f"grpo.{f.name}", f"must be a finite number, got {value!r}")
         _check_range("grpo.kl_coef", g.kl_coef, 0.0, None)
         _check_range("grpo.ref_mixup_alpha", g.ref_mixup_alpha, 0.0, 1.0, low_open=True)
         if g.clip_eps_high is not None:

@@ -79,6 +79,8 @@ def make_train(config: GRPOConfig, callback: UpdateCallback | None = None):
 
     def train(key: jax.Array, hparams: dict[str, jax.Array] | None = None, run_id=0) -> TrainOutput:
         hp = {**config.hparams(), **(hparams or {})}
+        if opts.clip_eps_high is None:  # the upper clip follows clip_eps, also when clip_eps is swept
+            hp["clip_eps_high"] = hp["clip_eps"]
         optimizer = make_optimizer(hp["max_grad_norm"])
         init_key, key = jax.random.split(key)
         params = policy.init(init_key, env.obs_dim)
@@ -128,7 +130,7 @@ def make_train(config: GRPOConfig, callback: UpdateCallback | None = None):
             progress = state.env_steps / config.total_timesteps
             lr = hp["lr"] * jnp.maximum(0.0, 1.0 - progress) if config.anneal_lr else hp["lr"]
             loss_fn = lambda p, mb: grpo_loss(
-                p, policy, mb, hp, opts.loss_type, opts.importance_sampling, alive_per_minibatch
+                p, policy, mb, hp, opts.loss_type, opts.importance_sampling, alive_per_minibatch, horizon
             )
             params, opt_state, info = sgd_epochs(
                 sgd_key, state.params, state.opt_state, batch, loss_fn, optimizer, lr,

@@ -159,14 +159,30 @@ def none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-def print_summary(console: Console, summary: dict[str, Any], seeds: Sequence[int]) -> None:
-    table = Table(title=f"{summary['algo'].upper()} on {summary['env']}: final return (last 10% of updates)")
-    table.add_column("seed", justify="right")
-    table.add_column("final return", justify="right")
-    for seed, ret in zip(seeds, summary["final_return_per_seed"]):
-        table.add_row(str(seed), "n/a" if ret is None else f"{ret:.1f}")
-    mean, std = summary["final_return_mean"], summary["final_return_std"]
-    table.add_row("mean ± std", "n/a" if mean is None else f"{mean:.1f} ± {std:.1f}", style="bold")
+def print_summary(
+    console: Console, summary: dict[str, Any], seeds: Sequence[int], settings: Sequence[dict] | None = None
+) -> None:
+    """The final table: return per seed (or, for a sweep, per configuration with a 95% CI)."""
+    title = f"{summary['algo'].upper()} on {summary['env']}"
+    if settings is None:
+        table = Table(title=f"{title}: final return (last 10% of updates)")
+        table.add_column("seed", justify="right")
+        table.add_column("final return", justify="right")
+        for seed, ret in zip(seeds, summary["final_return_per_seed"]):
+            table.add_row(str(seed), "n/a" if ret is None else f"{ret:.1f}")
+        mean, std = summary["final_return_mean"], summary["final_return_std"]
+        table.add_row("mean ± std", "n/a" if mean is None else f"{mean:.1f} ± {std:.1f}", style="bold")
+    else:
+        table = Table(title=f"{title}: configurations ranked by final return (mean ± 95% CI over seeds)")
+        names = list(summary["sweep"])
+        for name in names:
+            table.add_column(name, justify="right")
+        table.add_column("final return", justify="right")
+        table.add_column("seeds", justify="right")
+        for row in summary["ranking"]:
+            mean, half = row["final_return_mean"], row["ci95"]
+            value = "n/a" if mean is None else f"{mean:.1f}" + ("" if half is None else f" ± {half:.1f}")
+            table.add_row(*[f"{row['hparams'][n]:g}" for n in names], value, str(row["num_seeds"]))
     console.print(table)
     console.print(
         f"env steps {summary['total_env_steps']:,} in {summary['train_s']:.1f} s "

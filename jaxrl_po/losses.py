@@ -106,13 +106,19 @@ def sequence_log_ratio(log_ratio: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.broadcast_to(mean, log_ratio.shape)
 
 
-def aggregate(per_step: jax.Array, mask: jax.Array, loss_type: str, alive_per_minibatch: jax.Array) -> jax.Array:
+def aggregate(
+    per_step: jax.Array,
+    mask: jax.Array,
+    loss_type: str,
+    alive_per_minibatch: jax.Array,
+    horizon: int | None = None,
+) -> jax.Array:
     """Reduce per-step losses f32[G, K, H] over alive steps (mask f32[G, K, H]).
 
     grpo: mean over episodes of each episode's mean over its alive steps;
     bnpo: sum / alive steps in this minibatch;
     dapo: sum / alive steps per minibatch of the whole update (one weight per step across minibatches);
-    dr_grpo: sum / (episodes x horizon), a constant normaliser.
+    dr_grpo: sum / (episodes x horizon), a constant normaliser (horizon defaults to H).
     """
     total = (per_step * mask).sum()
     if loss_type == "grpo":
@@ -123,7 +129,7 @@ def aggregate(per_step: jax.Array, mask: jax.Array, loss_type: str, alive_per_mi
     if loss_type == "dapo":
         return total / jnp.maximum(alive_per_minibatch, 1.0)
     if loss_type == "dr_grpo":
-        return total / (per_step.shape[0] * per_step.shape[1] * per_step.shape[2])
+        return total / (per_step.shape[0] * per_step.shape[1] * (horizon or per_step.shape[2]))
     raise ValueError(f"unknown loss_type {loss_type!r}")
 
 
@@ -159,6 +165,7 @@ def grpo_loss(
     loss_type: str,
     importance_sampling: str,
     alive_per_minibatch: jax.Array,
+    horizon: int | None = None,
 ) -> tuple[jax.Array, GRPOLossInfo]:
     """Clipped surrogate + beta * KL_k3(pi_ref || pi) - c_ent * entropy, aggregated by ``loss_type``."""
     dist = policy.dist(params, batch.obs)
@@ -171,10 +178,10 @@ def grpo_loss(
     kl = kl_k3(log_prob, batch.ref_log_prob)
     entropy = dist.entropy()
     per_step = surrogate + hp["kl_coef"] * kl - hp["ent_coef"] * entropy
-    loss = aggregate(per_step, batch.mask, loss_type, alive_per_minibatch)
+    loss = aggregate(per_step, batch.mask, loss_type, alive_per_minibatch, horizon)
     ratio = jnp.exp(log_ratio)
     info = GRPOLossInfo(
-        policy_loss=aggregate(surrogate, batch.mask, loss_type, alive_per_minibatch),
+        policy_loss=aggregate(surrogate, batch.mask, loss_type, alive_per_minibatch, horizon),
         kl_ref=masked_mean(kl, batch.mask),
         approx_kl=masked_mean(approx_kl(log_prob - batch.log_prob), batch.mask),
         entropy=masked_mean(entropy, batch.mask),

@@ -54,6 +54,12 @@ class RunOptions:
     """output directory (default runs/<algo>-<env>-<timestamp>); must not exist or be empty."""
     progress: bool = True
     """show the live progress line."""
+    sweep: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """sweep a traced hyperparameter, e.g. --sweep lr=1e-4,3e-4 (repeat for a grid; one compiled call)."""
+    compile_cache: bool = True
+    """keep compiled programs in a persistent cache so an identical run starts without compiling."""
+    compile_cache_dir: str = "~/.cache/jaxrl_po/xla"
+    """where the compile cache lives."""
 
 
 def cli_type(config_cls: type[BaseConfig]) -> type:
@@ -117,12 +123,18 @@ def seeds_of(options: RunOptions) -> list[int]:
     return [options.seed + i for i in range(options.num_seeds)]
 
 
-def validate(options: RunOptions, config: BaseConfig) -> None:
+def validate(options: RunOptions, config: BaseConfig) -> dict[str, list[float]]:
+    """Check everything before compiling; returns the sweep grid (name -> values)."""
+    from jaxrl_po.sweep import check_grid, parse_sweep_spec
+
     if not isinstance(options.num_seeds, int) or options.num_seeds < 1:
         raise ConfigError("num_seeds", f"must be a positive integer, got {options.num_seeds!r}")
     if options.seed < 0:
         raise ConfigError("seed", f"must be >= 0, got {options.seed}")
     config.validate()
+    grid = dict(parse_sweep_spec(spec) for spec in options.sweep)
+    check_grid(config, grid)
+    return grid
 
 
 def default_run_dir(options: RunOptions, config: BaseConfig) -> Path:
@@ -130,65 +142,93 @@ def default_run_dir(options: RunOptions, config: BaseConfig) -> Path:
     return Path("runs") / f"{options.algo}-{config.env}-{stamp}"
 
 
-def run(options: RunOptions, config: BaseConfig, run_dir: Path) -> dict[str, Any]:
-    """Train ``options.num_seeds`` seeds in one compiled call; write the run directory."""
+def enable_compile_cache(directory: str) -> None:
+    """Persist compiled programs (JAX's compilation cache) so a repeated run skips compiling."""
     import jax
-    import jax.numpy as jnp
+
+    path = Path(directory).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def run(
+    options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, list[float]] | None = None
+) -> dict[str, Any]:
+    """Train every (swept config, seed) pair in one compiled call; write the run directory."""
+    import jax
     import numpy as np
     from rich.console import Console
 
     from jaxrl_po import logs
+    from jaxrl_po.sweep import make_runs, rank_configs, shard_runs
 
     console = Console()
+    if options.compile_cache:
+        enable_compile_cache(options.compile_cache_dir)
     _, make_train = algorithm(options.algo)
-    seeds = seeds_of(options)
-    logs.write_json(run_dir / "config.json", {"algo": options.algo, "seeds": seeds, **to_dict(config)})
+    runs = make_runs(config, seeds_of(options), grid)
+    num_runs = len(runs.seeds)
+    logs.write_json(
+        run_dir / "config.json",
+        {"algo": options.algo, "seeds": seeds_of(options), "sweep": grid or {}, **to_dict(config)},
+    )
 
-    progress = logs.Progress(options.num_seeds, config.total_timesteps)
+    progress = logs.Progress(num_runs, config.total_timesteps)
     train = make_train(config, callback=progress if options.progress else None)
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-    run_ids = jnp.arange(options.num_seeds)
-
+    args, num_devices = shard_runs(runs)
+    grid_text = f" x {num_runs // options.num_seeds} configs" if grid else ""
     console.print(
-        f"[bold]{options.algo.upper()}[/] on {config.env}: {options.num_seeds} seed(s) x "
-        f"{config.total_timesteps:,} env steps each on {jax.devices()[0].platform}; compiling..."
+        f"[bold]{options.algo.upper()}[/] on {config.env}: {options.num_seeds} seed(s){grid_text}, "
+        f"{config.total_timesteps:,} env steps each, on {num_devices} {jax.devices()[0].platform} device(s); compiling..."
     )
     start = time.perf_counter()
-    compiled = jax.jit(jax.vmap(train)).lower(keys, None, run_ids).compile()
+    compiled = jax.jit(jax.vmap(train)).lower(*args).compile()
     compile_s = time.perf_counter() - start
     progress.begin()
     start = time.perf_counter()
-    output = jax.block_until_ready(compiled(keys, None, run_ids))
+    output = jax.block_until_ready(compiled(*args))
     train_s = time.perf_counter() - start
 
-    metrics = jax.tree_util.tree_map(np.asarray, output.metrics)
-    logs.write_metrics_csv(run_dir / "metrics.csv", metrics, seeds)
-    per_seed = logs.final_returns(metrics.episode_return, metrics.env_steps)
-    finite = per_seed[~np.isnan(per_seed)]
-    steps_per_seed = metrics.env_steps.max(axis=1)  # env steps (GRPO: alive steps) each seed took
-    total_steps = int(steps_per_seed.sum())
+    # Drop the runs added to fill the last device.
+    metrics = jax.tree_util.tree_map(lambda x: np.asarray(x)[:num_runs], output.metrics)
+    logs.write_metrics_csv(
+        run_dir / "metrics.csv", metrics, runs.seeds,
+        extra={f"hp_{name}": [s[name] for s in runs.settings] for name in (grid or {})},
+    )
+    per_run = logs.final_returns(metrics.episode_return, metrics.env_steps)
+    finite = per_run[~np.isnan(per_run)]
+    steps_per_run = metrics.env_steps.max(axis=1)  # env steps (GRPO: alive steps) each run took
+    total_steps = int(steps_per_run.sum())
     summary = {
         "algo": options.algo,
         "env": config.env,
         "num_seeds": options.num_seeds,
-        "seeds": seeds,
+        "seeds": runs.seeds,
         "final_return_mean": logs.none_if_nan(float(finite.mean())) if finite.size else None,
         "final_return_std": float(finite.std()) if finite.size else None,
-        "final_return_per_seed": [logs.none_if_nan(float(x)) for x in per_seed],
-        "total_timesteps": int(steps_per_seed.max()),
+        "final_return_per_seed": [logs.none_if_nan(float(x)) for x in per_run],
+        "total_timesteps": int(steps_per_run.max()),
         "total_env_steps": total_steps,
         "num_updates": int((metrics.env_steps > 0).sum(axis=1).max()),
         "sps": total_steps / train_s,
         "compile_s": compile_s,
         "train_s": train_s,
         "total_s": compile_s + train_s,
+        "compile_cache": str(Path(options.compile_cache_dir).expanduser()) if options.compile_cache else None,
+        "num_devices": num_devices,
         "device": str(jax.devices()[0].device_kind),
         "run_dir": str(run_dir),
     }
     if hasattr(metrics, "padded_steps"):  # GRPO: env steps run after episodes ended
         summary["padded_env_steps"] = int(np.nansum(metrics.padded_steps))
+    if grid:
+        summary["sweep"] = grid
+        summary["run_settings"] = runs.settings
+        summary["ranking"] = rank_configs(runs.settings, per_run)
     logs.write_json(run_dir / "summary.json", summary)
-    logs.print_summary(console, summary, seeds)
+    logs.print_summary(console, summary, runs.seeds, runs.settings if grid else None)
     return summary
 
 
@@ -196,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         options, config = parse(argv)
-        validate(options, config)
+        grid = validate(options, config)
         run_dir = Path(options.run_dir) if options.run_dir else default_run_dir(options, config)
         try:
             from jaxrl_po.logs import make_run_dir
@@ -210,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run(options, config, run_dir)
+    run(options, config, run_dir, grid)
     return 0
 
 

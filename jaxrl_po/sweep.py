@@ -1,0 +1,159 @@
+"""Hyperparameter grids x seeds in one compiled call.
+
+Traced hyperparameters (see :func:`jaxrl_po.config.traced`) are inputs of
+``train``, so a grid of them is just another batch axis: every (config, seed)
+pair becomes one run of ``jit(vmap(train))``, compiled once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+
+from jaxrl_po.config import BaseConfig, ConfigError, traced_fields
+
+
+class Runs(NamedTuple):
+    """The flat batch of runs: R = num_configs x num_seeds, config-major."""
+
+    keys: jax.Array  # key[R]
+    hparams: dict[str, jax.Array]  # name -> f32[R] (only the swept names)
+    run_ids: jax.Array  # i32[R]
+    seeds: list[int]  # [R]
+    settings: list[dict[str, float]]  # [R] the swept values of each run
+
+
+def traced_names(config: BaseConfig) -> list[str]:
+    return sorted(config.hparams())
+
+
+def parse_sweep_spec(spec: str) -> tuple[str, list[float]]:
+    """``"lr=1e-4,3e-4"`` -> ("lr", [1e-4, 3e-4]); raises ConfigError("sweep", ...)."""
+    name, sep, values = spec.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or not name:
+        raise ConfigError("sweep", f"expected NAME=V1,V2,... got {spec!r}")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not items:
+        raise ConfigError("sweep", f"{name}: needs at least one value, got {spec!r}")
+    try:
+        numbers = [float(v) for v in items]
+    except ValueError:
+        raise ConfigError("sweep", f"{name}: values must be numbers, got {values!r}") from None
+    return name, numbers
+
+
+def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
+    """Every swept name must be a traced hyperparameter and every value valid for it."""
+    allowed = traced_names(config)
+    static = {f.name for f in _all_fields(config)} - set(allowed)
+    for name, values in grid.items():
+        if name in static:
+            raise ConfigError(
+                "sweep",
+                f"{name} changes shapes or trip counts (it is compiled in); run separate jobs for it. "
+                f"Sweepable: {', '.join(allowed)}",
+            )
+        if name not in allowed:
+            raise ConfigError("sweep", f"unknown hyperparameter {name!r}; sweepable: {', '.join(allowed)}")
+        if len(values) == 0:
+            raise ConfigError("sweep", f"{name}: needs at least one value")
+        for value in values:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError("sweep", f"{name}: values must be finite numbers, got {value!r}")
+            try:
+                _with_value(config, name, float(value)).validate()
+            except ConfigError as err:
+                raise ConfigError("sweep", f"{name}={value:g}: {err}") from None
+
+
+def _all_fields(config: BaseConfig) -> list[dataclasses.Field]:
+    """Fields of ``config`` and of its nested option dataclasses (``config.grpo``)."""
+    fields = list(dataclasses.fields(config))
+    for f in list(fields):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            fields += dataclasses.fields(value)
+    return fields
+
+
+def _with_value(config: BaseConfig, name: str, value: float) -> BaseConfig:
+    """config with one traced value replaced (GRPO's live in ``config.grpo``)."""
+    if any(f.name == name for f in traced_fields(config)):
+        return config.replace(**{name: value})
+    grpo = getattr(config, "grpo", None)
+    if grpo is not None and hasattr(grpo, name):
+        return config.replace(grpo=dataclasses.replace(grpo, **{name: value}))
+    return config
+
+
+def make_runs(config: BaseConfig, seeds: Sequence[int], grid: dict[str, Sequence[float]] | None = None) -> Runs:
+    """The grid's product x seeds as one flat batch (config-major, then seed)."""
+    grid = dict(grid or {})
+    check_grid(config, grid)
+    names = list(grid)
+    combos = list(itertools.product(*(grid[n] for n in names))) or [()]
+    settings, run_seeds = [], []
+    for combo in combos:
+        for seed in seeds:
+            settings.append({n: float(v) for n, v in zip(names, combo)})
+            run_seeds.append(int(seed))
+    keys = jax.vmap(jax.random.key)(jnp.asarray(run_seeds, jnp.uint32))
+    hparams = {n: jnp.asarray([s[n] for s in settings], jnp.float32) for n in names}
+    return Runs(keys, hparams, jnp.arange(len(run_seeds)), run_seeds, settings)
+
+
+def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width) of a Student-t interval across seeds; half-width NaN for one value."""
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    n = values.size
+    if n == 0:
+        return float("nan"), float("nan")
+    if n == 1:
+        return float(values[0]), float("nan")
+    half = scipy.stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return float(values.mean()), float(half)
+
+
+def rank_configs(settings: list[dict[str, float]], finals: np.ndarray) -> list[dict[str, Any]]:
+    """Group runs by their swept values; mean final return and 95% CI across seeds, best first."""
+    groups: dict[tuple, list[float]] = {}
+    for setting, value in zip(settings, finals):
+        groups.setdefault(tuple(sorted(setting.items())), []).append(value)
+    table = []
+    for key, values in groups.items():
+        mean, half = confidence_interval(np.asarray(values))
+        table.append({
+            "hparams": dict(key), "final_return_mean": None if math.isnan(mean) else mean,
+            "ci95": None if math.isnan(half) else half, "num_seeds": len(values),
+            "final_return_per_seed": [None if math.isnan(v) else float(v) for v in values],
+        })
+    table.sort(key=lambda row: -math.inf if row["final_return_mean"] is None else row["final_return_mean"], reverse=True)
+    return table
+
+
+def shard_runs(runs: Runs) -> tuple[tuple, int]:
+    """The ``train`` arguments (keys, hparams, run_ids), split across all visible devices.
+
+    With one device they are returned as they are. With several, the run axis is
+    padded (repeating the last run) to a multiple of the device count and laid
+    out with a NamedSharding over a 1-D mesh, so ``jit(vmap(train))`` runs each
+    device's share of the runs there (GSPMD). Callers drop the padded runs.
+    """
+    args = (runs.keys, runs.hparams, runs.run_ids)
+    devices = jax.devices()
+    if len(devices) == 1:
+        return args, 1
+    pad = (-len(runs.seeds)) % len(devices)
+    if pad:
+        args = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), args)
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
+    return jax.device_put(args, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))), len(devices)

@@ -1,0 +1,196 @@
+"""Shared helpers for the PPO tests (kept light: nothing here compiles anything)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+from typing import Any
+
+# The tests compile many tiny XLA programs (and the CLI subprocesses inherit this) on a 2-core
+# CPU machine: XLA's backend optimisations cost ~2/3 of each compile and buy nothing at these
+# sizes (e.g. a CLI PPO run compiles in ~6 s instead of ~17 s). Must be set before jax starts
+# its backend; an XLA_FLAGS already in the environment wins.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+
+import pytest  # noqa: E402
+
+from jaxrl_po.config import PPOConfig  # noqa: E402
+
+
+def tiny_ppo_config(**overrides: Any) -> PPOConfig:
+    """A CartPole PPO config small enough to compile and run in a few seconds on 2 CPU cores."""
+    base = dict(
+        env="CartPole-v1",
+        num_envs=8,
+        num_steps=4,
+        num_minibatches=2,
+        update_epochs=2,
+        total_timesteps=8 * 4 * 6,  # 6 updates
+        hidden_sizes=(8,),
+    )
+    base.update(overrides)
+    return PPOConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_ppo_config():
+    return tiny_ppo_config
+
+
+def cli_env() -> dict[str, str]:
+    """Environment for CLI subprocesses: CPU only (the test machine has no accelerator)."""
+    env = dict(os.environ)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return env
+
+
+def run_cli(argv: list[str], cwd, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m jaxrl_po.train *argv`` as a real subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "jaxrl_po.train", *argv],
+        cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def start_cli(argv: list[str], cwd) -> subprocess.Popen:
+    """Start ``python -m jaxrl_po.train *argv`` in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxrl_po.train", *argv],
+        cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+# Importing jaxrl_po (jax + gymnax + its plotting deps) takes ~3-5 s of CPU per process on
+# the 2-core test machine, so ~20 separate `python -m jaxrl_po.train <bad flags>` processes
+# would cost over a minute. This driver imports the package once (exactly what
+# `python -m jaxrl_po.train` imports before running the module) and then, per case, forks a
+# child that runs `jaxrl_po.train` as `__main__` with runpy -- the same code path as
+# `python -m` -- with the child's real stdout/stderr file descriptors captured. An uncaught
+# exception prints a traceback and exits 1, as the interpreter would. The validation paths
+# exercised this way never run an XLA computation, so forking after importing jax is safe.
+_FORK_DRIVER = textwrap.dedent(
+    r"""
+    import json, os, runpy, sys, tempfile, time, traceback, warnings
+    warnings.filterwarnings("ignore", message="os.fork")
+    import jaxrl_po  # the package `python -m jaxrl_po.train` imports first
+    import tyro  # noqa: F401
+    cases = json.load(sys.stdin)
+    results = {}
+    for name, case in cases.items():
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            sys.stdout.flush(); sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # child: behave like `python -m jaxrl_po.train ARGV`
+                code = 1
+                try:
+                    os.chdir(case["cwd"])
+                    os.dup2(out.fileno(), 1)
+                    os.dup2(err.fileno(), 2)
+                    sys.argv = ["jaxrl_po.train", *case["argv"]]
+                    try:
+                        runpy.run_module("jaxrl_po.train", run_name="__main__", alter_sys=True)
+                        code = 0
+                    except SystemExit as exit_:
+                        if exit_.code is None:
+                            code = 0
+                        elif isinstance(exit_.code, int):
+                            code = exit_.code
+                        else:
+                            print(exit_.code, file=sys.stderr)
+                            code = 1
+                    except BaseException:
+                        traceback.print_exc()
+                        code = 1
+                    sys.stdout.flush(); sys.stderr.flush()
+                finally:
+                    os._exit(code)
+            deadline = time.monotonic() + case.get("timeout", 60)
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    rc = os.waitstatus_to_exitcode(status)
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    rc = "timeout"
+                    break
+                time.sleep(0.01)
+            out.seek(0); err.seek(0)
+            results[name] = {
+                "rc": rc,
+                "stdout": out.read().decode(errors="replace"),
+                "stderr": err.read().decode(errors="replace"),
+            }
+    sys.stdout.write("\n" + json.dumps(results) + "\n")
+    """
+)
+
+
+def run_cli_cases(cases: dict[str, dict[str, Any]], timeout: float = 300) -> dict[str, dict[str, Any]]:
+    """Run many short CLI invocations (``{id: {"argv": [...], "cwd": str}}``) in forked children.
+
+    Returns ``{id: {"rc": int, "stdout": str, "stderr": str}}``.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORK_DRIVER],
+        input=json.dumps(cases), env=cli_env(), capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, f"CLI case driver failed:\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """CLI helpers: ``run`` / ``start`` one real subprocess, ``run_cases`` many short ones."""
+    return SimpleNamespace(run=run_cli, start=start_cli, run_cases=run_cli_cases)
+
+
+# ---- CLI runs started in the background -------------------------------------------------
+# Each CLI training run spends ~15 s compiling in its own process. They are started when the
+# session begins (only if a selected test uses them), so that on the 2-core machine they
+# compile while the in-process tests run, and test_cli.py just collects their results.
+CLI_BACKGROUND_RUNS = {
+    "ppo": [
+        "--num-envs", "8", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
+        "--total-timesteps", "1024", "--num-seeds", "2", "--run-dir", "{base}/ppo",
+    ],
+    "grpo": [
+        "--algo", "grpo", "--num-envs", "8", "--grpo.group-size", "4", "--num-minibatches", "2",
+        "--update-epochs", "1", "--total-timesteps", "200", "--grpo.horizon", "20",
+        "--grpo.chunk-size", "10", "--num-seeds", "2", "--run-dir", "{base}/grpo",
+    ],
+    # A bad command line run as a plain subprocess, to compare with the forked driver above.
+    "algo-sac": ["--algo", "sac", "--run-dir", "{base}/never"],
+}
+
+
+@pytest.fixture(scope="session")
+def cli_background(tmp_path_factory):
+    """``result(name) -> (returncode, stdout, stderr)`` of the runs in CLI_BACKGROUND_RUNS."""
+    base = tmp_path_factory.mktemp("cli_background")
+    argvs = {name: [a.format(base=base) for a in argv] for name, argv in CLI_BACKGROUND_RUNS.items()}
+    procs = {name: start_cli(argv, cwd=base) for name, argv in argvs.items()}
+    results = {}
+
+    def result(name: str):
+        if name not in results:
+            out, err = procs[name].communicate(timeout=300)
+            results[name] = (procs[name].returncode, out, err)
+        return results[name]
+
+    yield SimpleNamespace(base=base, argvs=argvs, result=result)
+    for proc in procs.values():  # only when a test stopped before collecting a result
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_cli_background_early(request):
+    if any("cli_background" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("cli_background")

@@ -1,0 +1,186 @@
+"""Command line (``python -m jaxrl_po.train``): tiny real runs and one-line errors for bad input.
+
+The PPO and GRPO training runs (see ``CLI_BACKGROUND_RUNS`` in conftest) are real
+subprocesses started in the background when the session starts, so they compile while other
+tests run. The bad-input cases run through ``cli.run_cases`` (conftest): one interpreter
+imports the package once and forks a child per case that executes ``jaxrl_po.train`` as
+``__main__`` (what ``python -m`` does). One case is also run as a plain subprocess and must
+give the same result.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from jaxrl_po.config import PPOConfig, from_dict
+
+SUMMARY_KEYS = {
+    "final_return_mean", "final_return_per_seed", "total_timesteps", "num_seeds", "sps", "compile_s", "train_s",
+}
+
+
+# ---- bad input -----------------------------------------------------------------------
+# (id, argv, the flag the message must name, other text the message must contain)
+BAD_CASES = [
+    ("env-unknown", ["--env", "NoSuchEnv-v9"], "--env", ["NoSuchEnv-v9", "CartPole-v1", "Pendulum-v1"]),
+    ("algo-unknown", ["--algo", "sac"], "--algo", ["sac", "ppo", "grpo"]),
+    ("num-envs-zero", ["--num-envs", "0"], "--num-envs", []),
+    ("num-envs-negative", ["--num-envs", "-3"], "--num-envs", ["-3"]),
+    ("num-envs-float", ["--num-envs", "1.5"], "--num-envs", ["1.5"]),
+    ("num-steps-zero", ["--num-steps", "0"], "--num-steps", []),
+    (
+        "minibatches-indivisible",
+        ["--num-envs", "6", "--num-steps", "5", "--num-minibatches", "4"],
+        "--num-minibatches", ["30", "4"],
+    ),
+    ("clip-eps-zero", ["--clip-eps", "0"], "--clip-eps", []),
+    ("clip-eps-big", ["--clip-eps", "1.5"], "--clip-eps", ["1.5"]),
+    ("gamma-big", ["--gamma", "1.5"], "--gamma", ["1.5"]),
+    ("gae-lambda-negative", ["--gae-lambda", "-0.1"], "--gae-lambda", ["-0.1"]),
+    (
+        "total-timesteps-below-one-update",
+        ["--num-envs", "8", "--num-steps", "16", "--total-timesteps", "100"],
+        "--total-timesteps", ["100", "128"],
+    ),
+    ("run-dir-under-a-file", ["--run-dir", "{file}/sub"], "--run-dir", []),
+    ("run-dir-not-empty", ["--run-dir", "{full_dir}"], "--run-dir", ["exists"]),
+    ("grpo-group-size-1", ["--algo", "grpo", "--grpo.group-size", "1"], "--grpo.group-size", []),
+    (
+        "grpo-num-envs-not-multiple",
+        ["--algo", "grpo", "--num-envs", "10", "--grpo.group-size", "4"],
+        "--num-envs", ["10", "4"],
+    ),
+    (
+        "grpo-clip-high-below-clip",
+        ["--algo", "grpo", "--clip-eps", "0.2", "--grpo.clip-eps-high", "0.1"],
+        "--grpo.clip-eps-high", ["0.1", "0.2"],
+    ),
+    # Like --env and --algo, an unknown choice should say which values are valid.
+    ("grpo-loss-type-unknown", ["--algo", "grpo", "--grpo.loss-type", "nope"], "--grpo.loss-type", ["nope", "dapo"]),
+]
+RUN_DIR_CASES = {"run-dir-under-a-file", "run-dir-not-empty"}
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, cli, cli_background):
+    base = tmp_path_factory.mktemp("cli_bad")
+    a_file = base / "a_file"
+    a_file.write_text("not a directory\n")
+    full_dir = base / "full_dir"
+    full_dir.mkdir()
+    (full_dir / "keep.txt").write_text("precious\n")
+    cases, argvs, never = {}, {}, {}
+    for case_id, argv, _, _ in BAD_CASES:
+        argv = [a.format(file=a_file, full_dir=full_dir) for a in argv]
+        if case_id not in RUN_DIR_CASES:
+            never[case_id] = base / "never" / case_id
+            argv = argv + ["--run-dir", str(never[case_id])]
+        argvs[case_id] = argv
+        cases[case_id] = {"argv": argv, "cwd": str(base)}
+    cases["help"] = {"argv": ["--help"], "cwd": str(base)}
+    cases["help-grpo"] = {"argv": ["--algo", "grpo", "--help"], "cwd": str(base)}
+    cases["real-compare"] = {"argv": cli_background.argvs["algo-sac"], "cwd": str(cli_background.base)}
+    results = cli.run_cases(cases)
+    return dict(results=results, argvs=argvs, never=never, base=base, a_file=a_file, full_dir=full_dir)
+
+
+@pytest.mark.parametrize("case_id, argv, flag, must_contain", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_input_is_one_line_error_exit_2(bad_inputs, case_id, argv, flag, must_contain):
+    res = bad_inputs["results"][case_id]
+    stderr, stdout = res["stderr"], res["stdout"]
+    assert "Traceback" not in stderr and "Traceback" not in stdout, stderr
+    assert res["rc"] == 2, (res["rc"], stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
+    line = lines[0]
+    assert line.startswith("error:"), line
+    assert flag in line, line
+    for text in must_contain:
+        assert text in line, f"{text!r} missing from: {line}"
+    # Naming the flag must not just mean echoing the command line back.
+    assert " ".join(bad_inputs["argvs"][case_id]) not in line, line
+    # Validation happens before anything is written.
+    if case_id in bad_inputs["never"]:
+        assert not bad_inputs["never"][case_id].exists()
+        assert not (bad_inputs["base"] / "never").exists()
+
+
+def test_existing_run_dir_is_left_untouched(bad_inputs):
+    full_dir = bad_inputs["full_dir"]
+    assert sorted(p.name for p in full_dir.iterdir()) == ["keep.txt"]
+    assert (full_dir / "keep.txt").read_text() == "precious\n"
+    assert bad_inputs["a_file"].read_text() == "not a directory\n"
+    assert not (bad_inputs["base"] / "runs").exists()
+
+
+def test_help(bad_inputs):
+    res = bad_inputs["results"]["help"]
+    assert res["rc"] == 0, res["stderr"]
+    assert "Traceback" not in res["stderr"]
+    assert "--num-seeds" in res["stdout"] and "--gae-lambda" in res["stdout"]
+    res = bad_inputs["results"]["help-grpo"]
+    assert res["rc"] == 0, res["stderr"]
+    assert "--grpo.group-size" in res["stdout"]
+
+
+def test_forked_cases_match_a_real_subprocess(bad_inputs, cli_background):
+    """The fork driver gives what ``python -m jaxrl_po.train`` gives for the same argv and cwd."""
+    rc, out, err = cli_background.result("algo-sac")
+    forked = bad_inputs["results"]["real-compare"]
+    assert rc == forked["rc"] == 2
+    assert err == forked["stderr"]
+    assert out == forked["stdout"]
+    assert err.startswith("error: --algo") and "Traceback" not in err
+    assert not (cli_background.base / "never").exists()
+
+
+# ---- real runs --------------------------------------------------------------------------
+def _assert_ok(rc, out, err):
+    assert rc == 0, f"exit {rc}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
+    assert "Traceback" not in err
+
+
+def test_ppo_run_writes_run_directory(cli_background):
+    rc, out, err = cli_background.result("ppo")
+    run_dir = cli_background.base / "ppo"
+    _assert_ok(rc, out, err)
+    assert {"config.json", "metrics.csv", "summary.json"} <= {p.name for p in run_dir.iterdir()}
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["algo"] == "ppo" and config["seeds"] == [0, 1]
+    expected = PPOConfig(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=1024)
+    assert from_dict(PPOConfig, config) == expected
+
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames
+        rows = list(reader)
+    assert {"seed", "update", "env_steps", "episode_return"} <= set(header)
+    num_updates = 1024 // (8 * 16)
+    assert len(rows) == 2 * num_updates
+    for seed in (0, 1):
+        seed_rows = [r for r in rows if int(r["seed"]) == seed]
+        assert [int(r["update"]) for r in seed_rows] == list(range(1, num_updates + 1))
+        assert [int(r["env_steps"]) for r in seed_rows] == [128 * u for u in range(1, num_updates + 1)]
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert len(summary["final_return_per_seed"]) == 2
+    assert summary["num_seeds"] == 2
+    assert summary["total_timesteps"] == 1024
+    assert summary["sps"] > 0 and summary["compile_s"] > 0 and summary["train_s"] > 0
+
+
+def test_grpo_run_writes_summary(cli_background):
+    rc, out, err = cli_background.result("grpo")
+    run_dir = cli_background.base / "grpo"
+    _assert_ok(rc, out, err)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["algo"] == "grpo" and summary["num_seeds"] == 2
+    assert len(summary["final_return_per_seed"]) == 2
+    assert summary["total_timesteps"] >= 200
+    assert (run_dir / "metrics.csv").exists() and (run_dir / "config.json").exists()

@@ -1,0 +1,390 @@
+"""GRPO end to end: group resets, per-member sampling, shared step keys, rollout masking,
+the compiled trainer and its metrics, option variants, group selection and config validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrl_po.config import ConfigError, GRPOConfig, GRPOOptions
+from jaxrl_po.envs import make_vec_env
+from jaxrl_po.grpo import GRPOMetrics, keep_widest_groups, make_train, to_groups
+from jaxrl_po.networks import make_policy
+from jaxrl_po.rollout import episode_rollout, group_keys
+
+# These programs run once each: compile them with XLA's cheap settings (per jit, not global).
+FAST = {
+    "xla_backend_optimization_level": 0,
+    "xla_llvm_disable_expensive_passes": True,
+    "xla_cpu_use_fusion_emitters": False,
+}
+fast_jit = functools.partial(jax.jit, compiler_options=FAST)
+
+
+def rollout(env_name, num_groups, group_size, horizon, chunk_size, shared=False, seed=0, params=None, hidden=(8,)):
+    env = make_vec_env(env_name, num_groups * group_size)
+    policy = make_policy(env.action_spec, hidden, "tanh", with_critic=False)
+    if params is None:
+        params = policy.init(jax.random.PRNGKey(1000 + seed), env.obs_dim)
+    run = fast_jit(
+        lambda key, p: episode_rollout(key, p, policy, env, None, group_size, horizon, chunk_size, shared)
+    )
+    episodes, steps_run = run(jax.random.PRNGKey(seed), params)
+    return env, policy, params, jax.tree_util.tree_map(np.asarray, episodes), int(steps_run)
+
+
+# One compiled rollout per env, shared by the tests below.
+CARTPOLE = dict(num_groups=2, group_size=8, horizon=500, chunk_size=20)
+PENDULUM = dict(num_groups=2, group_size=2, horizon=25, chunk_size=10)
+
+
+@pytest.fixture(scope="module")
+def cartpole_rollout():
+    return rollout("CartPole-v1", **CARTPOLE)
+
+
+@pytest.fixture(scope="module")
+def pendulum_rollout():
+    return rollout("Pendulum-v1", **PENDULUM)
+
+
+def grouped(x: np.ndarray, group_size: int) -> np.ndarray:
+    """[B, ...] -> [G, K, ...]."""
+    return x.reshape((-1, group_size) + x.shape[1:])
+
+
+# ---- (1) group resets -------------------------------------------------------------------
+@pytest.mark.parametrize("env_name", ["CartPole-v1", "Pendulum-v1"])
+def test_group_reset_same_start_within_group_different_across(env_name):
+    num_groups, group_size = 3, 4
+    env = make_vec_env(env_name, num_groups * group_size)
+    obs, _ = env.reset(group_keys(jax.random.PRNGKey(0), num_groups, group_size))
+    obs = grouped(np.asarray(obs), group_size)
+    for g in range(num_groups):
+        assert np.all(obs[g] == obs[g, :1]), "members of a group must start identically"
+    for a in range(num_groups):
+        for b in range(a + 1, num_groups):
+            assert not np.array_equal(obs[a, 0], obs[b, 0]), "different groups should start differently"
+
+
+@pytest.mark.parametrize("which", ["cartpole_rollout", "pendulum_rollout"])
+def test_episode_rollout_starts_each_group_from_one_state(which, request):
+    _, _, _, episodes, _ = request.getfixturevalue(which)
+    group_size = (CARTPOLE if which == "cartpole_rollout" else PENDULUM)["group_size"]
+    first = grouped(episodes.obs[0], group_size)
+    assert np.all(first == first[:, :1])
+    assert not np.array_equal(first[0, 0], first[1, 0])
+
+
+# ---- (2) members act with their own randomness --------------------------------------------
+def test_group_members_sample_their_own_actions(cartpole_rollout):
+    group_size = CARTPOLE["group_size"]
+    _, _, _, episodes, _ = cartpole_rollout
+    actions = grouped(episodes.action[:5].T, group_size)  # [G, K, 5]; CartPole lives > 5 steps
+    assert episodes.alive[:5].all()
+    for g in range(actions.shape[0]):
+        assert len({tuple(a) for a in actions[g]}) > 1, "all members of a group took identical actions"
+    # ... and so their trajectories diverge from the shared start.
+    obs = grouped(np.swapaxes(episodes.obs[:6], 0, 1), group_size)  # [G, K, T, D]
+    assert not np.all(obs[:, :, -1] == obs[:, :1, -1])
+
+
+# ---- (3) shared step keys --------------------------------------------------------------------
+def test_group_keys_rows_shared_within_group_distinct_across():
+    keys = np.asarray(group_keys(jax.random.PRNGKey(3), 3, 4))
+    assert keys.shape[0] == 12
+    per_group = keys.reshape((3, 4) + keys.shape[1:])
+    assert np.all(per_group == per_group[:, :1])
+    assert len({per_group[g, 0].tobytes() for g in range(3)}) == 3
+
+
+def _always_action_zero(policy, params):
+    """Params whose policy picks action 0 with probability ~1 (logit gap 40)."""
+    head = max(params["actor"]["params"], key=lambda name: int(name.split("_")[-1]))
+    layer = params["actor"]["params"][head]
+    bias = jnp.zeros_like(layer["bias"]).at[0].set(40.0)
+    new = {**params["actor"]["params"], head: {"kernel": jnp.zeros_like(layer["kernel"]), "bias": bias}}
+    return {**params, "actor": {"params": new}}
+
+
+def test_shared_step_keys_give_identical_transitions_for_identical_actions():
+    # Asterix-MinAtar resets deterministically and spawns enemies with the step key. Every
+    # member plays action 0, so with shared step keys the members of a group must see identical
+    # transitions, while the two groups (same start, same actions, different keys) diverge,
+    # which shows the env really uses its step key.
+    env = make_vec_env("Asterix-MinAtar", 4)
+    policy = make_policy(env.action_spec, (4,), "tanh", with_critic=False)
+    params = _always_action_zero(policy, policy.init(jax.random.PRNGKey(0), env.obs_dim))
+    _, _, _, episodes, steps_run = rollout(
+        "Asterix-MinAtar", num_groups=2, group_size=2, horizon=30, chunk_size=30, shared=True, params=params,
+        hidden=(4,),
+    )
+    assert np.all(episodes.action == 0)
+    obs = grouped(np.swapaxes(episodes.obs[:steps_run], 0, 1), 2)  # [G, K, T, D]
+    reward = grouped(episodes.reward[:steps_run].T, 2)
+    alive = grouped(episodes.alive[:steps_run].T, 2)
+    for g in range(2):
+        np.testing.assert_array_equal(obs[g, 0], obs[g, 1])
+        np.testing.assert_array_equal(reward[g, 0], reward[g, 1])
+        np.testing.assert_array_equal(alive[g, 0], alive[g, 1])
+    np.testing.assert_array_equal(obs[0, 0, 0], obs[1, 0, 0])  # same start in both groups
+    assert not np.array_equal(obs[0, 0], obs[1, 0]), "Asterix should diverge under different step keys"
+
+
+# ---- (4) masking in the rollout -------------------------------------------------------------
+def _replay_first_done(env, first_obs, actions):
+    """Replay CartPole (deterministic; obs == state) from ``first_obs`` -> first done index per env."""
+    from gymnax.environments.classic_control.cartpole import EnvState
+
+    f32 = jnp.asarray(first_obs)
+    state = EnvState(x=f32[:, 0], x_dot=f32[:, 1], theta=f32[:, 2], theta_dot=f32[:, 3],
+                     time=jnp.zeros(f32.shape[0], jnp.int32))
+    keys = jax.random.split(jax.random.PRNGKey(0), env.num_envs)
+
+    def step(state, action):
+        out = env.step(keys, state, action)
+        return out.state, jnp.logical_or(out.terminated, out.truncated)
+
+    _, done = jax.lax.scan(step, state, jnp.asarray(actions))
+    done = np.asarray(done)
+    return np.where(done.any(0), done.argmax(0), -1)
+
+
+def test_rollout_alive_mask_and_early_stop_cartpole(cartpole_rollout):
+    horizon, chunk_size = CARTPOLE["horizon"], CARTPOLE["chunk_size"]
+    env, _, _, episodes, steps_run = cartpole_rollout
+    alive = episodes.alive
+    B = alive.shape[1]
+    assert alive.shape[0] == horizon  # 25 chunks of 20
+    # Stopped early, after whole chunks, and not a chunk too late.
+    assert 0 < steps_run < horizon and steps_run % chunk_size == 0
+    assert alive[steps_run - chunk_size].any(), "ran a chunk in which every episode had already ended"
+    assert not alive[steps_run:].any(), "steps never executed are padding"
+    # Monotone: True from the start up to the end, then False, never True again.
+    assert alive[0].all()
+    assert not np.any(alive[1:] & ~alive[:-1])
+    lengths = alive.sum(0)
+    np.testing.assert_array_equal(alive, np.arange(horizon)[:, None] < lengths[None, :])
+    # Env-level check: the last alive step is exactly each env's first done, and every
+    # env's episode ended within the executed steps (alive is False after the last one).
+    first_done = _replay_first_done(env, episodes.obs[0], episodes.action[:steps_run])
+    assert np.all(first_done >= 0)
+    np.testing.assert_array_equal(first_done, lengths - 1)
+    padded = steps_run * B - alive.sum()
+    assert padded == np.sum(steps_run - lengths) and padded >= 0
+    # CartPole pays +1 on every step, also on padding; the alive sum is the episode length.
+    assert np.all(episodes.reward[:steps_run] == 1.0)
+
+
+def test_rollout_steps_beyond_horizon_not_alive(pendulum_rollout):
+    # Pendulum never terminates: every member is alive for exactly `horizon` steps.
+    horizon = PENDULUM["horizon"]
+    _, _, _, episodes, steps_run = pendulum_rollout
+    assert steps_run == 30  # ceil(25 / 10) chunks
+    assert episodes.alive.shape[0] == 30
+    assert episodes.alive[:horizon].all()
+    assert not episodes.alive[horizon:].any()
+
+
+def test_to_groups_layout():
+    H, B, D, K = 3, 6, 2, 3
+    x = np.arange(H * B * D).reshape(H, B, D)
+    y = np.asarray(to_groups(jnp.asarray(x), B // K))
+    assert y.shape == (B // K, K, H, D)
+    for t in range(H):
+        for b in range(B):
+            np.testing.assert_array_equal(y[b // K, b % K, t], x[t, b])
+
+
+# ---- (5) the compiled trainer ---------------------------------------------------------------
+TINY = GRPOConfig(
+    num_envs=8,
+    grpo=GRPOOptions(group_size=4, horizon=30, chunk_size=10),
+    num_minibatches=2,
+    update_epochs=1,
+    total_timesteps=600,
+    hidden_sizes=(16,),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    train = fast_jit(jax.vmap(make_train(TINY)))
+    keys = jax.random.split(jax.random.PRNGKey(42), 2)
+    first = jax.tree_util.tree_map(np.asarray, train(keys))
+    second = jax.tree_util.tree_map(np.asarray, train(keys))
+    return first, second
+
+
+def test_train_metrics_buffer_and_step_count(tiny_run):
+    out, _ = tiny_run
+    m = out.metrics
+    assert m.env_steps.shape == (2, TINY.max_updates) == (2, 75)
+    for s in range(2):
+        steps = m.env_steps[s]
+        ran = steps > 0
+        n = int(ran.sum())
+        assert n >= 2 and ran[:n].all() and not ran[n:].any()
+        assert np.all(np.diff(steps[:n]) > 0)
+        assert int(out.state.update[s]) == n
+        # Budget: stopped at the first update that reached total_timesteps.
+        assert steps[n - 1] >= TINY.total_timesteps > steps[n - 2]
+        assert int(out.state.env_steps[s]) == steps[n - 1]
+        # Only alive steps count; padding does not.
+        np.testing.assert_array_equal(steps[:n], np.cumsum(m.alive_steps[s, :n]).astype(np.int64))
+        for name in GRPOMetrics._fields:
+            value = getattr(m, name)[s]
+            if name == "env_steps":
+                assert np.all(value[n:] == 0)
+            else:
+                assert np.all(np.isnan(value[n:])), f"{name}: rows never run must be NaN"
+                assert np.all(np.isfinite(value[:n])), f"{name}: rows that ran must be finite"
+
+
+def test_train_episode_statistics(tiny_run):
+    out, _ = tiny_run
+    m = out.metrics
+    B, H = TINY.num_envs, TINY.grpo.horizon
+    for s in range(2):
+        n = int(out.state.update[s])
+        alive, padded = m.alive_steps[s, :n], m.padded_steps[s, :n]
+        np.testing.assert_allclose(m.episode_length[s, :n] * m.episodes[s, :n], alive, rtol=1e-6)
+        assert np.all(m.episodes[s, :n] == B)
+        assert np.all((alive >= B) & (alive <= B * H))
+        # Every step executed is alive or padding, in whole chunks of all envs.
+        executed = alive + padded
+        assert np.all(padded >= 0)
+        assert np.all(executed % (TINY.grpo.chunk_size * B) == 0)
+        assert np.all(executed <= B * 30)
+        # CartPole pays +1 per alive step: mean return == mean length.
+        np.testing.assert_allclose(m.episode_return[s, :n], m.episode_length[s, :n], rtol=1e-6)
+        assert np.all((m.zero_spread_frac[s, :n] >= 0) & (m.zero_spread_frac[s, :n] <= 1))
+        np.testing.assert_allclose(m.lr[s, :n], TINY.lr, rtol=1e-6)  # anneal_lr is off
+        assert np.all(m.kl_ref[s, :n] >= 0)  # measured (k3 >= 0) even with kl_coef 0
+
+
+def test_train_is_deterministic_and_seeds_differ(tiny_run):
+    first, second = tiny_run
+    for a, b in zip(jax.tree_util.tree_leaves(first), jax.tree_util.tree_leaves(second)):
+        np.testing.assert_array_equal(a, b)  # bit-identical, NaN rows included
+    # The two seeds are different runs (int buffers: no NaN == NaN pitfalls).
+    assert not np.array_equal(first.metrics.env_steps[0], first.metrics.env_steps[1])
+
+
+# ---- (6) option variants --------------------------------------------------------------------
+def _variant(total=200, gamma=1.0, **grpo):
+    opts = dict(group_size=4, horizon=20, chunk_size=10)
+    opts.update(grpo)
+    return GRPOConfig(num_envs=8, grpo=GRPOOptions(**opts), num_minibatches=2, update_epochs=1,
+                      total_timesteps=total, hidden_sizes=(8,), gamma=gamma)
+
+
+# Options are combined so that each of them is compiled once while the suite stays fast.
+VARIANTS = {
+    "dapo-sequence-rtg-batch": _variant(loss_type="dapo", importance_sampling="sequence", advantage="rtg", scale="batch"),
+    "dr_grpo-rtg-none": _variant(loss_type="dr_grpo", advantage="rtg", scale="none", gamma=0.9),
+    "bnpo-oversample2-batch": _variant(loss_type="bnpo", oversample=2, scale="batch", total=400),
+    "kl-refsync-none": _variant(kl_coef=0.1, ref_sync_every=2, ref_mixup_alpha=0.5, scale="none"),
+    "pendulum-cliphigher": GRPOConfig(
+        env="Pendulum-v1", num_envs=8, num_minibatches=2, update_epochs=1, total_timesteps=200,
+        hidden_sizes=(8,), grpo=GRPOOptions(group_size=4, horizon=10, chunk_size=10, clip_eps_high=0.3),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_train_variants_compile_and_stay_finite(name):
+    config = VARIANTS[name]
+    out = fast_jit(make_train(config))(jax.random.PRNGKey(0))
+    m = jax.tree_util.tree_map(np.asarray, out.metrics)
+    n = int(out.state.update)
+    assert n >= 1 and int(out.state.env_steps) >= config.total_timesteps
+    for field in GRPOMetrics._fields:
+        assert np.all(np.isfinite(getattr(m, field)[:n])), f"{name}: {field} not finite"
+    np.testing.assert_array_equal(m.env_steps[:n], np.cumsum(m.alive_steps[:n]).astype(np.int64))
+    assert np.all(m.episodes[:n] == config.num_envs * config.grpo.oversample)
+    for leaf in jax.tree_util.tree_leaves(out.state.params):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    if name == "kl-refsync-none":
+        assert n >= 2  # the reference was refreshed (mixed) at least once
+        assert np.all(m.kl_ref[:n] >= 0) and np.any(m.kl_ref[:n] > 0)
+    if name == "pendulum-cliphigher":
+        assert np.all(m.alive_steps[:n] == 8 * 10)  # never terminates: horizon-bound
+        assert np.all(m.padded_steps[:n] == 0)
+
+
+# ---- (7) group selection ------------------------------------------------------------------------
+def test_keep_widest_groups_picks_largest_spread():
+    returns = jnp.array(
+        [
+            [1.0, 1.0, 1.0, 1.0],  # std 0
+            [0.0, 10.0, 0.0, 10.0],  # widest
+            [1.0, 2.0, 3.0, 4.0],
+            [5.0, 5.0, 5.0, 6.0],
+            [0.0, 0.0, 20.0, 20.0],  # wider still
+        ]
+    )
+    keep = np.asarray(keep_widest_groups(returns, 2))
+    assert list(keep) == [4, 1]
+    assert set(np.asarray(keep_widest_groups(returns, 3))) == {4, 1, 2}
+    assert 0 not in set(np.asarray(keep_widest_groups(returns, 4)))
+
+
+# ---- (8) config validation -----------------------------------------------------------------------
+VALID = GRPOConfig(num_envs=8, grpo=GRPOOptions(group_size=4), num_minibatches=2, total_timesteps=600)
+
+
+def _with(**changes):
+    grpo_fields = {f.name for f in dataclasses.fields(GRPOOptions)}
+    grpo = {k: v for k, v in changes.items() if k in grpo_fields}
+    top = {k: v for k, v in changes.items() if k not in grpo_fields}
+    return VALID.replace(grpo=dataclasses.replace(VALID.grpo, **grpo), **top)
+
+
+def test_valid_config_passes():
+    VALID.validate()
+    GRPOConfig().validate()
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        (dict(group_size=1), "grpo.group_size"),
+        (dict(group_size=0), "grpo.group_size"),
+        (dict(num_envs=10), "num_envs"),  # not a multiple of group_size 4
+        (dict(num_envs=12), "num_minibatches"),  # 3 groups into 2 minibatches
+        (dict(clip_eps_high=0.1), "grpo.clip_eps_high"),  # < clip_eps 0.2
+        (dict(loss_type="ppo"), "grpo.loss_type"),
+        (dict(kl_coef=-0.1), "grpo.kl_coef"),
+        (dict(advantage="gae"), "grpo.advantage"),
+        (dict(scale="global"), "grpo.scale"),
+        (dict(importance_sampling="episode"), "grpo.importance_sampling"),
+        (dict(horizon=0), "grpo.horizon"),
+        (dict(ref_mixup_alpha=0.0), "grpo.ref_mixup_alpha"),
+        (dict(ref_sync_every=-1), "grpo.ref_sync_every"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={v}" for k, v in v.items()),
+)
+def test_invalid_config_names_field(changes, field):
+    config = _with(**changes)
+    with pytest.raises(ConfigError) as info:
+        config.validate()
+    assert info.value.field == field
+    assert field in str(info.value)
+    with pytest.raises(ConfigError):
+        make_train(config)
+
+
+@pytest.mark.parametrize("field", ["kl_coef", "ref_mixup_alpha", "clip_eps_high"])
+def test_nan_grpo_hyperparameters_rejected(field):
+    # The base config rejects non-finite traced hyperparameters ("must be a finite number");
+    # GRPOOptions' traced ones (and clip_eps_high, which also becomes a traced value) need the same.
+    with pytest.raises(ConfigError) as info:
+        _with(**{field: math.nan}).validate()
+    assert info.value.field == f"grpo.{field}"

@@ -1,0 +1,169 @@
+"""PPO trainer (jaxrl_po.ppo.make_train): metric shapes, determinism, compile-once, NaN stats.
+
+One real compilation (the module fixture) serves most tests; shape questions are answered
+with ``jax.eval_shape``, which traces without compiling.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_po.ppo as ppo
+from jaxrl_po.ppo import PPOMetrics, make_train
+
+NUM_UPDATES = 6
+
+
+class TraceCounter:
+    """Counts Python-side calls (= traces inside jit/scan) of functions patched into jaxrl_po.ppo."""
+
+    def __init__(self, monkeypatch):
+        self.counts = {"ppo_loss": 0, "rollout": 0}
+        for name in self.counts:
+            original = getattr(ppo, name)
+
+            def counted(*args, _name=name, _original=original, **kwargs):
+                self.counts[_name] += 1
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(ppo, name, counted)
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+def _tree_equal(a, b) -> bool:
+    return all(
+        np.array_equal(np.asarray(x), np.asarray(y), equal_nan=np.issubdtype(np.asarray(x).dtype, np.floating))
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    )
+
+
+def _to_host(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    return np.asarray(x)
+
+
+def _params_of(output):
+    return output.state.params
+
+
+@pytest.fixture(scope="module")
+def runs(make_tiny_ppo_config):
+    """Compile the tiny CartPole trainer once and call it with several keys / hyperparameters."""
+    config = make_tiny_ppo_config()
+    assert config.num_updates == NUM_UPDATES
+    with pytest.MonkeyPatch.context() as mp:
+        counter = TraceCounter(mp)
+        train = jax.jit(make_train(config))
+        hp = config.hparams()
+        hp_other = {**hp, "lr": jnp.float32(1e-2), "gamma": jnp.float32(0.9), "clip_eps": jnp.float32(0.1)}
+        out = {}
+        out["seed0"] = jax.block_until_ready(train(jax.random.key(0), hp))
+        traces_first = counter.snapshot()
+        out["seed0_again"] = jax.block_until_ready(train(jax.random.key(0), hp))
+        out["seed1"] = jax.block_until_ready(train(jax.random.key(1), hp))
+        out["seed0_other_hp"] = jax.block_until_ready(train(jax.random.key(0), hp_other))
+        traces_last = counter.snapshot()
+        cache_size = train._cache_size()
+    host = {k: jax.tree_util.tree_map(_to_host, v) for k, v in out.items()}
+    return dict(config=config, out=host, traces_first=traces_first, traces_last=traces_last, cache_size=cache_size)
+
+
+def test_metric_shapes_single_seed(runs):
+    metrics = runs["out"]["seed0"].metrics
+    assert isinstance(metrics, PPOMetrics)
+    for name, leaf in metrics._asdict().items():
+        assert leaf.shape == (NUM_UPDATES,), name
+    steps = runs["config"].steps_per_update
+    np.testing.assert_array_equal(metrics.env_steps, steps * np.arange(1, NUM_UPDATES + 1))
+    # Linear annealing from lr to 0 over the updates.
+    lr0 = runs["config"].lr
+    np.testing.assert_allclose(metrics.lr, lr0 * (1 - np.arange(NUM_UPDATES) / NUM_UPDATES), rtol=1e-5)
+    for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "explained_var", "episodes"):
+        assert np.isfinite(getattr(metrics, name)).all(), name
+
+
+def test_metric_shapes_under_vmap(make_tiny_ppo_config):
+    train = make_train(make_tiny_ppo_config())
+    keys = jax.random.split(jax.random.key(0), 3)
+    shapes = jax.eval_shape(jax.vmap(train), keys)
+    for name, leaf in shapes.metrics._asdict().items():
+        assert leaf.shape == (3, NUM_UPDATES), name
+    # Sweeping a traced hyperparameter alongside the seeds (one program for the grid).
+    hp = {"lr": jnp.array([1e-4, 3e-4, 1e-3], jnp.float32)}
+    shapes = jax.eval_shape(jax.vmap(train), keys, hp)
+    for name, leaf in shapes.metrics._asdict().items():
+        assert leaf.shape == (3, NUM_UPDATES), name
+
+
+def test_same_seed_is_bit_identical(runs):
+    a, b = runs["out"]["seed0"], runs["out"]["seed0_again"]
+    assert _tree_equal(a.metrics, b.metrics)
+    assert _tree_equal(_params_of(a), _params_of(b))
+
+
+def test_different_seed_or_hparams_differ(runs):
+    a = runs["out"]["seed0"]
+    for other in ("seed1", "seed0_other_hp"):
+        b = runs["out"][other]
+        assert not _tree_equal(_params_of(a), _params_of(b)), other
+        assert not _tree_equal(a.metrics, b.metrics), other
+
+
+def test_no_retrace_or_recompile_across_updates_keys_and_hparams(runs):
+    first, last = runs["traces_first"], runs["traces_last"]
+    # The update body is traced once for the whole scan over updates, not once per update ...
+    assert 1 <= first["rollout"] <= 2, first
+    assert 1 <= first["ppo_loss"] <= 2, first
+    assert first["ppo_loss"] < NUM_UPDATES
+    # ... and new keys or new values of traced hyperparameters reuse the compiled program.
+    assert last == first
+    assert runs["cache_size"] == 1
+
+
+def test_trace_count_does_not_depend_on_number_of_updates(make_tiny_ppo_config, monkeypatch):
+    counter = TraceCounter(monkeypatch)
+    counts = []
+    for updates in (1, 5):
+        config = make_tiny_ppo_config(total_timesteps=8 * 4 * updates)
+        before = counter.snapshot()
+        jax.eval_shape(make_train(config), jax.random.key(0))
+        after = counter.snapshot()
+        counts.append({k: after[k] - before[k] for k in after})
+    assert counts[0] == counts[1], counts
+    assert counts[0]["ppo_loss"] >= 1
+
+
+def test_episode_return_is_nan_when_no_episode_finished(runs):
+    # CartPole cannot fail in fewer than ~8 steps from its reset box (|state| <= 0.05), so the
+    # first update (4 steps per env) finishes no episode.
+    metrics = runs["out"]["seed0"].metrics
+    assert metrics.episodes[0] == 0
+    assert np.isnan(metrics.episode_return[0]) and np.isnan(metrics.episode_length[0])
+    # In general: NaN exactly where no episode finished, finite elsewhere.
+    for key in ("seed0", "seed1"):
+        m = runs["out"][key].metrics
+        none = m.episodes == 0
+        np.testing.assert_array_equal(np.isnan(m.episode_return), none)
+        np.testing.assert_array_equal(np.isnan(m.episode_length), none)
+    assert (metrics.episodes > 0).any(), "the scenario should also finish some episodes"
+    finished = metrics.episodes > 0
+    # CartPole pays 1 per step, so the mean return equals the mean length.
+    np.testing.assert_allclose(metrics.episode_return[finished], metrics.episode_length[finished], rtol=1e-6)
+
+
+@pytest.mark.parametrize("num_envs, num_steps", [(2, 2), (8, 64)])
+def test_metrics_do_not_grow_with_steps_per_update(make_tiny_ppo_config, num_envs, num_steps):
+    updates = 3
+    config = make_tiny_ppo_config(
+        num_envs=num_envs, num_steps=num_steps, num_minibatches=2, total_timesteps=num_envs * num_steps * updates
+    )
+    assert config.num_updates == updates
+    shapes = jax.eval_shape(make_train(config), jax.random.key(0))
+    for name, leaf in shapes.metrics._asdict().items():
+        assert leaf.shape == (updates,), name

@@ -1,0 +1,217 @@
+"""Experience collection (jaxrl_po.rollout, jaxrl_po.envs): shapes, episode bookkeeping,
+auto-reset observations, action clipping and the running observation statistics."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gymnax.environments import spaces
+
+from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
+from jaxrl_po.networks import make_policy
+from jaxrl_po.rollout import init_env_carry, rollout
+
+
+def _rollout(env_name: str, num_envs: int, num_steps: int, normalize_obs: bool, scale_reward: bool, seed: int = 0):
+    env = make_vec_env(env_name, num_envs)
+    policy = make_policy(env.action_spec, (8,), "tanh")
+    k_params, k_env, k_roll = jax.random.split(jax.random.key(seed), 3)
+    params = policy.init(k_params, env.obs_dim)  # a fresh (near-uniform) policy
+    carry0 = init_env_carry(k_env, env, normalize_obs)
+    run = jax.jit(
+        lambda key, carry, p: rollout(
+            key, carry, p, policy, env, num_steps, normalize_obs, scale_reward, jnp.float32(0.99)
+        )
+    )
+    carry, traj = run(k_roll, carry0, params)
+    return env, carry0, carry, jax.tree_util.tree_map(np.asarray, traj)
+
+
+@pytest.fixture(scope="module")
+def cartpole():
+    """4 CartPole envs for 150 steps: each env finishes several episodes under a random policy."""
+    return _rollout("CartPole-v1", num_envs=4, num_steps=150, normalize_obs=False, scale_reward=False)
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    return _rollout("Pendulum-v1", num_envs=3, num_steps=6, normalize_obs=True, scale_reward=True)
+
+
+def _check_shapes(env, carry, traj, T, B, action_shape, action_dtype):
+    D = env.obs_dim
+    chex.assert_shape([traj.obs, traj.final_obs], (T, B, D))
+    chex.assert_shape(traj.action, (T, B) + action_shape)
+    chex.assert_shape(
+        [traj.log_prob, traj.reward, traj.terminated, traj.done, traj.episode_return, traj.episode_length],
+        (T, B),
+    )
+    assert traj.action.dtype == action_dtype
+    assert traj.terminated.dtype == np.bool_ and traj.done.dtype == np.bool_
+    assert traj.obs.dtype == traj.reward.dtype == traj.log_prob.dtype == np.float32
+    assert np.issubdtype(traj.episode_length.dtype, np.integer)
+    chex.assert_shape(carry.obs, (B, D))
+    chex.assert_shape([carry.episode_return, carry.episode_length, carry.discounted_return], (B,))
+    chex.assert_shape([carry.obs_stats.mean, carry.obs_stats.var], (D,))
+    for name, x in traj._asdict().items():
+        assert np.isfinite(np.asarray(x, np.float64)).all(), name
+
+
+def test_rollout_shapes_discrete(cartpole):
+    env, _, carry, traj = cartpole
+    assert env.obs_dim == 4
+    _check_shapes(env, carry, traj, T=150, B=4, action_shape=(), action_dtype=np.int32)
+    assert set(np.unique(traj.action)) <= {0, 1}
+
+
+def test_rollout_shapes_continuous(pendulum):
+    env, _, carry, traj = pendulum
+    assert env.obs_dim == 3
+    _check_shapes(env, carry, traj, T=6, B=3, action_shape=(1,), action_dtype=np.float32)
+    # Normalisation and reward scaling were on: their statistics moved.
+    assert float(carry.obs_stats.count) > 3.0
+    assert float(carry.return_stats.count) >= 3 * 6
+
+
+def test_rollout_first_obs_is_carry_obs(cartpole):
+    _, carry0, _, traj = cartpole
+    np.testing.assert_array_equal(traj.obs[0], np.asarray(carry0.obs))
+
+
+def test_episode_stats_across_auto_resets(cartpole):
+    _, carry0, carry, traj = cartpole
+    T, B = traj.done.shape
+    assert traj.done.sum() >= B, "the scenario needs finished episodes"
+    assert (traj.done.sum(axis=0) >= 1).all(), "every env should finish an episode"
+    assert not traj.terminated[~traj.done].any(), "terminated implies done"
+    for b in range(B):
+        since_done = int(carry0.episode_length[b])  # 0 after the initial reset
+        ret = 0.0
+        for t in range(T):
+            since_done += 1
+            ret += float(traj.reward[t, b])
+            if traj.done[t, b]:
+                assert traj.episode_length[t, b] == since_done, (t, b)
+                assert traj.episode_return[t, b] == pytest.approx(ret), (t, b)
+                # CartPole pays 1 per step: return == length.
+                assert traj.episode_return[t, b] == traj.episode_length[t, b], (t, b)
+                since_done, ret = 0, 0.0
+            else:
+                assert traj.episode_length[t, b] == 0 and traj.episode_return[t, b] == 0.0, (t, b)
+        # The carry holds the running (unfinished) episode.
+        assert int(carry.episode_length[b]) == since_done
+        assert float(carry.episode_return[b]) == pytest.approx(ret)
+    np.testing.assert_array_equal(traj.reward, 1.0)
+
+
+def test_final_obs_differs_from_next_obs_exactly_where_done(cartpole):
+    _, _, carry, traj = cartpole
+    next_obs = np.concatenate([traj.obs[1:], np.asarray(carry.obs)[None]], axis=0)
+    differs = (traj.final_obs != next_obs).any(axis=-1)
+    np.testing.assert_array_equal(differs, traj.done)
+    # Where done, the final observation is a failed state (CartPole terminates on |x| > 2.4 or
+    # |theta| > 12 degrees) and the next observation is a fresh reset (all |components| <= 0.05).
+    end = traj.final_obs[traj.done]
+    assert ((np.abs(end[:, 0]) > 2.4) | (np.abs(end[:, 2]) > 12 * 2 * np.pi / 360)).all()
+    assert (np.abs(next_obs[traj.done]) <= 0.05).all()
+
+
+# ---- continuous action clipping --------------------------------------------------
+def test_out_of_bounds_actions_are_clipped_pendulum():
+    env = make_vec_env("Pendulum-v1", 3)
+    spec = env.action_spec
+    np.testing.assert_array_equal(spec.low, [-2.0])
+    np.testing.assert_array_equal(spec.high, [2.0])
+    _, state = env.reset(jax.random.split(jax.random.key(0), 3))
+    step_keys = jax.random.split(jax.random.key(1), 3)
+    wild = jnp.array([[5.0], [-7.5], [1.0]])
+    clipped = jnp.array([[2.0], [-2.0], [1.0]])
+    a = env.step(step_keys, state, wild)
+    b = env.step(step_keys, state, clipped)
+    np.testing.assert_array_equal(np.asarray(a.obs), np.asarray(b.obs))
+    np.testing.assert_array_equal(np.asarray(a.reward), np.asarray(b.reward))
+    np.testing.assert_array_equal(np.asarray(a.final_obs), np.asarray(b.final_obs))
+
+
+class _EchoEnv:
+    """A gymnax-like env whose observation (and reward) is the action it receives."""
+
+    LOW = np.array([-1.0, 0.0], np.float32)
+    HIGH = np.array([1.0, 0.5], np.float32)
+
+    def observation_space(self, params):
+        return spaces.Box(-jnp.inf, jnp.inf, (2,), jnp.float32)
+
+    def action_space(self, params):
+        return spaces.Box(jnp.asarray(self.LOW), jnp.asarray(self.HIGH), (2,), jnp.float32)
+
+    def reset(self, key, params):
+        return jnp.zeros(2), jnp.zeros(2)
+
+    def step(self, key, state, action, params):
+        false = jnp.array(False)
+        return action, state, action.sum(), false, false, {"final_observation": action}
+
+
+def test_vec_env_passes_clipped_actions_to_the_env():
+    # Pendulum clips internally too, so check what actually reaches the environment.
+    env = VecEnv(env=_EchoEnv(), params=None, num_envs=3)
+    _, state = env.reset(jax.random.split(jax.random.key(0), 3))
+    action = jnp.array([[3.0, -2.0], [-0.5, 0.25], [-9.0, 9.0]])
+    out = env.step(jax.random.split(jax.random.key(1), 3), state, action)
+    np.testing.assert_array_equal(np.asarray(out.obs), [[1.0, 0.0], [-0.5, 0.25], [-1.0, 0.5]])
+
+
+# ---- running observation statistics ------------------------------------------------
+def test_running_mean_std_matches_numpy_over_batches():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(n, 3)).astype(np.float32) for n in (5, 7, 4)]
+    stats = RunningMeanStd.create((3,))
+    for batch in batches:
+        stats = stats.update(jnp.asarray(batch))
+    data = np.concatenate(batches).astype(np.float64)
+    # The 1e-4 prior count (mean 0, var 1) is negligible at this tolerance.
+    np.testing.assert_allclose(np.asarray(stats.mean), data.mean(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(stats.var), data.var(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(float(stats.count), 16.0, rtol=1e-5)
+
+
+def test_running_mean_std_weighted_rows_are_excluded():
+    rng = np.random.default_rng(1)
+    first = rng.normal(-1.0, 0.5, size=(10, 2)).astype(np.float32)
+    weight = np.array([1, 0, 1, 1, 0, 0, 1, 1, 0, 1], np.float32)
+    first[weight == 0] = 1e3  # excluded rows would dominate if they leaked in
+    second = rng.normal(2.0, 3.0, size=(6, 2)).astype(np.float32)
+
+    stats = RunningMeanStd.create((2,)).update(jnp.asarray(first), jnp.asarray(weight))
+    kept = first[weight == 1].astype(np.float64)
+    np.testing.assert_allclose(np.asarray(stats.mean), kept.mean(axis=0), rtol=1e-4)
+    # (rtol 1e-3: the 1e-4 prior count is ~1e-4 relative with only 6 rows.)
+    np.testing.assert_allclose(np.asarray(stats.var), kept.var(axis=0), rtol=1e-3)
+    np.testing.assert_allclose(float(stats.count), weight.sum(), rtol=1e-4)
+
+    stats = stats.update(jnp.asarray(second), jnp.ones(6))
+    data = np.concatenate([kept, second.astype(np.float64)])
+    np.testing.assert_allclose(np.asarray(stats.mean), data.mean(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(stats.var), data.var(axis=0), rtol=1e-3)
+
+    # An all-zero weight leaves the statistics unchanged.
+    same = stats.update(jnp.asarray(second) * 100.0, jnp.zeros(6))
+    for a, b in zip(same, stats):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+
+
+def test_running_mean_std_scalar_stream():
+    # Shape () statistics (the discounted-return scaler) over f32[N] batches.
+    rng = np.random.default_rng(2)
+    batches = [rng.normal(2.0, 1.5, size=n).astype(np.float32) for n in (8, 3)]
+    stats = RunningMeanStd.create(())
+    for batch in batches:
+        stats = stats.update(jnp.asarray(batch))
+    data = np.concatenate(batches).astype(np.float64)
+    assert np.shape(stats.mean) == () and np.shape(stats.var) == ()
+    np.testing.assert_allclose(float(stats.mean), data.mean(), rtol=1e-4)
+    np.testing.assert_allclose(float(stats.var), data.var(), rtol=1e-4)

@@ -1,0 +1,128 @@
+"""Sweeps of traced hyperparameters in one compiled call, sharding over devices, compile cache."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrl_po import PPOConfig, make_train
+from jaxrl_po.config import ConfigError
+from jaxrl_po.sweep import confidence_interval, make_runs, parse_sweep_spec, rank_configs
+
+TINY = PPOConfig(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=2,
+                 total_timesteps=8 * 16 * 6, hidden_sizes=(16,))
+
+
+def test_grid_times_seeds_compiles_once_and_matches_single_runs():
+    traces = []
+    base = make_train(TINY)
+
+    def counted(*args):
+        traces.append(1)  # runs at trace time only
+        return base(*args)
+
+    runs = make_runs(TINY, [0, 1], {"lr": [1e-3, 3e-3], "ent_coef": [0.0, 0.01]})
+    assert len(runs.seeds) == 8 and runs.settings[0] == {"lr": 1e-3, "ent_coef": 0.0}
+    out = jax.jit(jax.vmap(counted))(runs.keys, runs.hparams, runs.run_ids)
+    assert len(traces) == 1
+    for i in (0, 3, 5, 6):
+        alone = make_train(TINY.replace(**runs.settings[i]))(jax.random.key(runs.seeds[i]))
+        # Same episodes exactly; losses equal up to float rounding (batched vs single kernels).
+        np.testing.assert_array_equal(out.metrics.episode_return[i], alone.metrics.episode_return)
+        np.testing.assert_allclose(out.metrics.policy_loss[i], alone.metrics.policy_loss, atol=1e-5)
+        np.testing.assert_allclose(out.metrics.value_loss[i], alone.metrics.value_loss, rtol=1e-5)
+
+
+def test_sharded_runs_match_single_device_on_four_cpu_devices():
+    script = textwrap.dedent("""
+        import jax, numpy as np
+        from jaxrl_po import PPOConfig, make_train
+        from jaxrl_po.sweep import make_runs, shard_runs
+        assert jax.device_count() == 4
+        cfg = PPOConfig(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=2,
+                        total_timesteps=8 * 16 * 6, hidden_sizes=(16,))
+        runs = make_runs(cfg, [0, 1, 2], {"lr": [1e-3, 3e-3]})  # 6 runs, padded to 8
+        train = jax.jit(jax.vmap(make_train(cfg)))
+        args, n = shard_runs(runs)
+        assert n == 4 and len(args[2].sharding.device_set) == 4
+        sharded = train(*args)
+        single = train(runs.keys, runs.hparams, runs.run_ids)
+        np.testing.assert_array_equal(np.asarray(sharded.metrics.episode_return)[:6],
+                                      np.asarray(single.metrics.episode_return))
+        for field in ("policy_loss", "value_loss", "entropy"):
+            np.testing.assert_allclose(np.asarray(getattr(sharded.metrics, field))[:6],
+                                       np.asarray(getattr(single.metrics, field)), rtol=1e-5, atol=1e-6)
+        print("ok")
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def cli(*args, cwd, timeout=300):
+    return subprocess.run([sys.executable, "-m", "jaxrl_po.train", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+TINY_FLAGS = ["--num-envs", "8", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
+              "--total-timesteps", "512", "--hidden-sizes", "16"]
+
+
+def test_cli_sweep_writes_swept_columns_and_ranking(tmp_path):
+    proc = cli(*TINY_FLAGS, "--num-seeds", "2", "--sweep", "lr=1e-3,3e-3", "--sweep", "ent-coef=0,0.01",
+               "--run-dir", str(tmp_path / "run"), "--no-compile-cache", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["seed", "hp_lr", "hp_ent_coef", "update"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["ranking"]) == 4 and all(r["num_seeds"] == 2 for r in summary["ranking"])
+    means = [r["final_return_mean"] for r in summary["ranking"]]
+    assert means == sorted(means, reverse=True)
+    assert "configurations ranked" in proc.stdout
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("warmup=1,2", "unknown hyperparameter 'warmup'"),
+    ("num_envs=4,8", "num_envs changes shapes"),
+    ("lr=", "needs at least one value"),
+    ("lr=fast,slow", "values must be numbers"),
+    ("lr", "expected NAME=V1,V2"),
+    ("clip_eps=0.1,2.0", "clip_eps"),
+])
+def test_bad_sweep_specs_fail_with_one_line(tmp_path, spec, message):
+    proc = cli("--sweep", spec, "--run-dir", str(tmp_path / "run"), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --sweep") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_compile_cache_is_populated_and_reused(tmp_path):
+    cache = tmp_path / "cache"
+    flags = [*TINY_FLAGS, "--num-seeds", "1", "--no-progress", "--compile-cache-dir", str(cache)]
+    first = cli(*flags, "--run-dir", str(tmp_path / "a"), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    entries = sorted(os.listdir(cache))
+    assert any(name.startswith("jit_train") for name in entries), entries
+    second = cli(*flags, "--run-dir", str(tmp_path / "b"), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert sorted(os.listdir(cache)) == entries  # nothing new had to be compiled
+    compile_a = json.loads((tmp_path / "a" / "summary.json").read_text())["compile_s"]
+    compile_b = json.loads((tmp_path / "b" / "summary.json").read_text())["compile_s"]
+    assert compile_b < 0.5 * compile_a, (compile_a, compile_b)
+
+
+def test_parse_and_rank_helpers():
+    assert parse_sweep_spec("ent-coef=0, 0.01") == ("ent_coef", [0.0, 0.01])
+    with pytest.raises(ConfigError):
+        parse_sweep_spec("=1")
+    mean, half = confidence_interval(np.array([1.0, 2.0, 3.0]))
+    assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)  # t(0.975, 2)
+    table = rank_configs([{"lr": 1.0}, {"lr": 1.0}, {"lr": 2.0}, {"lr": 2.0}], np.array([1.0, 3.0, 5.0, 7.0]))
+    assert [row["hparams"]["lr"] for row in table] == [2.0, 1.0] and table[0]["final_return_mean"] == 6.0
