@@ -20,6 +20,32 @@ from jaxrl_po.envs import ActionSpec
 ACTIVATIONS: dict[str, Callable] = {"tanh": nn.tanh, "relu": nn.relu}
 
 
+def orthogonal(scale: float) -> Callable:
+    """Orthogonal kernel initialiser, distributed like flax's ``initializers.orthogonal``.
+
+    Gram-Schmidt on a Gaussian matrix gives the Q of its QR decomposition with a
+    positive R diagonal, which is what flax's sign-corrected QR returns. It is
+    written with plain JAX ops because LAPACK's QR under ``vmap`` (one init per
+    seed) hangs intermittently on CPU in jaxlib 0.10 (cf. jax-ml/jax#24219).
+    """
+
+    def init(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Array:
+        rows, cols = shape
+        n, m = max(rows, cols), min(rows, cols)
+        gaussian = jax.random.normal(key, (n, m), jnp.float32)
+
+        def add_column(j, q):
+            v = gaussian[:, j]
+            for _ in range(2):  # orthogonalise twice: "twice is enough" for float32
+                v = v - q @ (q.T @ v)
+            return q.at[:, j].set(v / jnp.linalg.norm(v))
+
+        q = jax.lax.fori_loop(0, m, add_column, jnp.zeros((n, m), jnp.float32))
+        return (scale * (q if rows >= cols else q.T)).astype(dtype)
+
+    return init
+
+
 class MLP(nn.Module):
     """Dense layers with ``activation`` between them; ``out_dim`` linear outputs."""
 
@@ -32,8 +58,8 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         for width in self.hidden_sizes:
-            x = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)))(x))
-        return nn.Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.out_scale))(x)
+            x = act(nn.Dense(width, kernel_init=orthogonal(np.sqrt(2.0)))(x))
+        return nn.Dense(self.out_dim, kernel_init=orthogonal(self.out_scale))(x)
 
 
 class GaussianHead(nn.Module):

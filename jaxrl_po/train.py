@@ -103,7 +103,7 @@ def _tyro_cli(cls: type, argv: list[str]):
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
-            return tyro.cli(cls, args=argv, console_outputs=False)
+            return tyro.cli(cls, args=argv)
     except SystemExit as exit_:
         if exit_.code == 0:
             sys.stdout.write(captured.getvalue())
@@ -112,11 +112,15 @@ def _tyro_cli(cls: type, argv: list[str]):
 
 
 def _one_line(message: str) -> str:
-    """The first message line of a tyro/argparse error, without box drawing."""
-    lines = [re.sub(r"[│╭╮╰╯─]+", " ", line).strip() for line in message.splitlines()]
-    lines = [line for line in lines if line and not line.startswith(("usage:", "For full helptext"))]
-    text = " ".join(lines[:3])
-    return re.sub(r"\s+", " ", text).strip()
+    """The message of a tyro error box: the lines between its title and the help pointers."""
+    lines = [re.sub(r"[│╭╮╰╯─━┃]+", " ", line).strip() for line in message.splitlines()]
+    lines = [line for line in lines if line and not re.fullmatch(r"[-\s]+", line)]
+    body = []
+    for line in lines[1:]:  # lines[0] is the box title ("Invalid choice", "Value error", ...)
+        if line.startswith(("Argument helptext", "For full helptext", "usage:")):
+            break
+        body.append(line)
+    return re.sub(r"\s+", " ", " ".join(body)).strip()
 
 
 def seeds_of(options: RunOptions) -> list[int]:

@@ -3,9 +3,9 @@
 The PPO and GRPO training runs (see ``CLI_BACKGROUND_RUNS`` in conftest) are real
 subprocesses started in the background when the session starts, so they compile while other
 tests run. The bad-input cases run through ``cli.run_cases`` (conftest): one interpreter
-imports the package once and forks a child per case that executes ``jaxrl_po.train`` as
-``__main__`` (what ``python -m`` does). One case is also run as a plain subprocess and must
-give the same result.
+imports the package once and runs ``jaxrl_po.train`` as ``__main__`` (what ``python -m``
+does) for each case, with its stdout/stderr captured at the file-descriptor level. One case
+is also run as a plain subprocess and must give the same result.
 """
 
 from __future__ import annotations
@@ -126,13 +126,13 @@ def test_help(bad_inputs):
     assert "--grpo.group-size" in res["stdout"]
 
 
-def test_forked_cases_match_a_real_subprocess(bad_inputs, cli_background):
-    """The fork driver gives what ``python -m jaxrl_po.train`` gives for the same argv and cwd."""
+def test_case_driver_matches_a_real_subprocess(bad_inputs, cli_background):
+    """The case driver gives what ``python -m jaxrl_po.train`` gives for the same argv and cwd."""
     rc, out, err = cli_background.result("algo-sac")
-    forked = bad_inputs["results"]["real-compare"]
-    assert rc == forked["rc"] == 2
-    assert err == forked["stderr"]
-    assert out == forked["stdout"]
+    driven = bad_inputs["results"]["real-compare"]
+    assert rc == driven["rc"] == 2
+    assert err == driven["stderr"]
+    assert out == driven["stdout"]
     assert err.startswith("error: --algo") and "Traceback" not in err
     assert not (cli_background.base / "never").exists()
 
@@ -151,7 +151,9 @@ def test_ppo_run_writes_run_directory(cli_background):
 
     config = json.loads((run_dir / "config.json").read_text())
     assert config["algo"] == "ppo" and config["seeds"] == [0, 1]
-    expected = PPOConfig(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=1024)
+    expected = PPOConfig(
+        num_envs=8, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=1024, hidden_sizes=(16, 16)
+    )
     assert from_dict(PPOConfig, config) == expected
 
     with open(run_dir / "metrics.csv", newline="") as fh:

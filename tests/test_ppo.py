@@ -36,6 +36,8 @@ class TraceCounter:
 
 
 def _tree_equal(a, b) -> bool:
+    if jax.tree_util.tree_structure(a) != jax.tree_util.tree_structure(b):
+        return False
     return all(
         np.array_equal(np.asarray(x), np.asarray(y), equal_nan=np.issubdtype(np.asarray(x).dtype, np.floating))
         for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
@@ -155,6 +157,17 @@ def test_episode_return_is_nan_when_no_episode_finished(runs):
     finished = metrics.episodes > 0
     # CartPole pays 1 per step, so the mean return equals the mean length.
     np.testing.assert_allclose(metrics.episode_return[finished], metrics.episode_length[finished], rtol=1e-6)
+
+
+def test_episode_return_nan_two_steps_one_update(make_tiny_ppo_config):
+    # The minimal scenario: 2 envs x 2 steps, 1 update -- no CartPole episode can end in 2 steps.
+    config = make_tiny_ppo_config(num_envs=2, num_steps=2, num_minibatches=1, update_epochs=1, total_timesteps=4)
+    assert config.num_updates == 1
+    metrics = jax.tree_util.tree_map(np.asarray, jax.jit(make_train(config))(jax.random.key(3)).metrics)
+    assert metrics.episode_return.shape == (1,)
+    assert metrics.episodes[0] == 0
+    assert np.isnan(metrics.episode_return[0]), metrics.episode_return
+    assert np.isnan(metrics.episode_length[0])
 
 
 @pytest.mark.parametrize("num_envs, num_steps", [(2, 2), (8, 64)])

@@ -38,7 +38,8 @@ def cartpole():
 
 @pytest.fixture(scope="module")
 def pendulum():
-    return _rollout("Pendulum-v1", num_envs=3, num_steps=6, normalize_obs=True, scale_reward=True)
+    """3 Pendulum envs for 205 steps: every episode is truncated at 200 steps, never terminated."""
+    return _rollout("Pendulum-v1", num_envs=3, num_steps=205, normalize_obs=True, scale_reward=True)
 
 
 def _check_shapes(env, carry, traj, T, B, action_shape, action_dtype):
@@ -70,10 +71,10 @@ def test_rollout_shapes_discrete(cartpole):
 def test_rollout_shapes_continuous(pendulum):
     env, _, carry, traj = pendulum
     assert env.obs_dim == 3
-    _check_shapes(env, carry, traj, T=6, B=3, action_shape=(1,), action_dtype=np.float32)
+    _check_shapes(env, carry, traj, T=205, B=3, action_shape=(1,), action_dtype=np.float32)
     # Normalisation and reward scaling were on: their statistics moved.
     assert float(carry.obs_stats.count) > 3.0
-    assert float(carry.return_stats.count) >= 3 * 6
+    assert float(carry.return_stats.count) >= 3 * 205
 
 
 def test_rollout_first_obs_is_carry_obs(cartpole):
@@ -117,6 +118,19 @@ def test_final_obs_differs_from_next_obs_exactly_where_done(cartpole):
     end = traj.final_obs[traj.done]
     assert ((np.abs(end[:, 0]) > 2.4) | (np.abs(end[:, 2]) > 12 * 2 * np.pi / 360)).all()
     assert (np.abs(next_obs[traj.done]) <= 0.05).all()
+
+
+def test_time_limit_is_truncation_not_termination(pendulum):
+    # Pendulum never terminates; gymnax cuts its episodes after 200 steps (step index 199).
+    env, _, carry, traj = pendulum
+    assert env.max_episode_steps == 200
+    assert not traj.terminated.any()
+    expected_done = np.zeros_like(traj.done)
+    expected_done[199] = True
+    np.testing.assert_array_equal(traj.done, expected_done)
+    np.testing.assert_array_equal(traj.episode_length[199], 200)
+    assert (traj.episode_return[199] < 0).all()  # raw (unscaled) Pendulum return: costs
+    np.testing.assert_array_equal(carry.episode_length, 5)
 
 
 # ---- continuous action clipping --------------------------------------------------
