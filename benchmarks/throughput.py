@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -100,6 +101,17 @@ def train_flops_per_step(config: PPOConfig, obs_dim: int = 4, actions: int = 2) 
     return actor + 2 * critic + config.update_epochs * 3 * (actor + critic)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=f"benchmarks/results/throughput-{jax.devices()[0].platform}.json")
@@ -109,9 +121,7 @@ def main() -> None:
     flop_rate = dense_flop_rate()
     results = {
         "machine": {"platform": jax.devices()[0].platform, "device": jax.devices()[0].device_kind,
-                    "processor": platform.processor() or platform.machine(), "cpus": jax.local_device_count()
-                    if jax.devices()[0].platform != "cpu" else __import__("os").cpu_count(),
-                    "jax": jax.__version__},
+                    "processor": cpu_model(), "cpu_count": os.cpu_count(), "jax": jax.__version__},
         "dense64_flops_per_s": flop_rate,
         "cases": {},
     }

@@ -245,6 +245,8 @@ class GRPOOptions:
     """how per-step losses are averaged (see README)."""
     importance_sampling: Literal["token", "sequence"] = "token"
     """per-step ratios, or one ratio per episode (GSPO: exp of the mean log-ratio)."""
+    shared_reset: bool = True
+    """members of a group start from the same state (False: every member gets its own start; an ablation)."""
     shared_step_keys: bool = False
     """members of a group also share env step keys (common random numbers for stochastic envs)."""
     oversample: int = 1

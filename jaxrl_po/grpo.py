@@ -103,7 +103,7 @@ def make_train(config: GRPOConfig, callback: UpdateCallback | None = None):
             stats = state.obs_stats if normalize_obs else None
             episodes, steps_run = episode_rollout(
                 rollout_key, state.params, policy, env, stats, opts.group_size, horizon,
-                opts.chunk_size, opts.shared_step_keys,
+                opts.chunk_size, opts.shared_step_keys, opts.shared_reset,
             )
             alive = episodes.alive.astype(jnp.float32)
             alive_steps = alive.sum().astype(jnp.int32)

@@ -151,6 +151,7 @@ def episode_rollout(
     horizon: int,
     chunk_size: int,
     shared_step_keys: bool,
+    shared_reset: bool = True,
 ) -> tuple[Episodes, jax.Array]:
     """Reset every group of ``group_size`` envs to one start state and play until all episodes end.
 
@@ -159,6 +160,8 @@ def episode_rollout(
     padding costs at most one chunk. Steps after an env's first ``done`` (and
     steps past ``horizon``) have ``alive = False``.
 
+    ``shared_reset=False`` gives every env its own start instead (an ablation).
+
     Returns (episodes, steps_run): steps_run is the number of time steps executed (i32[]).
     """
     num_envs = env.num_envs
@@ -166,7 +169,8 @@ def episode_rollout(
     num_chunks = -(-horizon // chunk_size)
     norm = (lambda x: x) if obs_stats is None else obs_stats.normalize
     reset_key, key = jax.random.split(key)
-    obs, state = env.reset(group_keys(reset_key, num_groups, group_size))
+    reset_keys = group_keys(reset_key, num_groups, group_size) if shared_reset else jax.random.split(reset_key, num_envs)
+    obs, state = env.reset(reset_keys)
 
     def step(carry, t):
         state, obs, alive, key = carry

@@ -10,15 +10,28 @@ import textwrap
 from types import SimpleNamespace
 from typing import Any
 
-# The tests compile many tiny XLA programs (and the CLI subprocesses inherit this) on a 2-core
-# CPU machine: XLA's backend optimisations cost ~2/3 of each compile and buy nothing at these
-# sizes (e.g. a CLI PPO run compiles in ~6 s instead of ~17 s). Must be set before jax starts
-# its backend; an XLA_FLAGS already in the environment wins.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+import jax
 
-import pytest  # noqa: E402
+# The tests compile many tiny XLA programs on a 2-core CPU. XLA's backend optimisations cost
+# about 2/3 of each compile and buy nothing at these sizes, so tiny programs (and the CLI
+# subprocesses) compile with them off. The learning tests keep the defaults: their runs are
+# long and unoptimised code would make them several times slower.
+FAST_COMPILE = {
+    "xla_backend_optimization_level": 0,
+    "xla_llvm_disable_expensive_passes": True,
+    "xla_cpu_use_fusion_emitters": False,
+}
+FAST_XLA_FLAGS = " ".join(f"--{name}={str(value).lower()}" for name, value in FAST_COMPILE.items())
 
-from jaxrl_po.config import PPOConfig  # noqa: E402
+
+def fast_jit(fun, **kwargs):
+    """``jax.jit`` with cheap compile options (for small test programs only)."""
+    return jax.jit(fun, compiler_options=FAST_COMPILE, **kwargs)
+
+
+import pytest
+
+from jaxrl_po.config import PPOConfig
 
 
 def tiny_ppo_config(**overrides: Any) -> PPOConfig:
@@ -45,6 +58,7 @@ def cli_env() -> dict[str, str]:
     """Environment for CLI subprocesses: CPU only (the test machine has no accelerator)."""
     env = dict(os.environ)
     env.setdefault("JAX_PLATFORMS", "cpu")
+    env.setdefault("XLA_FLAGS", FAST_XLA_FLAGS)
     return env
 
 

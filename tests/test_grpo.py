@@ -4,7 +4,6 @@ the compiled trainer and its metrics, option variants, group selection and confi
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
@@ -18,13 +17,8 @@ from jaxrl_po.grpo import GRPOMetrics, keep_widest_groups, make_train, to_groups
 from jaxrl_po.networks import make_policy
 from jaxrl_po.rollout import episode_rollout, group_keys
 
-# These programs run once each: compile them with XLA's cheap settings (per jit, not global).
-FAST = {
-    "xla_backend_optimization_level": 0,
-    "xla_llvm_disable_expensive_passes": True,
-    "xla_cpu_use_fusion_emitters": False,
-}
-fast_jit = functools.partial(jax.jit, compiler_options=FAST)
+from conftest import fast_jit
+
 
 
 def rollout(env_name, num_groups, group_size, horizon, chunk_size, shared=False, seed=0, params=None, hidden=(8,)):

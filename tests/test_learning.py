@@ -17,9 +17,11 @@ def train_seeds(config, num_seeds: int) -> np.ndarray:
 
 @pytest.mark.learning
 def test_ppo_solves_cartpole_with_four_seeds():
-    # PureJaxRL's CartPole settings (4 envs x 128 steps, 4 x 4 minibatches), 5e5 steps per seed.
-    config = PPOConfig(num_envs=4, num_steps=128, update_epochs=4, num_minibatches=4,
-                       total_timesteps=500_000, lr=2.5e-4, ent_coef=0.01)
+    # 32 envs x 64 steps, 4 epochs x 8 minibatches, lr 2e-3 annealed, 5e5 steps per seed. Every
+    # seed ended at 500 for two sets of 4 seeds when written. (PureJaxRL's 4 x 128, lr 2.5e-4
+    # config solves most seeds but not all: one of four stopped at 370 here.)
+    config = PPOConfig(num_envs=32, num_steps=64, update_epochs=4, num_minibatches=8,
+                       total_timesteps=500_000, lr=2e-3)
     finals = train_seeds(config, 4)
     assert finals.mean() >= 475, finals
 

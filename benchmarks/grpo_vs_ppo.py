@@ -1,0 +1,256 @@
+"""Learning results: PPO against GRPO (and GRPO ablations), 8 seeds per run.
+
+    python benchmarks/grpo_vs_ppo.py [--out benchmarks/results/grpo_vs_ppo-cpu.json] [--quick]
+                                     [--only SUBSTRING ...] [--ablation-seeds N]
+
+Each run is one ``jax.jit(jax.vmap(train))`` call over its seeds (seeds 0..N-1 via
+``jax.random.split(jax.random.key(0), N)``), compiled with ``.lower().compile()``
+and timed apart from the run (``block_until_ready``).
+
+Per run and seed it records the final return (``final_returns``: mean episode
+return over the last 10% of updates), the env steps at the first update whose
+mean episode return reaches the environment's threshold (``None`` if it never
+does) and the budget actually used. Per run: the mean final return with a 95%
+Student-t interval across seeds, how many seeds reached the threshold, the
+median steps to it (seeds that never reach it count as infinitely slow, so the
+median is "not reached" when fewer than half the seeds got there), and compile
+and run seconds. PPO budgets are env steps; GRPO budgets are *alive* env steps
+(steps after an episode's end are padding, counted apart in ``padded_steps``).
+
+Thresholds (from the issue): CartPole-v1 >= 495 within 1.5 M alive steps,
+Acrobot-v1 >= -100 within 0.5 M, Pendulum-v1 >= -200 within 1 M (our choice of
+budget).
+
+GRPO rtg advantages use gamma = 1.0 (the library default: undiscounted
+return-to-go, so the first step's advantage ranks members exactly as the
+outcome advantage does and only the per-step baseline differs).
+
+Writes the JSON (every per-seed number and each run's full config) to ``--out``
+and the markdown table beside it (same name, ``.md``), and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxrl_po import GRPOConfig, PPOConfig, make_train
+from jaxrl_po.config import to_dict
+from jaxrl_po.logs import final_returns
+from jaxrl_po.sweep import confidence_interval
+
+THRESHOLDS = {"CartPole-v1": 495.0, "Acrobot-v1": -100.0, "Pendulum-v1": -200.0}
+MAIN_SEEDS = 8
+CURVE_POINTS = 40  # learning-curve points kept per seed in the JSON
+
+PPO_ACROBOT = PPOConfig(env="Acrobot-v1", num_envs=64, num_steps=128, update_epochs=4, num_minibatches=8,
+                        lr=1e-3, total_timesteps=500_000)
+PPO_PENDULUM = PPOConfig(env="Pendulum-v1", num_envs=64, num_steps=128, update_epochs=10, num_minibatches=32,
+                         lr=1e-3, gamma=0.95, total_timesteps=1_000_000)
+GRPO_CARTPOLE = GRPOConfig(total_timesteps=1_500_000)
+GRPO_ACROBOT = GRPOConfig(env="Acrobot-v1", total_timesteps=500_000)
+GRPO_PENDULUM = GRPOConfig(env="Pendulum-v1", total_timesteps=1_000_000)
+
+
+def grpo_variant(config: GRPOConfig, **options) -> GRPOConfig:
+    return config.replace(grpo=dataclasses.replace(config.grpo, **options))
+
+
+# (name, algo label, variant label, config, main row?) -- main rows first, so a cut run keeps them.
+RUNS = [
+    ("cartpole-ppo", "PPO", "defaults (1024 envs x 16)", PPOConfig(), True),
+    ("cartpole-grpo", "GRPO", "outcome, shared starts (defaults)", GRPO_CARTPOLE, True),
+    ("acrobot-ppo", "PPO", "64 envs x 128, lr 1e-3", PPO_ACROBOT, True),
+    ("acrobot-grpo", "GRPO", "outcome, shared starts", GRPO_ACROBOT, True),
+    ("pendulum-ppo", "PPO", "64 envs x 128, 10x32 mb, gamma 0.95", PPO_PENDULUM, True),
+    ("pendulum-grpo", "GRPO", "outcome, shared starts", GRPO_PENDULUM, True),
+    ("cartpole-grpo-rtg", "GRPO", "rtg (gamma 1.0), shared starts", grpo_variant(GRPO_CARTPOLE, advantage="rtg"), False),
+    ("cartpole-grpo-unshared", "GRPO", "outcome, unrelated starts", grpo_variant(GRPO_CARTPOLE, shared_reset=False), False),
+    ("acrobot-grpo-rtg", "GRPO", "rtg (gamma 1.0), shared starts", grpo_variant(GRPO_ACROBOT, advantage="rtg"), False),
+    ("acrobot-grpo-small", "GRPO", "outcome, 4 groups x 8 (4x the updates)",
+     GRPO_ACROBOT.replace(num_envs=32, num_minibatches=2), False),
+    ("pendulum-grpo-rtg", "GRPO", "rtg (gamma 1.0), shared starts", grpo_variant(GRPO_PENDULUM, advantage="rtg"), False),
+]
+
+
+def timed(fn, *args):
+    """(compile_s, run_s, output) for jit(fn)(*args); the run is timed after compiling."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    return compile_s, time.perf_counter() - start, out
+
+
+def first_reach(returns: np.ndarray, steps: np.ndarray, threshold: float) -> int | None:
+    """Env steps at the first update (that ran) whose mean episode return is >= threshold."""
+    ran = steps > 0
+    hit = np.flatnonzero(ran & (np.nan_to_num(returns, nan=-np.inf) >= threshold))
+    return int(steps[hit[0]]) if hit.size else None
+
+
+def curve(returns: np.ndarray, steps: np.ndarray) -> dict:
+    """A downsampled learning curve of one seed (updates that ran)."""
+    ran = steps > 0
+    returns, steps = returns[ran], steps[ran]
+    idx = np.unique(np.linspace(0, len(steps) - 1, min(CURVE_POINTS, len(steps))).astype(int))
+    return {"env_steps": [int(s) for s in steps[idx]],
+            "episode_return": [None if np.isnan(r) else round(float(r), 2) for r in returns[idx]]}
+
+
+def nan_none(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def tail_mean(values: np.ndarray, steps: np.ndarray, head: bool) -> float:
+    """Mean of a metric over the first (head) or last 10% of the updates that ran."""
+    v = values[steps > 0]
+    n = max(1, len(v) // 10)
+    v = v[:n] if head else v[-n:]
+    return float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan")
+
+
+def run_one(name: str, algo: str, variant: str, config, num_seeds: int) -> dict:
+    threshold = THRESHOLDS[config.env]
+    keys = jax.random.split(jax.random.key(0), num_seeds)
+    compile_s, run_s, out = timed(jax.vmap(make_train(config)), keys)
+    m = out.metrics
+    returns, steps = np.asarray(m.episode_return, float), np.asarray(m.env_steps, np.int64)
+    finals = final_returns(returns, steps)
+    mean, half = confidence_interval(finals)
+    reach = [first_reach(r, s, threshold) for r, s in zip(returns, steps)]
+    reached = [r for r in reach if r is not None]
+    median = float(np.median([np.inf if r is None else r for r in reach]))
+    used = steps.max(axis=1)  # cumulative env steps (GRPO: alive) at the last update that ran
+    seeds = []
+    for i in range(num_seeds):
+        seed = {"seed_index": i, "final_return": nan_none(float(finals[i])),
+                "steps_to_threshold": reach[i], "env_steps_used": int(used[i]),
+                "updates": int((steps[i] > 0).sum()), "curve": curve(returns[i], steps[i])}
+        if algo == "GRPO":
+            seed["padded_steps"] = float(np.nansum(np.asarray(m.padded_steps)[i]))
+            zs = np.asarray(m.zero_spread_frac, float)[i]
+            seed["zero_spread_frac_first10pct"] = nan_none(tail_mean(zs, steps[i], head=True))
+            seed["zero_spread_frac_last10pct"] = nan_none(tail_mean(zs, steps[i], head=False))
+        seeds.append(seed)
+    total_steps = int(used.sum())
+    return {
+        "name": name, "env": config.env, "algo": algo, "variant": variant, "main": True,
+        "config_class": type(config).__name__, "config": to_dict(config),
+        "num_seeds": num_seeds, "budget": config.total_timesteps,
+        "budget_unit": "alive env steps" if algo == "GRPO" else "env steps",
+        "threshold": threshold,
+        "final_return_mean": nan_none(mean), "final_return_ci95": nan_none(half),
+        "final_return_per_seed": [nan_none(float(f)) for f in finals],
+        "seeds_final_at_threshold": int(np.sum(finals >= threshold)),
+        "seeds_reaching_threshold": len(reached),
+        "median_steps_to_threshold": None if math.isinf(median) else median,
+        "median_steps_to_threshold_of_reaching_seeds": float(np.median(reached)) if reached else None,
+        "steps_to_threshold_per_seed": reach,
+        "compile_s": compile_s, "run_s": run_s, "sps": total_steps / run_s,
+        "seeds": seeds,
+    }
+
+
+def fmt_steps(x: float | None) -> str:
+    return "not reached" if x is None else f"{x / 1e6:.2f} M"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| env (threshold) | algo / variant | budget / seed | seeds | final return (mean ± 95% CI) "
+        "| seeds reaching threshold | median steps to threshold | compile s | run s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mean, half = r["final_return_mean"], r["final_return_ci95"]
+        final = "n/a" if mean is None else f"{mean:.1f}" + ("" if half is None else f" ± {half:.1f}")
+        unit = "alive" if r["algo"] == "GRPO" else "steps"
+        lines.append(
+            f"| {r['env']} (≥ {r['threshold']:g}) | {r['algo']}: {r['variant']} "
+            f"| {r['budget'] / 1e6:g} M {unit} | {r['num_seeds']} | {final} "
+            f"| {r['seeds_reaching_threshold']}/{r['num_seeds']} | {fmt_steps(r['median_steps_to_threshold'])} "
+            f"| {r['compile_s']:.1f} | {r['run_s']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> dict:
+    info = {"platform": jax.devices()[0].platform, "device": jax.devices()[0].device_kind,
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "jax": jax.__version__}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        info["model_name"] = next(l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name"))
+    except Exception:  # noqa: BLE001 - optional detail
+        pass
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None,
+                        help="JSON path (default benchmarks/results/grpo_vs_ppo-<platform>[-quick].json)")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets and 2 seeds (a smoke run)")
+    parser.add_argument("--only", nargs="*", default=None, help="run only the runs whose name contains one of these")
+    parser.add_argument("--ablation-seeds", type=int, default=MAIN_SEEDS,
+                        help="seeds for the GRPO ablation rows (main rows always use 8)")
+    args = parser.parse_args()
+    suffix = "-quick" if args.quick else ""
+    out = Path(args.out or f"benchmarks/results/grpo_vs_ppo-{jax.devices()[0].platform}{suffix}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    results = {"machine": machine(), "quick": args.quick, "thresholds": THRESHOLDS,
+               "seeds_main": 2 if args.quick else MAIN_SEEDS,
+               "seeds_ablation": 2 if args.quick else args.ablation_seeds,
+               "rtg_gamma": 1.0, "runs": []}
+    start = time.perf_counter()
+    for name, algo, variant, config, main_row in RUNS:
+        if args.only and not any(s in name for s in args.only):
+            continue
+        seeds = MAIN_SEEDS if main_row else args.ablation_seeds
+        if args.quick:
+            seeds = 2
+            config = config.replace(total_timesteps=max(config.steps_per_update, config.total_timesteps // 50))
+        print(f"[{time.perf_counter() - start:7.1f} s] {name}: {seeds} seeds, {config.total_timesteps:,} steps/seed",
+              flush=True)
+        row = run_one(name, algo, variant, config, seeds)
+        row["main"] = main_row
+        results["runs"].append(row)
+        finals = ", ".join("n/a" if f is None else f"{f:.1f}" for f in row["final_return_per_seed"])
+        print(f"    final per seed [{finals}]; reached {row['seeds_reaching_threshold']}/{seeds}; "
+              f"compile {row['compile_s']:.1f} s, run {row['run_s']:.1f} s", flush=True)
+        results["total_wall_s"] = time.perf_counter() - start
+        out.write_text(json.dumps(results, indent=2) + "\n")  # after every run, so a cut run keeps its rows
+    results["total_wall_s"] = time.perf_counter() - start
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results["runs"])
+    md = out.with_suffix(".md")
+    m = results["machine"]
+    md.write_text(
+        f"PPO vs GRPO, {results['seeds_main']} seeds per main row, {results['seeds_ablation']} per GRPO ablation"
+        f"{' (QUICK smoke run: tiny budgets, numbers meaningless)' if args.quick else ''}. "
+        f"Machine: {m.get('model_name', m['processor'])}, {m['cpus']} CPUs, JAX {m['jax']} ({m['platform']}). "
+        f"Total wall time {results['total_wall_s'] / 60:.1f} min. "
+        "GRPO budgets count alive env steps only. Final return: mean of the last 10% of updates. "
+        "Steps to threshold: first update whose mean episode return reaches it; the median counts seeds that "
+        "never reach it as slower than any that do. rtg uses gamma 1.0.\n\n" + table
+    )
+    print()
+    print(table)
+    print(f"total wall time {results['total_wall_s']:.1f} s; wrote {out} and {md}")
+
+
+if __name__ == "__main__":
+    main()
