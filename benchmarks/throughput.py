@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import jax
@@ -30,6 +29,7 @@ from jaxrl_po.envs import make_vec_env
 from jaxrl_po.logs import final_returns
 from jaxrl_po.networks import make_policy
 from jaxrl_po.rollout import init_env_carry, rollout
+from jaxrl_po.timing import compile_then_run
 
 BASE = PPOConfig(
     env="CartPole-v1", num_envs=4, num_steps=128, update_epochs=4, num_minibatches=4,
@@ -42,19 +42,9 @@ CASES = {
 }
 
 
-def timed(fn, *args):
-    """(compile_s, run_s, output) for jit(fn)(*args); the run is timed after compiling."""
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    return compile_s, time.perf_counter() - start, out
-
-
 def train_case(config: PPOConfig, num_seeds: int) -> dict:
     keys = jax.random.split(jax.random.key(0), num_seeds)
-    compile_s, run_s, out = timed(jax.vmap(make_train(config)), keys)
+    out, compile_s, run_s = compile_then_run(jax.vmap(make_train(config)), keys)
     steps = config.num_updates * config.steps_per_update * num_seeds
     finals = final_returns(np.asarray(out.metrics.episode_return), np.asarray(out.metrics.env_steps))
     return {"compile_s": compile_s, "run_s": run_s, "sps": steps / run_s, "env_steps": steps,
@@ -77,7 +67,7 @@ def rollout_only_case(config: PPOConfig, num_seeds: int) -> dict:
         return jax.lax.scan(one_update, carry, jax.random.split(key, config.num_updates))[1].sum()
 
     keys = jax.random.split(jax.random.key(1), num_seeds)
-    compile_s, run_s, _ = timed(jax.vmap(collect), keys)
+    _, compile_s, run_s = compile_then_run(jax.vmap(collect), keys)
     steps = config.num_updates * config.steps_per_update * num_seeds
     return {"compile_s": compile_s, "run_s": run_s, "sps": steps / run_s}
 
@@ -88,7 +78,7 @@ def dense_flop_rate(batch: int = 4096, width: int = 64, iters: int = 2000) -> fl
     x = jax.random.normal(jax.random.key(1), (batch, width))
     body = lambda x, _: (jnp.tanh(x @ w), None)
     fn = lambda x: jax.lax.scan(body, x, None, length=iters)[0]
-    _, run_s, _ = timed(fn, x)
+    _, _, run_s = compile_then_run(fn, x)
     return 2.0 * batch * width * width * iters / run_s
 
 

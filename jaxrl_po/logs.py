@@ -39,11 +39,8 @@ class Progress:
         self.updates = np.zeros(num_runs, np.int64)
         self.latest_return = np.full(num_runs, np.nan)
         self.lock = threading.Lock()
-        self.start = time.perf_counter()
+        self.first_report: tuple[float, int] | None = None  # (time, steps): SPS excludes compiling
         self.next_plain_report = 0.1
-
-    def begin(self) -> None:
-        self.start = time.perf_counter()
 
     def __call__(self, run_id, update, metrics) -> None:
         run = int(run_id)
@@ -63,8 +60,11 @@ class Progress:
         total = self.steps_per_run * self.num_runs
         done = int(self.steps.sum())
         fraction = done / total
-        elapsed = time.perf_counter() - self.start
-        sps = done / elapsed if elapsed > 0 else 0.0
+        now = time.perf_counter()
+        if self.first_report is None:
+            self.first_report = (now, done)
+        elapsed, steps = now - self.first_report[0], done - self.first_report[1]
+        sps = steps / elapsed if elapsed > 0 else 0.0
         returns = self.latest_return[~np.isnan(self.latest_return)]
         ret = f"{returns.mean():8.1f}" if returns.size else "     n/a"
         line = (
@@ -113,15 +113,14 @@ def write_metrics_csv(path: Path, metrics: Any, seeds: Sequence[int], extra: dic
 
     ``extra`` maps column name -> one value per run (e.g. swept hyperparameters).
     """
-    fields = list(metrics._fields)
+    fields = [f for f in metrics._fields if f != "env_steps"]
+    arrays = [np.asarray(getattr(metrics, f)) for f in fields]
+    env_steps = np.asarray(metrics.env_steps)
+    num_runs, num_updates = env_steps.shape
     extra = extra or {}
-    num_runs, num_updates = np.shape(metrics.env_steps)
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
-        fields.remove("env_steps")
-        arrays = [np.asarray(getattr(metrics, f)) for f in fields]
-        env_steps = np.asarray(metrics.env_steps)
         writer.writerow(["seed", *extra, "update", "env_steps", *fields])
         for run in range(num_runs):
             run_extra = [values[run] for values in extra.values()]

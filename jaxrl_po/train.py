@@ -13,7 +13,6 @@ import dataclasses
 import io
 import re
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -167,6 +166,7 @@ def run(
 
     from jaxrl_po import logs
     from jaxrl_po.sweep import make_runs, rank_configs, shard_runs
+    from jaxrl_po.timing import compile_then_run
 
     console = Console()
     if options.compile_cache:
@@ -187,13 +187,7 @@ def run(
         f"[bold]{options.algo.upper()}[/] on {config.env}: {options.num_seeds} seed(s){grid_text}, "
         f"{config.total_timesteps:,} env steps each, on {num_devices} {jax.devices()[0].platform} device(s); compiling..."
     )
-    start = time.perf_counter()
-    compiled = jax.jit(jax.vmap(train)).lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    progress.begin()
-    start = time.perf_counter()
-    output = jax.block_until_ready(compiled(*args))
-    train_s = time.perf_counter() - start
+    output, compile_s, train_s = compile_then_run(jax.vmap(train), *args)
 
     # Drop the runs added to fill the last device.
     metrics = jax.tree_util.tree_map(lambda x: np.asarray(x)[:num_runs], output.metrics)
