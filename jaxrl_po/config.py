@@ -123,6 +123,10 @@ class BaseConfig:
 class PPOConfig(BaseConfig):
     """Proximal Policy Optimization with GAE and separate actor and critic MLPs."""
 
+    total_timesteps: int = 2_000_000
+    """environment steps per seed."""
+    update_epochs: int = 2
+    """passes of SGD over each batch of experience."""
     num_steps: int = 16
     """rollout length per environment per update."""
     norm_adv: bool = True
