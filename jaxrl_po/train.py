@@ -90,19 +90,20 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
         config_cls, _ = algorithm(known.algo)
     except ConfigError as err:
         raise UsageError(f"{flag_name(err.field)}: {str(err).split(': ', 1)[1]}") from None
-    args = _tyro_cli(cli_type(config_cls), argv)
+    args = _tyro_cli(cli_type(config_cls), argv, known.algo)
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
     return options, args.config
 
 
-def _tyro_cli(cls: type, argv: list[str]):
+def _tyro_cli(cls: type, argv: list[str], algo: str):
     """tyro.cli, but its boxed error message is condensed to one line."""
+    kwargs = dict(args=argv, default=cls(algo=algo), prog="python -m jaxrl_po.train")
     if "-h" in argv or "--help" in argv:
-        return tyro.cli(cls, args=argv)
+        return tyro.cli(cls, **kwargs)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
-            return tyro.cli(cls, args=argv)
+            return tyro.cli(cls, **kwargs)
     except SystemExit as exit_:
         if exit_.code == 0:
             sys.stdout.write(captured.getvalue())
