@@ -101,7 +101,7 @@ class BaseConfig:
         _check_choice("activation", self.activation, ("tanh", "relu"))
         for f in traced_fields(self):
             value = getattr(self, f.name)
-            if not _is_finite_number(value):
+            if not is_finite_number(value):
                 raise ConfigError(f.name, f"must be a finite number, got {value!r}")
         _check_range("lr", self.lr, 0.0, None, low_open=True)
         _check_range("max_grad_norm", self.max_grad_norm, 0.0, None, low_open=True)
@@ -199,7 +199,7 @@ def from_dict(cls: type[BaseConfig], data: dict[str, Any]) -> BaseConfig:
 
 
 # ---- small checks with uniform messages ----------------------------------------
-def _is_finite_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -334,7 +334,7 @@ class GRPOConfig(BaseConfig):
             )
         for f in traced_fields(g) + [f for f in dataclasses.fields(g) if f.name == "clip_eps_high"]:
             value = getattr(g, f.name)
-            if value is not None and not _is_finite_number(value):
+            if value is not None and not is_finite_number(value):
                 raise ConfigError(f"grpo.{f.name}", f"must be a finite number, got {value!r}")
         _check_range("grpo.kl_coef", g.kl_coef, 0.0, None)
         _check_range("grpo.ref_mixup_alpha", g.ref_mixup_alpha, 0.0, 1.0, low_open=True)

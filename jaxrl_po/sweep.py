@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from jaxrl_po.config import BaseConfig, ConfigError, traced_fields
+from jaxrl_po.config import BaseConfig, ConfigError, is_finite_number, traced_fields
+from jaxrl_po.logs import none_if_nan
 
 
 class Runs(NamedTuple):
@@ -66,7 +67,7 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
         if len(values) == 0:
             raise ConfigError("sweep", f"{name}: needs at least one value")
         for value in values:
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            if not is_finite_number(value):
                 raise ConfigError("sweep", f"{name}: values must be finite numbers, got {value!r}")
             try:
                 _with_value(config, name, float(value)).validate()
@@ -132,9 +133,9 @@ def rank_configs(settings: list[dict[str, float]], finals: np.ndarray) -> list[d
     for key, values in groups.items():
         mean, half = confidence_interval(np.asarray(values))
         table.append({
-            "hparams": dict(key), "final_return_mean": None if math.isnan(mean) else mean,
-            "ci95": None if math.isnan(half) else half, "num_seeds": len(values),
-            "final_return_per_seed": [None if math.isnan(v) else float(v) for v in values],
+            "hparams": dict(key), "final_return_mean": none_if_nan(mean),
+            "ci95": none_if_nan(half), "num_seeds": len(values),
+            "final_return_per_seed": [none_if_nan(v) for v in values],
         })
     table.sort(key=lambda row: -math.inf if row["final_return_mean"] is None else row["final_return_mean"], reverse=True)
     return table

@@ -44,12 +44,15 @@ def _call(reward, value, next_value, terminated, done, gamma, lam):
     return np.asarray(adv), np.asarray(target)
 
 
+def _random_rewards_and_values(rng, T, B):
+    """(reward, value, next_value), each f32[T, B] of standard normals."""
+    return tuple(rng.normal(size=(T, B)).astype(np.float32) for _ in range(3))
+
+
 def test_gae_matches_reference_with_terminations_and_truncations():
     rng = np.random.default_rng(0)
     T, B = 17, 5
-    reward = rng.normal(size=(T, B)).astype(np.float32)
-    value = rng.normal(size=(T, B)).astype(np.float32)
-    next_value = rng.normal(size=(T, B)).astype(np.float32)
+    reward, value, next_value = _random_rewards_and_values(rng, T, B)
     u = rng.uniform(size=(T, B))
     terminated = u < 0.15
     truncated = (u >= 0.15) & (u < 0.3)
@@ -119,9 +122,7 @@ def test_gae_no_episode_end_is_full_lambda_return():
 def test_gae_lambda_zero_is_one_step_td_error():
     rng = np.random.default_rng(1)
     T, B = 9, 3
-    reward = rng.normal(size=(T, B)).astype(np.float32)
-    value = rng.normal(size=(T, B)).astype(np.float32)
-    next_value = rng.normal(size=(T, B)).astype(np.float32)
+    reward, value, next_value = _random_rewards_and_values(rng, T, B)
     terminated = rng.uniform(size=(T, B)) < 0.2
     done = terminated | (rng.uniform(size=(T, B)) < 0.2)
     gamma = 0.9
