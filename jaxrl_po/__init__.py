@@ -1,18 +1,25 @@
 """jaxrl_po: PPO and GRPO trained end to end on device with JAX and gymnax."""
 
 from jaxrl_po.config import ConfigError, GRPOConfig, GRPOOptions, PPOConfig
-from jaxrl_po.grpo import make_train as make_grpo_train
-from jaxrl_po.ppo import TrainOutput
-from jaxrl_po.ppo import make_train as make_ppo_train
+from jaxrl_po.loop import TrainOutput
 
 
-def make_train(config, callback=None):
-    """``train(key, hparams=None, run_id=0) -> TrainOutput`` for a PPOConfig or a GRPOConfig."""
+def make_algorithm(config):
+    """:class:`jaxrl_po.loop.Algorithm` (init / update / finished) for a PPOConfig or a GRPOConfig."""
+    from jaxrl_po import grpo, ppo
+
     if isinstance(config, GRPOConfig):
-        return make_grpo_train(config, callback)
+        return grpo.make_algorithm(config)
     if isinstance(config, PPOConfig):
-        return make_ppo_train(config, callback)
+        return ppo.make_algorithm(config)
     raise TypeError(f"config must be a PPOConfig or GRPOConfig, got {type(config).__name__}")
 
 
-__all__ = ["ConfigError", "GRPOConfig", "GRPOOptions", "PPOConfig", "TrainOutput", "make_train"]
+def make_train(config):
+    """``train(key, hparams=None) -> TrainOutput`` for a PPOConfig or a GRPOConfig."""
+    from jaxrl_po.loop import make_train as make_loop_train
+
+    return make_loop_train(make_algorithm(config))
+
+
+__all__ = ["ConfigError", "GRPOConfig", "GRPOOptions", "PPOConfig", "TrainOutput", "make_algorithm", "make_train"]

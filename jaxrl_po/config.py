@@ -29,6 +29,10 @@ class ConfigError(ValueError):
         super().__init__(f"{field}: {message}")
 
 
+MAX_TIMESTEPS = 2**31 - 2**24
+"""Per-run env-step budget limit: counters are int32 and may overshoot the budget by one update."""
+
+
 def traced(default: float) -> Any:
     """A float hyperparameter that is a traced value inside ``train``."""
     return dataclasses.field(default=default, metadata={"traced": True})
@@ -83,6 +87,10 @@ class BaseConfig:
         """The traced hyperparameters as float32 scalars (the default ``train`` input)."""
         return {f.name: jnp.float32(getattr(self, f.name)) for f in traced_fields(self)}
 
+    def resolve_hparams(self, overrides: dict[str, jnp.ndarray] | None = None) -> dict[str, jnp.ndarray]:
+        """:meth:`hparams` with ``overrides`` (e.g. one point of a sweep) applied."""
+        return {**self.hparams(), **(overrides or {})}
+
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)
 
@@ -108,6 +116,12 @@ class BaseConfig:
         _check_range("gamma", self.gamma, 0.0, 1.0)
         _check_range("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True, high_open=True)
         _check_range("ent_coef", self.ent_coef, 0.0, None)
+        if self.total_timesteps > MAX_TIMESTEPS:
+            raise ConfigError(
+                "total_timesteps",
+                f"{self.total_timesteps} is above {MAX_TIMESTEPS:,}, the most one run can count "
+                "(env steps are int32 on device)",
+            )
         if self.total_timesteps < self.steps_per_update:
             raise ConfigError(
                 "total_timesteps",
@@ -305,6 +319,12 @@ class GRPOConfig(BaseConfig):
         hp["ref_mixup_alpha"] = jnp.float32(self.grpo.ref_mixup_alpha)
         high = self.clip_eps if self.grpo.clip_eps_high is None else self.grpo.clip_eps_high
         hp["clip_eps_high"] = jnp.float32(high)
+        return hp
+
+    def resolve_hparams(self, overrides: dict[str, jnp.ndarray] | None = None) -> dict[str, jnp.ndarray]:
+        hp = super().resolve_hparams(overrides)
+        if self.grpo.clip_eps_high is None and "clip_eps_high" not in (overrides or {}):
+            hp["clip_eps_high"] = hp["clip_eps"]  # the upper clip follows clip_eps, also when clip_eps is swept
         return hp
 
     def validate(self) -> None:

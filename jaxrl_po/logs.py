@@ -11,7 +11,6 @@ import json
 import math
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,62 +21,46 @@ from rich.table import Table
 
 
 class Progress:
-    """Receives ``(run_id, update, metrics)`` from the compiled loop and shows a live line.
+    """A live progress line, updated between compiled segments.
 
-    Progress is measured in env steps (``metrics.env_steps``, cumulative per
-    run), which works for PPO's fixed updates and GRPO's alive-step budget. On a
-    terminal the line is redrawn in place; otherwise (CI, pipes) a plain line is
-    printed about every 10% of training, so a run is never a silent wait.
+    Progress is measured in env steps (cumulative per run), which works for
+    PPO's fixed updates and GRPO's alive-step budget. On a terminal the line is
+    redrawn in place; otherwise (CI, pipes) a plain line is printed about every
+    10% of training, so a run is never a silent wait.
     """
 
-    def __init__(self, num_runs: int, steps_per_run: int, stream=None):
+    def __init__(self, num_runs: int, steps_per_run: int, stream=None, start_steps: np.ndarray | None = None):
         self.num_runs = num_runs
         self.steps_per_run = steps_per_run
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty()
-        self.steps = np.zeros(num_runs, np.int64)
-        self.updates = np.zeros(num_runs, np.int64)
-        self.latest_return = np.full(num_runs, np.nan)
-        self.lock = threading.Lock()
-        self.first_report: tuple[float, int] | None = None  # (time, steps): SPS excludes compiling
+        self.start = (time.perf_counter(), 0 if start_steps is None else int(np.sum(start_steps)))
         self.next_plain_report = 0.1
 
-    def __call__(self, run_id, update, metrics) -> None:
-        run = int(run_id)
-        steps = int(metrics.env_steps)
-        with self.lock:
-            # Under vmap a finished run may be stepped again with its result discarded: keep the max.
-            if steps <= self.steps[run]:
-                return
-            self.steps[run] = min(steps, self.steps_per_run)
-            self.updates[run] = int(update)
-            value = float(metrics.episode_return)
-            if not math.isnan(value):
-                self.latest_return[run] = value
-            self._show()
-
-    def _show(self) -> None:
+    def report(self, env_steps: np.ndarray, update: int, latest_return: np.ndarray) -> None:
+        """env_steps: i[R] cumulative per run; latest_return: f[R] (NaN where unknown)."""
         total = self.steps_per_run * self.num_runs
-        done = int(self.steps.sum())
+        done = int(np.minimum(env_steps, self.steps_per_run).sum())
         fraction = done / total
-        now = time.perf_counter()
-        if self.first_report is None:
-            self.first_report = (now, done)
-        elapsed, steps = now - self.first_report[0], done - self.first_report[1]
-        sps = steps / elapsed if elapsed > 0 else 0.0
-        returns = self.latest_return[~np.isnan(self.latest_return)]
+        elapsed = time.perf_counter() - self.start[0]
+        sps = (int(np.sum(env_steps)) - self.start[1]) / elapsed if elapsed > 0 else 0.0
+        returns = latest_return[~np.isnan(latest_return)]
         ret = f"{returns.mean():8.1f}" if returns.size else "     n/a"
         line = (
-            f"{fraction:5.0%}  update {int(self.updates.max()):>6}  env steps {done:>13,}  "
+            f"{fraction:5.0%}  update {update:>6}  env steps {done:>13,}  "
             f"SPS {sps:>11,.0f}  mean return {ret}"
         )
-        finished = done >= total
         if self.live:
-            self.stream.write("\r" + line + ("\n" if finished else ""))
-        elif fraction + 1e-9 >= self.next_plain_report or finished:
+            self.stream.write("\r" + line)
+        elif fraction + 1e-9 >= self.next_plain_report:
             self.stream.write(line + "\n")
             self.next_plain_report = math.floor(fraction * 10 + 1) / 10
         self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def make_run_dir(path: str | os.PathLike) -> Path:
@@ -108,29 +91,47 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def write_metrics_csv(path: Path, metrics: Any, seeds: Sequence[int], extra: dict[str, Sequence] | None = None) -> None:
-    """One row per update per seed. ``metrics``: NamedTuple of [num_runs, num_updates] arrays with ``env_steps``.
+class MetricsCSV:
+    """``metrics.csv``: one row per update per run, appended segment by segment while training.
 
-    ``extra`` maps column name -> one value per run (e.g. swept hyperparameters).
+    Columns: seed, the ``extra`` columns (e.g. swept hyperparameters), update,
+    env_steps, then every other metric field.
     """
-    fields = [f for f in metrics._fields if f != "env_steps"]
-    arrays = [np.asarray(getattr(metrics, f)) for f in fields]
-    env_steps = np.asarray(metrics.env_steps)
-    num_runs, num_updates = env_steps.shape
-    extra = extra or {}
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["seed", *extra, "update", "env_steps", *fields])
-        for run in range(num_runs):
-            run_extra = [values[run] for values in extra.values()]
-            for update in range(num_updates):
-                if env_steps[run, update] <= 0:  # a row GRPO's budget never reached
-                    continue
-                row = [seeds[run], *run_extra, update + 1, int(env_steps[run, update])]
-                row += [_csv_number(a[run, update]) for a in arrays]
-                writer.writerow(row)
-    os.replace(tmp, path)
+
+    def __init__(self, path: Path, fields: Sequence[str], seeds: Sequence[int], extra: dict[str, Sequence] | None = None):
+        self.path = path
+        self.fields = [f for f in fields if f != "env_steps"]
+        self.seeds = list(seeds)
+        self.extra = extra or {}
+
+    def rewrite(self, history: Any) -> None:
+        """Replace the file (atomically) with the header and every row of ``history`` ([R, U] leaves)."""
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["seed", *self.extra, "update", "env_steps", *self.fields])
+            writer.writerows(self._rows(history, np.zeros(len(self.seeds), np.int64)))
+        os.replace(tmp, self.path)
+
+    def append(self, segment: Any, first_update: np.ndarray) -> None:
+        """Add a segment's rows ([R, L] leaves); ``first_update``: i[R] update number of each run's row 0."""
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerows(self._rows(segment, first_update - 1))
+
+    def _rows(self, metrics: Any, updates_before: np.ndarray):
+        # Update-major (all runs' update 1, then update 2, ...) so that a file streamed segment by
+        # segment and one rewritten from the whole history are identical.
+        arrays = [np.asarray(getattr(metrics, f)) for f in self.fields]
+        env_steps = np.asarray(metrics.env_steps)
+        extra = [[values[run] for values in self.extra.values()] for run in range(env_steps.shape[0])]
+        for i, run in zip(*np.nonzero(env_steps.T > 0)):  # rows a run never reached have env_steps 0
+            row = [self.seeds[run], *extra[run], int(updates_before[run] + i + 1), int(env_steps[run, i])]
+            yield row + [_csv_number(a[run, i]) for a in arrays]
+
+
+def write_metrics_csv(path: Path, metrics: Any, seeds: Sequence[int], extra: dict[str, Sequence] | None = None) -> None:
+    """Write a whole ``metrics.csv`` at once. ``metrics``: NamedTuple of [num_runs, num_updates] arrays."""
+    MetricsCSV(path, metrics._fields, seeds, extra).rewrite(metrics)
 
 
 def _csv_number(x: Any) -> str:

@@ -26,7 +26,6 @@ class Runs(NamedTuple):
 
     keys: jax.Array  # key[R]
     hparams: dict[str, jax.Array]  # name -> f32[R] (only the swept names)
-    run_ids: jax.Array  # i32[R]
     seeds: list[int]  # [R]
     settings: list[dict[str, float]]  # [R] the swept values of each run
 
@@ -108,7 +107,7 @@ def make_runs(config: BaseConfig, seeds: Sequence[int], grid: dict[str, Sequence
             run_seeds.append(int(seed))
     keys = jax.vmap(jax.random.key)(jnp.asarray(run_seeds, jnp.uint32))
     hparams = {n: jnp.asarray([s[n] for s in settings], jnp.float32) for n in names}
-    return Runs(keys, hparams, jnp.arange(len(run_seeds)), run_seeds, settings)
+    return Runs(keys, hparams, run_seeds, settings)
 
 
 def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -142,14 +141,14 @@ def rank_configs(settings: list[dict[str, float]], finals: np.ndarray) -> list[d
 
 
 def shard_runs(runs: Runs) -> tuple[tuple, int]:
-    """The ``train`` arguments (keys, hparams, run_ids), split across all visible devices.
+    """The ``train`` arguments (keys, hparams), split across all visible devices.
 
     With one device they are returned as they are. With several, the run axis is
     padded (repeating the last run) to a multiple of the device count and laid
     out with a NamedSharding over a 1-D mesh, so ``jit(vmap(train))`` runs each
     device's share of the runs there (GSPMD). Callers drop the padded runs.
     """
-    args = (runs.keys, runs.hparams, runs.run_ids)
+    args = (runs.keys, runs.hparams)
     devices = jax.devices()
     if len(devices) == 1:
         return args, 1

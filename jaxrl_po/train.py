@@ -1,8 +1,12 @@
 """Command line: ``python -m jaxrl_po.train --algo ppo [flags]``.
 
-parse -> validate (one-line errors, exit 2) -> build -> compile -> run all seeds
-in one ``jit(vmap(train))`` call with a live progress line -> write the run
-directory -> print the table.
+parse -> validate (one-line errors, exit 2) -> build -> compile -> run every
+seed (and swept configuration) through one compiled ``vmap`` program, segment
+by segment (:mod:`jaxrl_po.runner`), with a live progress line, streamed
+metrics and checkpoints -> print the table.
+
+Exit codes: 0 done; 2 bad input or unusable checkpoint; 3 some run stopped on
+non-finite values; 130 interrupted by Ctrl-C (after saving a checkpoint).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -20,7 +25,8 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from jaxrl_po.config import BaseConfig, ConfigError, PPOConfig, to_dict
+from jaxrl_po.checkpoint import CheckpointError
+from jaxrl_po.config import BaseConfig, ConfigError, PPOConfig, from_dict, to_dict
 
 ALGOS = ("ppo", "grpo")
 
@@ -59,6 +65,20 @@ class RunOptions:
     """keep compiled programs in a persistent cache so an identical run starts without compiling."""
     compile_cache_dir: str = "~/.cache/jaxrl_po/xla"
     """where the compile cache lives."""
+    checkpoint_every: int = 0
+    """save a checkpoint every N updates (0: only at the end and on Ctrl-C)."""
+    keep_checkpoints: int = 3
+    """how many of the latest checkpoints to keep."""
+    resume: str | None = None
+    """continue the run in this directory from its latest checkpoint (its config is reused)."""
+    tensorboard: bool = False
+    """also write TensorBoard event files to RUN_DIR/tensorboard (needs tensorboardX)."""
+    wandb: bool = False
+    """also log to Weights & Biases (needs wandb)."""
+    wandb_project: str = "jaxrl_po"
+    """W&B project."""
+    wandb_entity: str | None = None
+    """W&B entity (team or user; default: yours)."""
 
 
 def cli_type(config_cls: type[BaseConfig]) -> type:
@@ -84,20 +104,69 @@ def flag_name(field_name: str) -> str:
 
 def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--algo", default="ppo")
+    pre.add_argument("--algo", default=None)
+    pre.add_argument("--resume", default=None)
     known, _ = pre.parse_known_args(argv)
+    saved = load_saved_run(Path(known.resume)) if known.resume else None
+    algo = known.algo or (saved[0].algo if saved else "ppo")
     try:
-        config_cls, _ = algorithm(known.algo)
+        config_cls, _ = algorithm(algo)
     except ConfigError as err:
         raise UsageError(f"{flag_name(err.field)}: {str(err).split(': ', 1)[1]}") from None
-    args = _tyro_cli(cli_type(config_cls), argv, known.algo)
+    if saved and algo != saved[0].algo:
+        raise ConfigError("algo", f"cannot change when resuming: the run in {known.resume} is {saved[0].algo}")
+    defaults = dict(algo=algo)
+    if saved:
+        defaults.update({f.name: getattr(saved[0], f.name) for f in dataclasses.fields(RunOptions)}, config=saved[1])
+    args = _tyro_cli(cli_type(config_cls), argv, defaults)
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
+    if saved:
+        check_unchanged(saved, options, args.config)
     return options, args.config
 
 
-def _tyro_cli(cls: type, argv: list[str], algo: str):
+SAVED_OPTIONS = ("checkpoint_every", "keep_checkpoints")
+"""Run options kept in config.json so that --resume continues with them (they may be changed there)."""
+
+
+def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
+    """The options and config a run directory was started with (from its config.json)."""
+    path = run_dir / "config.json"
+    try:
+        data = json.loads(path.read_text())
+        config_cls, _ = algorithm(data["algo"])
+        seeds, grid = data["seeds"], data["sweep"]
+        config = from_dict(config_cls, {k: v for k, v in data.items() if k not in ("algo", "seeds", "sweep")})
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
+        raise ConfigError("resume", f"{run_dir} is not a run directory this program can resume ({path}: {err})") from None
+    sweep = tuple(f"{name}={','.join(f'{v:g}' for v in values)}" for name, values in grid.items())
+    saved_options = {k: v for k, v in data.get("options", {}).items() if k in SAVED_OPTIONS}
+    options = RunOptions(algo=data["algo"], num_seeds=len(seeds), seed=seeds[0], run_dir=str(run_dir),
+                         sweep=sweep, resume=str(run_dir), **saved_options)
+    return options, config
+
+
+def check_unchanged(saved: tuple[RunOptions, BaseConfig], options: RunOptions, config: BaseConfig) -> None:
+    """Resuming continues the same runs: the config, seeds and sweep cannot change."""
+    from jaxrl_po.sweep import parse_sweep_spec
+
+    old_options, old_config = saved
+    pairs = [(name, getattr(old_options, name), getattr(options, name)) for name in ("num_seeds", "seed", "run_dir")]
+    pairs.append(("sweep", dict(map(parse_sweep_spec, old_options.sweep)), dict(map(parse_sweep_spec, options.sweep))))
+    old, new = to_dict(old_config), to_dict(config)
+    for name in old:
+        if isinstance(old[name], dict):  # nested options (config.grpo): compare field by field
+            pairs += [(f"{name}.{sub}", old[name][sub], new[name][sub]) for sub in old[name]]
+        else:
+            pairs.append((name, old[name], new[name]))
+    for name, before, after in pairs:
+        if before != after:
+            raise ConfigError(name, f"cannot change when resuming: the run used {before!r}, got {after!r}")
+
+
+def _tyro_cli(cls: type, argv: list[str], defaults: dict):
     """tyro.cli, but its boxed error message is condensed to one line."""
-    kwargs = dict(args=argv, default=cls(algo=algo), prog="python -m jaxrl_po.train")
+    kwargs = dict(args=argv, default=cls(**defaults), prog="python -m jaxrl_po.train")
     if "-h" in argv or "--help" in argv:
         return tyro.cli(cls, **kwargs)
     captured = io.StringIO()
@@ -129,15 +198,29 @@ def seeds_of(options: RunOptions) -> list[int]:
 
 def validate(options: RunOptions, config: BaseConfig) -> dict[str, list[float]]:
     """Check everything before compiling; returns the sweep grid (name -> values)."""
+    from jaxrl_po import sinks
+    from jaxrl_po.runner import check_fits
     from jaxrl_po.sweep import check_grid, parse_sweep_spec
 
     if not isinstance(options.num_seeds, int) or options.num_seeds < 1:
         raise ConfigError("num_seeds", f"must be a positive integer, got {options.num_seeds!r}")
     if options.seed < 0:
         raise ConfigError("seed", f"must be >= 0, got {options.seed}")
+    if options.checkpoint_every < 0:
+        raise ConfigError("checkpoint_every", f"must be >= 0 (0: only at the end), got {options.checkpoint_every}")
+    if options.keep_checkpoints < 1:
+        raise ConfigError("keep_checkpoints", f"must be >= 1, got {options.keep_checkpoints}")
+    if options.tensorboard:
+        sinks.require("tensorboardX", "tensorboard", "tensorboard")
+    if options.wandb:
+        sinks.require("wandb", "wandb", "wandb")
     config.validate()
     grid = dict(parse_sweep_spec(spec) for spec in options.sweep)
     check_grid(config, grid)
+    num_configs = 1
+    for values in grid.values():
+        num_configs *= len(values)
+    check_fits(config, options.num_seeds * num_configs)
     return grid
 
 
@@ -157,78 +240,47 @@ def enable_compile_cache(directory: str) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def run(
-    options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, list[float]] | None = None
-) -> dict[str, Any]:
-    """Train every (swept config, seed) pair in one compiled call; write the run directory."""
+def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, list[float]] | None = None) -> int:
+    """Train every (swept config, seed) pair through one compiled program; write the run directory.
+
+    Returns the exit code (see the module docstring).
+    """
     import jax
-    import numpy as np
     from rich.console import Console
 
-    from jaxrl_po import logs
-    from jaxrl_po.sweep import make_runs, rank_configs, shard_runs
-    from jaxrl_po.timing import compile_then_run
+    from jaxrl_po import logs, sinks
+    from jaxrl_po.runner import JobSpec, train_job
+    from jaxrl_po.sweep import make_runs
 
     console = Console()
     if options.compile_cache:
         enable_compile_cache(options.compile_cache_dir)
-    _, make_train = algorithm(options.algo)
     runs = make_runs(config, seeds_of(options), grid)
-    num_runs = len(runs.seeds)
-    logs.write_json(
-        run_dir / "config.json",
-        {"algo": options.algo, "seeds": seeds_of(options), "sweep": grid or {}, **to_dict(config)},
+    meta = json.loads(json.dumps({"algo": options.algo, "seeds": seeds_of(options), "sweep": grid or {}, **to_dict(config)}))
+    saved_options = {name: getattr(options, name) for name in SAVED_OPTIONS}
+    labels = sinks.run_labels(runs.seeds, runs.settings)
+    job_sinks = []
+    if options.tensorboard:
+        job_sinks.append(sinks.TensorBoardSink(run_dir, labels))
+    if options.wandb:
+        job_sinks.append(sinks.WandbSink(run_dir, labels, meta, options.wandb_project, options.wandb_entity))
+    job = JobSpec(
+        algo_name=options.algo, config=config, runs=runs, run_dir=run_dir, meta=meta, options=saved_options,
+        checkpoint_every=options.checkpoint_every, keep_checkpoints=options.keep_checkpoints,
+        progress=options.progress, sinks=job_sinks,
     )
-
-    progress = logs.Progress(num_runs, config.total_timesteps)
-    train = make_train(config, callback=progress if options.progress else None)
-    args, num_devices = shard_runs(runs)
+    num_runs = len(runs.seeds)
     grid_text = f" x {num_runs // options.num_seeds} configs" if grid else ""
     console.print(
         f"[bold]{options.algo.upper()}[/] on {config.env}: {options.num_seeds} seed(s){grid_text}, "
-        f"{config.total_timesteps:,} env steps each, on {num_devices} {jax.devices()[0].platform} device(s); compiling..."
+        f"{config.total_timesteps:,} env steps each, on {jax.device_count()} {jax.devices()[0].platform} device(s); "
+        "compiling..."
     )
-    output, compile_s, train_s = compile_then_run(jax.vmap(train), *args)
-
-    # Drop the runs added to fill the last device.
-    metrics = jax.tree_util.tree_map(lambda x: np.asarray(x)[:num_runs], output.metrics)
-    logs.write_metrics_csv(
-        run_dir / "metrics.csv", metrics, runs.seeds,
-        extra={f"hp_{name}": [s[name] for s in runs.settings] for name in (grid or {})},
-    )
-    per_run = logs.final_returns(metrics.episode_return, metrics.env_steps)
-    finite = per_run[~np.isnan(per_run)]
-    steps_per_run = metrics.env_steps.max(axis=1)  # env steps (GRPO: alive steps) each run took
-    total_steps = int(steps_per_run.sum())
-    summary = {
-        "algo": options.algo,
-        "env": config.env,
-        "num_seeds": options.num_seeds,
-        "seeds": runs.seeds,
-        "final_return_mean": logs.none_if_nan(float(finite.mean())) if finite.size else None,
-        "final_return_std": float(finite.std()) if finite.size else None,
-        "final_return_per_seed": [logs.none_if_nan(float(x)) for x in per_run],
-        "total_timesteps": int(steps_per_run.max()),
-        "total_env_steps": total_steps,
-        "num_updates": int((metrics.env_steps > 0).sum(axis=1).max()),
-        "sps": total_steps / train_s,
-        "compile_s": compile_s,
-        "train_s": train_s,
-        "total_s": compile_s + train_s,
-        "compile_cache": str(Path(options.compile_cache_dir).expanduser()) if options.compile_cache else None,
-        "num_devices": num_devices,
-        "device": str(jax.devices()[0].device_kind),
-        "run_dir": str(run_dir),
-    }
-    if hasattr(metrics, "padded_steps"):  # GRPO: env steps run after episodes ended
-        summary["padded_env_steps"] = int(np.nansum(metrics.padded_steps))
-    if grid:
-        summary["sweep"] = grid
-        summary["run_settings"] = runs.settings
-        summary["ranking"] = rank_configs(runs.settings, per_run)
-    logs.write_json(run_dir / "summary.json", summary)
-    logs.print_summary(console, summary, runs.seeds, runs.settings if grid else None)
-    return summary
+    summary, code = train_job(job, console, resume=bool(options.resume))
+    if options.compile_cache:
+        summary["compile_cache"] = str(Path(options.compile_cache_dir).expanduser())
+        logs.write_json(run_dir / "summary.json", summary)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,21 +288,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options, config = parse(argv)
         grid = validate(options, config)
-        run_dir = Path(options.run_dir) if options.run_dir else default_run_dir(options, config)
-        try:
-            from jaxrl_po.logs import make_run_dir
+        if options.resume:
+            run_dir = Path(options.resume)
+        else:
+            run_dir = Path(options.run_dir) if options.run_dir else default_run_dir(options, config)
+            try:
+                from jaxrl_po.logs import make_run_dir
 
-            run_dir = make_run_dir(run_dir)
-        except OSError as err:
-            raise ConfigError("run_dir", f"cannot use {run_dir}: {err.strerror or err}") from None
+                run_dir = make_run_dir(run_dir)
+            except OSError as err:
+                raise ConfigError("run_dir", f"cannot use {run_dir}: {err.strerror or err}") from None
+        return run(options, config, run_dir, grid)
     except ConfigError as err:
         print(f"error: {flag_name(err.field)}: {str(err).split(': ', 1)[1]}", file=sys.stderr)
         return 2
-    except UsageError as err:
+    except (UsageError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run(options, config, run_dir, grid)
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def sgd_epochs(
       loss_fn: (params, minibatch) -> (loss, info pytree of scalars).
 
     Returns:
-      (params, opt_state, info averaged over every gradient step).
+      (params, opt_state, info, grad_norm): info and the global gradient norm
+      (before clipping) averaged over every gradient step.
     """
     n = jax.tree_util.tree_leaves(batch)[0].shape[0]
     grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -45,13 +46,13 @@ def sgd_epochs(
         grads, info = grad_fn(params, minibatch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
-        return (params, opt_state), info
+        return (params, opt_state), (info, optax.global_norm(grads))
 
     def epoch(carry, epoch_key: jax.Array):
         order = jax.random.permutation(epoch_key, n).reshape(num_minibatches, n // num_minibatches)
         return jax.lax.scan(minibatch_step, carry, order)
 
-    (params, opt_state), info = jax.lax.scan(
+    (params, opt_state), (info, grad_norm) = jax.lax.scan(
         epoch, (params, opt_state), jax.random.split(key, num_epochs)
     )
-    return params, opt_state, jax.tree_util.tree_map(jnp.mean, info)
+    return params, opt_state, jax.tree_util.tree_map(jnp.mean, info), grad_norm.mean()

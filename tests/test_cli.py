@@ -58,6 +58,13 @@ BAD_CASES = [
         ["--algo", "grpo", "--clip-eps", "0.2", "--grpo.clip-eps-high", "0.1"],
         "--grpo.clip-eps-high", ["0.1", "0.2"],
     ),
+    (
+        "will-not-fit",  # 64 runs x 65536 envs x 1024 steps: ~288 GiB of rollout buffers
+        ["--num-envs", "65536", "--num-steps", "1024", "--num-seeds", "64", "--total-timesteps", "67108864"],
+        "--num-envs", ["will not fit", "GiB"],
+    ),
+    ("checkpoint-every-negative", ["--checkpoint-every", "-1"], "--checkpoint-every", ["-1"]),
+    ("keep-checkpoints-zero", ["--keep-checkpoints", "0"], "--keep-checkpoints", []),
     # Like --env and --algo, an unknown choice should say which values are valid.
     ("grpo-loss-type-unknown", ["--algo", "grpo", "--grpo.loss-type", "nope"], "--grpo.loss-type", ["nope", "dapo"]),
 ]

@@ -1,0 +1,143 @@
+"""Checkpoints of a whole batch of runs (orbax): training state, metric history, metadata.
+
+A checkpoint lives in ``RUN_DIR/checkpoints/<updates done>/`` and holds
+- ``state``: the vmapped training state of every run (params, optimiser state,
+  env state, normaliser statistics, PRNG keys, update counters),
+- ``history``: every per-update metric row so far (so a resumed run rewrites
+  ``metrics.csv`` exactly and its summary covers the whole run),
+- ``meta``: JSON naming the algorithm, the config, the seeds and the sweep grid.
+orbax writes each one into a temporary directory and renames it when complete,
+so an interrupted save never replaces a good checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable or from another run; the message says which."""
+
+
+class Restored(NamedTuple):
+    state: Any  # numpy leaves, PRNG keys re-wrapped
+    history: Any  # metrics NamedTuple of [num_runs, num_rows]
+    meta: dict
+    step: int
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def to_saveable(tree: Any) -> Any:
+    """PRNG key arrays -> their uint32 data (orbax stores plain arrays)."""
+    return jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def from_saveable(tree: Any, like: Any) -> Any:
+    """Inverse of :func:`to_saveable`: re-wrap key data where ``like`` (an abstract tree) holds keys.
+
+    Keys are re-wrapped with JAX's default PRNG implementation, the one ``jax.random.key`` made them with.
+    """
+    return jax.tree_util.tree_map(lambda x, ref: jax.random.wrap_key_data(x) if _is_key(ref) else x, tree, like)
+
+
+def _numpy_target(abstract: Any) -> Any:
+    """Zero numpy arrays shaped like ``abstract`` (ShapeDtypeStructs), so orbax restores to host memory."""
+    data = lambda s: jax.eval_shape(jax.random.key_data, s) if _is_key(s) else s
+    return jax.tree_util.tree_map(lambda s: np.zeros(data(s).shape, data(s).dtype), abstract)
+
+
+class Checkpointer:
+    """Save / list / restore the checkpoints of one run directory."""
+
+    def __init__(self, run_dir: Path, keep: int = 3, create: bool = True):
+        import orbax.checkpoint as ocp
+
+        self.directory = (Path(run_dir) / CHECKPOINT_DIR).absolute()
+        self._ocp = ocp
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, enable_async_checkpointing=False),
+        )
+
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps()) if self.directory.is_dir() else []
+
+    def save(self, step: int, state: Any, history: Any, meta: dict) -> Path:
+        """Write checkpoint ``step`` (updates done); the oldest beyond ``keep`` are deleted.
+
+        A step that is already saved is left as it is (same updates done: same state).
+        """
+        ocp = self._ocp
+        if step in self.steps():
+            return self.directory / str(step)
+        history = {name: np.asarray(value) for name, value in history._asdict().items()}
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(to_saveable(state)),
+                history=ocp.args.StandardSave(history),
+                meta=ocp.args.JsonSave({**meta, "num_rows": int(next(iter(history.values())).shape[1])}),
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+        return self.directory / str(step)
+
+    def read_meta(self, step: int) -> dict:
+        ocp = self._ocp
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        except Exception as err:  # orbax raises many types for a damaged directory
+            raise CheckpointError(f"cannot read checkpoint {self.directory / str(step)}: {_reason(err)}") from None
+
+    def restore(self, abstract_state: Any, abstract_row: Any, num_runs: int, step: int | None = None) -> Restored:
+        """The latest (or ``step``) checkpoint.
+
+        ``abstract_state``: ``jax.eval_shape`` of the batched state; ``abstract_row``:
+        of one metrics row (a NamedTuple of scalars; gives the history's columns and dtypes).
+        """
+        ocp = self._ocp
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        step = steps[-1] if step is None else step
+        meta = self.read_meta(step)
+        rows = int(meta.get("num_rows", -1))
+        history_target = {
+            name: np.zeros((num_runs, rows), column.dtype) for name, column in abstract_row._asdict().items()
+        }
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_numpy_target(abstract_state)),
+                    history=ocp.args.StandardRestore(history_target),
+                ),
+            )
+        except Exception as err:
+            raise CheckpointError(f"cannot read checkpoint {self.directory / str(step)}: {_reason(err)}") from None
+        state = from_saveable(restored.state, abstract_state)
+        _check_shapes(state, abstract_state, self.directory / str(step))
+        history = type(abstract_row)(**{name: np.asarray(restored.history[name]) for name in abstract_row._fields})
+        return Restored(state, history, meta, step)
+
+
+def _check_shapes(state: Any, abstract: Any, where: Path) -> None:
+    for (path, x), ref in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree_util.tree_leaves(abstract)):
+        if x.shape != ref.shape:
+            name = jax.tree_util.keystr(path)
+            raise CheckpointError(f"checkpoint {where} does not fit this config: {name} has shape {x.shape}, expected {ref.shape}")
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]

@@ -1,0 +1,501 @@
+"""Evaluate trained policies: ``python -m jaxrl_po.evaluate RUN_DIR [--episodes N] [--seed S] [--render out.gif]``.
+
+Every run of a run directory (seed x swept configuration) restored from its
+latest checkpoint plays ``N`` whole episodes with the greedy policy (argmax /
+mean) and ``N`` with the stochastic one, all in one ``jit(vmap(...))`` call:
+runs on the vmapped axis, the ``2N`` episodes of a run as one batch of envs.
+Returns are raw env rewards (never normalised or scaled). Observations are
+normalised with the run's saved statistics when the run trained with them, and
+continuous actions are clipped to the bounds, exactly as during training.
+
+Episode ``i`` of seed ``S`` always starts from the same state and uses the same
+random stream, whatever ``N`` and for every run and both modes (common random
+numbers make runs and modes comparable). An episode ends on termination or
+truncation, at most ``max_episode_steps`` steps (also for GRPO runs trained
+with a shorter ``--grpo.horizon``).
+
+``--render out.gif`` draws greedy episode 0 of one run (``--render-run``) with
+gymnax's visualiser. Output: a table, ``RUN_DIR/eval.json`` and the GIF.
+Exit codes: 0 done; 2 bad input (one ``error: ...`` line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError
+from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
+from jaxrl_po.networks import Policy, make_policy
+
+DEFAULT_EPISODES = 10
+MAX_EPISODES = 100_000
+"""Per mode and run: 2N envs per run are stepped together, so memory grows with N."""
+
+# Names gymnax's Visualizer can draw (its if-chains in gymnax/visualize/visualizer.py, gymnax 1.0),
+# keyed by ``env.name``. The classic-control ones are drawn by gymnasium, which needs pygame.
+CLASSIC_CONTROL = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0", "MountainCarContinuous-v0")
+DRAWABLE = CLASSIC_CONTROL + (
+    "Catch-bsuite", "Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar",
+    "SpaceInvaders-MinAtar", "Pong-misc", "PointRobot-misc", "MetaMaze-misc", "FourRooms-misc",
+)
+# gymnax.visualize imports matplotlib, gymnasium and seaborn whatever the env: module -> pip install hint.
+RENDER_MODULES = {"matplotlib": "matplotlib", "gymnasium": "gymnasium", "seaborn": "seaborn"}
+CLASSIC_CONTROL_MODULES = {"pygame": '"gymnasium[classic-control]"'}
+
+
+class EvalError(ValueError):
+    """Bad input for evaluation; ``field`` names the argument (shown as ``--field``)."""
+
+    def __init__(self, field: str, message: str):
+        self.field, self.message = field, message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+# ---- playing episodes (pure JAX) --------------------------------------------------------
+
+
+class EpisodeCarry(NamedTuple):
+    """The state of ``M`` episodes being played in a loop."""
+
+    t: jax.Array  # i32[] steps taken
+    state: Any  # gymnax env states, batched [M]
+    obs: jax.Array  # f32[M, D] raw observation to act on
+    key: jax.Array  # key[M] each episode's own random stream
+    alive: jax.Array  # bool[M] the episode has not ended yet
+    ret: jax.Array  # f32[M] raw return so far
+    length: jax.Array  # i32[M] steps so far
+
+
+def episode_keys(seed: int, episodes: int) -> jax.Array:
+    """key[episodes]; episode i's key is ``fold_in(key(seed), i)``, so it does not depend on ``episodes``."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(episodes, dtype=jnp.uint32))
+
+
+def start_episodes(env: VecEnv, keys: jax.Array) -> EpisodeCarry:
+    """keys: key[M] (M = env.num_envs) -> the carry before step 0: reset with the first half of each split."""
+    reset_key, key = _split(keys, 2)
+    obs, state = env.reset(reset_key)
+    m = env.num_envs
+    return EpisodeCarry(jnp.int32(0), state, obs, key, jnp.ones(m, bool), jnp.zeros(m, jnp.float32),
+                        jnp.zeros(m, jnp.int32))
+
+
+def choose_actions(policy: Policy, params: Any, obs_stats: RunningMeanStd | None, obs: jax.Array,
+                   keys: jax.Array, greedy: jax.Array) -> jax.Array:
+    """obs: f32[M, D] raw; keys: key[M]; greedy: bool[M] -> i32[M] | f32[M, A] (unclipped).
+
+    ``obs_stats`` None: the run trained on raw observations.
+    """
+    x = obs if obs_stats is None else obs_stats.normalize(obs)
+    # One key per episode (not one for the batch) so an episode's actions do not depend on M.
+    sampled = jax.vmap(lambda o, k: policy.dist(params, o).sample(seed=k))(x, keys)
+    mode = policy.greedy_action(params, x)
+    pick = greedy.reshape(greedy.shape + (1,) * (mode.ndim - 1))
+    return jnp.where(pick, mode, sampled)
+
+
+def advance(env: VecEnv, policy: Policy, params: Any, obs_stats: RunningMeanStd | None, greedy: jax.Array,
+            carry: EpisodeCarry) -> tuple[EpisodeCarry, jax.Array]:
+    """One step of every episode -> (carry, raw reward f32[M]). Ended episodes keep stepping (auto-reset)
+    but no longer count."""
+    key, act_key, env_key = _split(carry.key, 3)
+    action = choose_actions(policy, params, obs_stats, carry.obs, act_key, greedy)
+    out = env.step(env_key, carry.state, action)  # clips continuous actions like training does
+    done = jnp.logical_or(out.terminated, out.truncated)
+    ret = carry.ret + jnp.where(carry.alive, out.reward, 0.0)
+    length = carry.length + carry.alive.astype(jnp.int32)
+    alive = jnp.logical_and(carry.alive, jnp.logical_not(done))
+    return EpisodeCarry(carry.t + 1, out.state, out.obs, key, alive, ret, length), out.reward
+
+
+def play_episodes(env: VecEnv, policy: Policy, params: Any, obs_stats: RunningMeanStd | None,
+                  keys: jax.Array, greedy: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Play ``M = env.num_envs`` whole episodes of one run.
+
+    keys: key[M] (see :func:`episode_keys`); greedy: bool[M] per episode.
+    Returns (returns f32[M], lengths i32[M]); the loop stops once every episode
+    has ended, or after ``env.max_episode_steps`` steps.
+    """
+    limit = env.max_episode_steps
+
+    def keep_going(carry: EpisodeCarry) -> jax.Array:
+        return jnp.logical_and(carry.alive.any(), carry.t < limit)
+
+    def body(carry: EpisodeCarry) -> EpisodeCarry:
+        return advance(env, policy, params, obs_stats, greedy, carry)[0]
+
+    final = jax.lax.while_loop(keep_going, body, start_episodes(env, keys))
+    return final.ret, final.length
+
+
+def record_episode(env: VecEnv, policy: Policy, params: Any, obs_stats: RunningMeanStd | None,
+                   key: jax.Array) -> tuple[Any, jax.Array, jax.Array]:
+    """One greedy episode (``env.num_envs == 1``), every step recorded.
+
+    Returns (states: env states [T, 1] before each step, rewards f32[T], length i32[]),
+    T = env.max_episode_steps; steps from ``length`` on are past the episode's end.
+    """
+
+    def step(carry: EpisodeCarry, _) -> tuple[EpisodeCarry, tuple[Any, jax.Array]]:
+        new, reward = advance(env, policy, params, obs_stats, jnp.ones(1, bool), carry)
+        return new, (carry.state, reward[0])
+
+    final, (states, rewards) = jax.lax.scan(step, start_episodes(env, key[None]), None,
+                                            length=env.max_episode_steps)
+    return states, rewards, final.length[0]
+
+
+def _split(keys: jax.Array, num: int) -> tuple[jax.Array, ...]:
+    """key[M] -> num arrays key[M] (each key split independently)."""
+    parts = jax.vmap(lambda k: jax.random.split(k, num))(keys)
+    return tuple(parts[:, i] for i in range(num))
+
+
+# ---- a run directory's policies -------------------------------------------------------
+
+
+class Policies(NamedTuple):
+    """What it takes to act like the trained runs (R runs)."""
+
+    policy: Policy
+    params: Any  # leading axis R
+    obs_stats: RunningMeanStd | None  # leading axis R; None when the runs trained on raw observations
+
+
+def load_run(run_dir: str | os.PathLike):
+    """:func:`jaxrl_po.runner.load_trained`, with one-line errors for a missing dir or checkpoint."""
+    from jaxrl_po.runner import load_trained
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EvalError("run_dir", f"{run_dir} is not a directory")
+    if not (run_dir / "config.json").is_file():
+        raise EvalError("run_dir", f"{run_dir} is not a run directory (no config.json)")
+    # Checked here because the checkpointer would create an empty checkpoints/ in a read-only use.
+    ckpt = run_dir / CHECKPOINT_DIR
+    if not ckpt.is_dir() or not any(p.name.isdigit() for p in ckpt.iterdir()):
+        raise EvalError("run_dir", f"no checkpoint in {ckpt}")
+    return load_trained(run_dir)
+
+
+def trained_policies(trained) -> Policies:
+    """The policy network, params and observation statistics of every run in a TrainedRuns."""
+    from jaxrl_po.ppo import uses_obs_normalization
+
+    config = trained.config
+    spec = make_vec_env(config.env, 1).action_spec
+    policy = make_policy(spec, config.hidden_sizes, config.activation, config.log_std_init,
+                         with_critic=trained.algo_name == "ppo")
+    state = trained.state
+    stats = state.env.obs_stats if trained.algo_name == "ppo" else state.obs_stats
+    return Policies(policy, state.params, stats if uses_obs_normalization(config, spec.discrete) else None)
+
+
+def num_runs(trained) -> int:
+    return len(trained.seeds)
+
+
+# ---- evaluation -----------------------------------------------------------------------
+
+
+def evaluate_trained(trained, episodes: int = DEFAULT_EPISODES, seed: int = 0) -> dict[str, Any]:
+    """Play ``episodes`` greedy and ``episodes`` stochastic episodes per run -> the eval.json dict."""
+    check_episodes(episodes)
+    check_seed(seed)
+    policies = trained_policies(trained)
+    env = make_vec_env(trained.config.env, 2 * episodes)
+    keys = jnp.concatenate([episode_keys(seed, episodes)] * 2)  # the same starts for both modes
+    greedy = jnp.arange(2 * episodes) < episodes
+    play = lambda params, stats: play_episodes(env, policies.policy, params, stats, keys, greedy)
+    returns, lengths = jax.jit(jax.vmap(play))(policies.params, policies.obs_stats)  # [R, 2N] each
+    returns, lengths = np.asarray(returns, np.float64), np.asarray(lengths)
+    runs = []
+    for r in range(num_runs(trained)):
+        modes = {name: mode_summary(returns[r, part], lengths[r, part])
+                 for name, part in (("greedy", slice(0, episodes)), ("stochastic", slice(episodes, None)))}
+        runs.append({"run": r, "seed": trained.seeds[r], "settings": trained.settings[r], **modes})
+    return {
+        "algo": trained.algo_name,
+        "env": trained.config.env,
+        "checkpoint_step": int(trained.step),
+        "episodes": episodes,
+        "seed": seed,
+        "max_episode_steps": env.max_episode_steps,
+        "obs_normalized": policies.obs_stats is not None,
+        "sweep": list(trained.settings[0]),  # swept names, in the order of the sweep grid
+        "runs": runs,
+    }
+
+
+def mode_summary(returns: np.ndarray, lengths: np.ndarray) -> dict[str, Any]:
+    """returns: f[N], lengths: i[N] -> per-episode lists and mean / std (population std, ddof 0)."""
+    from jaxrl_po.logs import none_if_nan
+
+    return {
+        "returns": [none_if_nan(float(x)) for x in returns],
+        "lengths": [int(x) for x in lengths],
+        "mean": none_if_nan(float(np.mean(returns))),
+        "std": none_if_nan(float(np.std(returns))),
+        "mean_length": float(np.mean(lengths)),
+    }
+
+
+def evaluate_run(run_dir: str | os.PathLike, episodes: int = DEFAULT_EPISODES, seed: int = 0,
+                 write: bool = False) -> dict[str, Any]:
+    """Evaluate every run of ``run_dir`` (see the module docstring); ``write`` also saves RUN_DIR/eval.json.
+
+    Returns the eval.json content: algo, env, checkpoint_step, episodes, seed,
+    max_episode_steps, obs_normalized, sweep (swept names) and ``runs``: per run
+    its index, seed, settings and, for "greedy" and "stochastic", the per-episode
+    returns and lengths with their mean and std.
+    Raises :class:`EvalError` or :class:`jaxrl_po.checkpoint.CheckpointError`.
+    """
+    check_episodes(episodes)
+    check_seed(seed)
+    result = evaluate_trained(load_run(run_dir), episodes, seed)
+    if write:
+        write_eval_json(Path(run_dir), result)
+    return result
+
+
+def write_eval_json(run_dir: Path, result: dict[str, Any]) -> Path:
+    from jaxrl_po.logs import write_json
+
+    path = run_dir / "eval.json"
+    try:
+        write_json(path, result)  # atomic: temp file + rename
+    except OSError as err:
+        raise EvalError("run_dir", f"cannot write {path}: {err.strerror or err}") from None
+    return path
+
+
+def check_episodes(episodes: Any) -> None:
+    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or not 1 <= episodes <= MAX_EPISODES:
+        raise EvalError("episodes", f"must be an integer from 1 to {MAX_EPISODES:,}, got {episodes!r}")
+
+
+def check_seed(seed: Any, field: str = "seed") -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise EvalError(field, f"must be an integer from 0 to 2**32 - 1, got {seed!r}")
+
+
+# ---- rendering ------------------------------------------------------------------------
+
+
+def check_renderable(env_name: str, available: Callable[[str], bool] | None = None) -> None:
+    """Raise :class:`EvalError` (field "render") unless gymnax can draw ``env_name`` here.
+
+    ``available(module) -> bool`` tells whether a module can be imported (default: importlib's find_spec).
+    """
+    available = available or _module_available
+    env, _ = _gymnax_env(env_name)
+    if env.name not in DRAWABLE:
+        raise EvalError("render", f"gymnax cannot draw {env_name}; drawable: {', '.join(DRAWABLE)}")
+    needed = dict(RENDER_MODULES)
+    if env.name in CLASSIC_CONTROL:
+        needed.update(CLASSIC_CONTROL_MODULES)
+    missing = [m for m in needed if not available(m)]
+    if missing:
+        installs = " ".join(dict.fromkeys(needed[m] for m in missing))
+        raise EvalError("render", f"drawing {env_name} needs {', '.join(missing)}, which is not installed; "
+                                  f"pip install {installs}")
+
+
+def check_render_path(out_path: str | os.PathLike) -> Path:
+    out = Path(out_path)
+    if out.suffix.lower() != ".gif":
+        raise EvalError("render", f"the output must be a .gif file, got {str(out)!r}")
+    if not out.parent.is_dir():
+        raise EvalError("render", f"cannot write {out}: no directory {out.parent}")
+    return out
+
+
+def check_run_index(trained, run: Any) -> int:
+    count = num_runs(trained)
+    if isinstance(run, bool) or not isinstance(run, (int, np.integer)) or not 0 <= run < count:
+        raise EvalError("render_run", f"must be a run index from 0 to {count - 1} (this directory has "
+                                      f"{count} run(s)), got {run!r}")
+    return int(run)
+
+
+def render_trained(trained, out_path: str | os.PathLike, run: int = 0, seed: int = 0) -> tuple[Path, int]:
+    """Draw greedy episode 0 (seed ``seed``) of run ``run`` to a GIF -> (path, frames).
+
+    It is the episode that :func:`evaluate_trained` plays first with the same seed.
+    """
+    check_renderable(trained.config.env)
+    out = check_render_path(out_path)
+    run = check_run_index(trained, run)
+    check_seed(seed)
+    policies = trained_policies(trained)
+    env = make_vec_env(trained.config.env, 1)
+    one = lambda tree: None if tree is None else jax.tree_util.tree_map(lambda x: x[run], tree)
+    states, rewards, length = jax.jit(
+        lambda p, s, k: record_episode(env, policies.policy, p, s, k)
+    )(one(policies.params), one(policies.obs_stats), episode_keys(seed, 1)[0])
+    length = int(length)
+    states = jax.device_get(states)
+    frames = [jax.tree_util.tree_map(lambda x: x[t, 0], states) for t in range(length)]
+    cumulative = np.cumsum(np.asarray(rewards)[:length])
+    draw_gif(env.env, env.params, frames, cumulative, out)
+    return out, length
+
+
+def draw_gif(env: Any, env_params: Any, states: list, returns: np.ndarray, out: Path) -> None:
+    """gymnax's Visualizer -> ``out`` (written to a temp file first, so a failure leaves no half GIF)."""
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame (classic control) must not look for a sound card
+    from gymnax.visualize import Visualizer
+
+    tmp = out.with_name(f".{out.stem}.tmp.gif")  # the suffix tells the visualiser to use Pillow
+    try:
+        Visualizer(env, env_params, states, returns).animate(str(tmp))
+        os.replace(tmp, out)
+    except OSError as err:
+        raise EvalError("render", f"cannot write {out}: {err.strerror or err}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def render_episode(run_dir: str | os.PathLike, out_path: str | os.PathLike, run: int = 0, seed: int = 0) -> Path:
+    """Draw one greedy episode of run ``run`` of ``run_dir`` to the GIF ``out_path``; returns its path.
+
+    Raises :class:`EvalError` (env gymnax cannot draw, missing package, bad path
+    or run index) or :class:`jaxrl_po.checkpoint.CheckpointError`.
+    """
+    check_render_path(out_path)
+    check_seed(seed)
+    trained = load_run(run_dir)
+    return render_trained(trained, out_path, run, seed)[0]
+
+
+def _module_available(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def _gymnax_env(name: str) -> tuple[Any, Any]:
+    vec = make_vec_env(name, 1)
+    return vec.env, vec.params
+
+
+# ---- output ---------------------------------------------------------------------------
+
+
+def results_table(result: dict[str, Any]):
+    """A rich Table: one row per run (index, seed, swept values), greedy and stochastic mean ± std."""
+    from rich.table import Table
+
+    table = Table(title=f"{result['algo'].upper()} on {result['env']}: episode return per run",
+                  caption=f"{result['episodes']} episode(s) per mode and run, eval seed {result['seed']}, "
+                          f"checkpoint at update {result['checkpoint_step']}")
+    names = result["sweep"]
+    for column in ("run", "seed", *names):
+        table.add_column(column, justify="right")
+    for column in ("greedy", "stochastic", "greedy length"):
+        table.add_column(column, justify="right")
+    for row in result["runs"]:
+        table.add_row(str(row["run"]), str(row["seed"]), *[f"{row['settings'][n]:g}" for n in names],
+                      _mean_std(row["greedy"]), _mean_std(row["stochastic"]), f"{row['greedy']['mean_length']:.1f}")
+    if len(result["runs"]) > 1:
+        table.add_row("all", "", *[""] * len(names),
+                      *[_across_runs([row[m]["mean"] for row in result["runs"]]) for m in ("greedy", "stochastic")],
+                      "", style="bold")
+    return table
+
+
+def _mean_std(mode: dict[str, Any]) -> str:
+    return "n/a" if mode["mean"] is None else f"{mode['mean']:.4g} ± {mode['std']:.3g}"
+
+
+def _across_runs(means: list) -> str:
+    values = np.asarray([m for m in means if m is not None], float)
+    return "n/a" if values.size == 0 else f"{values.mean():.4g} ± {values.std():.3g}"
+
+
+# ---- command line ---------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors: one line, through main's handler
+        field = ""
+        if message.startswith("argument "):
+            flag, _, message = message[len("argument "):].partition(": ")
+            field = flag.split("/")[0].lstrip("-").replace("-", "_")
+        raise EvalError(field, message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m jaxrl_po.evaluate",
+                description="Play greedy and stochastic episodes with every run of a run directory.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by python -m jaxrl_po.train")
+    p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, metavar="N", help="episodes per mode and run (default 10)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="evaluation seed: picks the episodes' starts (default 0)")
+    p.add_argument("--render", metavar="OUT.gif", default=None,
+                   help="also draw one greedy episode to this GIF (gymnax's visualiser)")
+    p.add_argument("--render-run", type=int, default=0, metavar="R", help="which run to draw (the table's run index, default 0)")
+    p.add_argument("--render-seed", type=int, default=None, metavar="K",
+                   help="seed of the drawn episode (default --seed: greedy episode 0 of the table)")
+    return p
+
+
+def flag(field: str) -> str:
+    """How an error names its argument: ``--episodes``, ``RUN_DIR`` (nothing for a whole-command-line error)."""
+    if field in ("", "run_dir"):
+        return field and "RUN_DIR"
+    return "--" + field.replace("_", "-")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        try:
+            args = parser().parse_args(argv)
+        except SystemExit as exit_:  # --help
+            return int(exit_.code or 0)
+        return run(args)
+    except EvalError as err:
+        where = flag(err.field)
+        print(f"error: {where + ': ' if where else ''}{err.message}", file=sys.stderr)
+        return 2
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    check_episodes(args.episodes)
+    check_seed(args.seed)
+    render_seed = args.seed if args.render_seed is None else args.render_seed
+    if args.render is not None:
+        check_render_path(args.render)
+        check_seed(render_seed, "render_seed")
+    trained = load_run(args.run_dir)
+    if args.render is not None:  # before the evaluation, so a bad --render fails fast
+        check_renderable(trained.config.env)
+        check_run_index(trained, args.render_run)
+    console = Console()
+    result = evaluate_trained(trained, args.episodes, args.seed)
+    console.print(results_table(result))
+    console.print(f"wrote {write_eval_json(Path(args.run_dir), result)}")
+    if args.render is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")  # the visualiser uses pyplot; a command line never needs a window
+        path, frames = render_trained(trained, args.render, args.render_run, render_seed)
+        console.print(f"wrote {path} ({frames} frames)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

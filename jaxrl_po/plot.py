@@ -1,0 +1,327 @@
+"""Learning curves from run directories: ``python -m jaxrl_po.plot RUN_DIR [RUN_DIR ...]``.
+
+Each line is the mean episode return across seeds against env steps, with a
+95% Student-t confidence band across seeds (the interval of
+:func:`jaxrl_po.sweep.confidence_interval`). A plain run directory gives one
+line; a sweep directory (``hp_*`` columns in ``metrics.csv``) gives one line
+per swept configuration.
+
+The loading half (:func:`load_curves`) is plain numpy so benchmarks and
+notebooks can reuse it; :func:`draw_curves` / :func:`plot_curves` do the
+drawing with the non-interactive Agg canvas (no pyplot, no global backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import scipy.stats
+
+DEFAULT_POINTS = 200
+REQUIRED_COLUMNS = ("seed", "update", "env_steps", "episode_return")
+
+
+class PlotError(Exception):
+    """Bad input for plotting; the message is shown as one ``error: ...`` line."""
+
+
+@dataclass
+class Curve:
+    """One line of the plot: P grid points, S seeds."""
+
+    label: str
+    env_steps: np.ndarray  # f[P] common env-step grid
+    mean: np.ndarray  # f[P] mean return across seeds (NaN where no seed has a value yet)
+    half_width: np.ndarray  # f[P] 95% CI half-width (NaN where fewer than 2 seeds have a value)
+    num_seeds: int
+    returns: np.ndarray  # f[S, P] each seed's return on the grid (NaN before its first episode)
+
+
+# ---- numbers -------------------------------------------------------------------------------
+
+
+def mean_and_ci(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Column-wise ``(mean, half-width)`` of a Student-t interval across seeds, ignoring NaNs.
+
+    values: f[S, P]. Returns (f[P], f[P]). Same numbers as ``sweep.confidence_interval``
+    applied to each column: ``t.ppf(0.5 + level/2, n-1) * std(ddof=1) / sqrt(n)`` over the n
+    finite entries; the half-width is NaN for n < 2 and both are NaN for n == 0.
+    Vectorised because it runs on every grid point of every line.
+    """
+    values = np.asarray(values, float)
+    finite = ~np.isnan(values)
+    n = finite.sum(axis=0)
+    filled = np.where(finite, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=0) / n
+        sq_dev = np.where(finite, (values - mean) ** 2, 0.0).sum(axis=0)
+        std = np.sqrt(sq_dev / (n - 1))
+        t = scipy.stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1))
+        half = t * std / np.sqrt(n)
+    mean = np.where(n > 0, mean, np.nan)
+    half = np.where(n > 1, half, np.nan)
+    return mean, half
+
+
+def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """NaN-aware rolling mean over the last ``window`` entries (the current one included).
+
+    values: f[U]. Returns f[U]; NaN only where the whole window is NaN. Trailing (not
+    centred) so a point never uses updates that come after it.
+    """
+    values = np.asarray(values, float)
+    if window <= 1:
+        return values.copy()
+    finite = ~np.isnan(values)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(finite)])
+    hi = np.arange(1, len(values) + 1)
+    lo = np.maximum(hi - window, 0)
+    count = counts[hi] - counts[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (sums[hi] - sums[lo]) / count, np.nan)
+
+
+def forward_fill(values: np.ndarray) -> np.ndarray:
+    """Replace each NaN by the last finite value before it; leading NaNs stay NaN. f[U] -> f[U].
+
+    An update where no episode finished says nothing new: the last return seen is the best
+    estimate, and it keeps a NaN from blanking out both of its neighbours' interpolation.
+    """
+    values = np.asarray(values, float)
+    # Index of the latest finite entry at or before each position; leading NaNs point at
+    # entry 0, itself NaN, so they stay NaN.
+    index = np.where(~np.isnan(values), np.arange(len(values)), 0)
+    np.maximum.accumulate(index, out=index)
+    return values[index]
+
+
+def common_grid(
+    steps: Sequence[np.ndarray], returns: Sequence[np.ndarray], points: int = DEFAULT_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put each seed's curve on one env-step grid. Returns (grid f[P], returns f[S, P]).
+
+    steps[i], returns[i]: f[U_i] cumulative env steps and (forward-filled) return of seed i.
+    When every seed logged the same env steps (PPO) they are the grid and nothing is
+    interpolated. Otherwise (GRPO counts alive steps, which differ per seed) the grid is
+    ``points`` evenly spaced steps from 0 to the smallest final step count, so every seed
+    covers all of it, and each seed is linearly interpolated; before a seed's first logged
+    step its value is NaN (no extrapolation).
+    """
+    first = np.asarray(steps[0], float)
+    if all(len(s) == len(first) and np.array_equal(s, first) for s in steps):
+        return first.copy(), np.stack([np.asarray(r, float) for r in returns])
+    end = min(float(s[-1]) for s in steps)
+    grid = np.linspace(0.0, end, points)
+    rows = [np.interp(grid, np.asarray(s, float), np.asarray(r, float), left=np.nan) for s, r in zip(steps, returns)]
+    return grid, np.stack(rows)
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+
+def _read_metrics(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """``metrics.csv`` -> (hp column names in file order, column name -> f[rows])."""
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+    except OSError as err:
+        raise PlotError(f"{path}: cannot read: {err.strerror or err}") from None
+    if not rows:
+        raise PlotError(f"{path}: empty file")
+    header, data = rows[0], [r for r in rows[1:] if r]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise PlotError(f"{path}: missing column(s) {', '.join(missing)}")
+    if not data:
+        raise PlotError(f"{path}: no data rows")
+    hp_names = [c for c in header if c.startswith("hp_")]
+    wanted = [*REQUIRED_COLUMNS, *hp_names]
+    index = {name: header.index(name) for name in wanted}
+    columns = {name: np.empty(len(data)) for name in wanted}
+    for line, row in enumerate(data, start=2):
+        if len(row) != len(header):
+            raise PlotError(f"{path}: line {line} has {len(row)} fields, expected {len(header)}")
+        for name in wanted:
+            try:
+                columns[name][line - 2] = float(row[index[name]])
+            except ValueError:
+                raise PlotError(f"{path}: line {line}: {name} is not a number: {row[index[name]]!r}") from None
+    return hp_names, columns
+
+
+def _read_config_label(run_dir: Path) -> tuple[str, str | None]:
+    """(``"PPO CartPole-v1"``, env) from ``config.json``; the directory name if there is none."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return run_dir.name, None
+    try:
+        config = json.loads(path.read_text())
+        algo, env = str(config["algo"]), str(config["env"])
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise PlotError(f"{path}: needs JSON with keys algo and env ({type(err).__name__}: {err})") from None
+    return f"{algo.upper()} {env}", env
+
+
+def _format_setting(names: Sequence[str], values: Sequence[float]) -> str:
+    return ", ".join(f"{name[3:]}={value:g}" for name, value in zip(names, values))
+
+
+def load_curves(
+    run_dir: str | Path, label: str | None = None, smooth: int = 1, points: int = DEFAULT_POINTS
+) -> list[Curve]:
+    """The curves of one run directory: one, or one per swept configuration, in file order.
+
+    label: line label (default ``"<ALGO> <env>"`` from config.json); for a sweep each
+    configuration's label is ``"<label> lr=0.001, ent_coef=0"``. smooth: trailing rolling
+    mean over this many updates, per seed, before the seeds are aligned. points: grid size
+    when seeds' env steps differ. Raises :class:`PlotError` for unusable input.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise PlotError(f"{run_dir}: no such directory")
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        raise PlotError(f"{run_dir}: no metrics.csv")
+    if smooth < 1:
+        raise PlotError(f"--smooth must be at least 1, got {smooth}")
+    hp_names, columns = _read_metrics(path)
+    if not np.isfinite(columns["episode_return"]).any():
+        raise PlotError(f"{path}: no finite episode_return (no episode finished in any update)")
+    default_label, _ = _read_config_label(run_dir)
+    label = default_label if label is None else label
+
+    # A run is one (hp values, seed); configurations keep their order of first appearance.
+    configs: dict[tuple, dict[float, list[int]]] = {}
+    hp = np.stack([columns[n] for n in hp_names], axis=1) if hp_names else np.zeros((len(columns["seed"]), 0))
+    for row, (setting, seed) in enumerate(zip(map(tuple, hp), columns["seed"])):
+        configs.setdefault(setting, {}).setdefault(seed, []).append(row)
+
+    curves = []
+    for setting, runs in configs.items():
+        steps, returns = [], []
+        for rows in runs.values():
+            rows = np.asarray(rows)
+            rows = rows[np.argsort(columns["update"][rows], kind="stable")]
+            steps.append(columns["env_steps"][rows])
+            returns.append(forward_fill(trailing_mean(columns["episode_return"][rows], smooth)))
+        grid, on_grid = common_grid(steps, returns, points)
+        mean, half = mean_and_ci(on_grid)
+        name = f"{label} {_format_setting(hp_names, setting)}" if hp_names else label
+        curves.append(Curve(name, grid, mean, half, len(runs), on_grid))
+    return curves
+
+
+# ---- drawing -------------------------------------------------------------------------------
+
+
+def draw_curves(curves: Sequence[Curve], title: str | None = None):
+    """A matplotlib Figure with one line per curve (``ax.get_lines()`` has them in order)
+    and its 95% CI band where at least two seeds have a value."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)  # Agg canvas on this figure only: no pyplot state, no global backend
+    ax = fig.add_subplot()
+    for curve in curves:
+        seeds = f"{curve.num_seeds} seed" + ("s" if curve.num_seeds != 1 else "")
+        (line,) = ax.plot(curve.env_steps, curve.mean, label=f"{curve.label} ({seeds})", linewidth=1.5)
+        band = np.isfinite(curve.half_width)
+        if band.any():
+            ax.fill_between(
+                curve.env_steps, curve.mean - curve.half_width, curve.mean + curve.half_width,
+                where=band, color=line.get_color(), alpha=0.2, linewidth=0,
+            )
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if curves:
+        ax.legend(title="mean, 95% CI over seeds", fontsize="small", title_fontsize="small")
+    return fig
+
+
+def output_paths(out: str | Path) -> list[Path]:
+    """``x.png`` / ``x.svg`` / ``x`` -> [x.png, x.svg]."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix.lower() in (".png", ".svg") else out
+    return [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
+
+
+def plot_curves(curves: Sequence[Curve], out: str | Path, title: str | None = None) -> list[Path]:
+    """Draw ``curves`` and write them as PNG and SVG next to each other; returns the two paths."""
+    fig = draw_curves(curves, title)
+    paths = output_paths(out)
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1], metadata={"Date": None})  # no timestamp: same runs -> same file
+    return paths
+
+
+# ---- command line --------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise PlotError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m jaxrl_po.plot",
+        description="Learning curves (episode return vs env steps, mean and 95%% CI over seeds) "
+        "of run directories; a sweep directory gives one line per configuration.",
+    )
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (with metrics.csv)")
+    parser.add_argument("--out", help="output file; writes PNG and SVG with this stem (default: RUN_DIR/curves.png "
+                        "of the first RUN_DIR)")
+    parser.add_argument("--title", help="plot title (default: the environment names)")
+    parser.add_argument("--smooth", type=int, default=1, metavar="K",
+                        help="rolling mean over K updates per seed (default 1: none)")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per RUN_DIR (default: ALGO env)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as exit_:  # --help
+            return int(exit_.code or 0)
+        if args.labels is not None and len(args.labels) != len(args.run_dirs):
+            raise PlotError(f"--labels: got {len(args.labels)} label(s) for {len(args.run_dirs)} run dir(s)")
+        curves, envs = [], []
+        for i, run_dir in enumerate(args.run_dirs):
+            curves += load_curves(run_dir, args.labels[i] if args.labels else None, smooth=args.smooth)
+            env = _read_config_label(Path(run_dir))[1]
+            if env and env not in envs:
+                envs.append(env)
+        out = args.out or Path(args.run_dirs[0]) / "curves.png"
+        title = args.title if args.title is not None else ", ".join(envs) or None
+        try:
+            paths = plot_curves(curves, out, title)
+        except OSError as err:
+            raise PlotError(f"cannot write {out}: {err.strerror or err}") from None
+        except ImportError as err:  # matplotlib is not a core dependency of the package
+            raise PlotError(f"plotting needs matplotlib ({err}); pip install matplotlib") from None
+    except PlotError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

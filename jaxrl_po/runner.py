@@ -1,0 +1,409 @@
+"""The host loop of a training job: compile once, then run compiled segments.
+
+All runs (seeds x swept configurations) advance together through
+``jit(vmap(run_segment))``. Between segments the host shows progress, streams
+metric rows to ``metrics.csv`` (and TensorBoard / W&B), reports runs stopped by
+non-finite values, saves checkpoints and reacts to Ctrl-C. Segments last about
+:data:`SEGMENT_SECONDS` each and end at every checkpoint boundary; their length
+never changes results (each update is the same compiled loop body).
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_po import logs, loop
+from jaxrl_po.checkpoint import CheckpointError, Checkpointer, Restored
+from jaxrl_po.sweep import Runs, rank_configs, shard_runs
+
+SEGMENT_SECONDS = 1.0
+"""Target wall time of one compiled segment: how often progress, metrics and Ctrl-C are handled."""
+MAX_SEGMENT_ROWS = 1024
+"""Most updates per segment (the length of the segment's metric buffer)."""
+
+EXIT_OK, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 3, 130
+
+
+@dataclass
+class JobSpec:
+    """What to train and where (everything the host loop needs)."""
+
+    algo_name: str
+    config: Any
+    runs: Runs
+    run_dir: Path
+    meta: dict  # JSON: algo, config, seeds, sweep (saved in config.json and every checkpoint)
+    options: dict = field(default_factory=dict)  # run options that config.json also keeps (may change on resume)
+    checkpoint_every: int = 0  # updates; 0: only at the end and on Ctrl-C
+    keep_checkpoints: int = 3
+    progress: bool = True
+    sinks: list = field(default_factory=list)  # TensorBoardSink, WandbSink, ...
+
+
+class History:
+    """Every metric row of every run, kept as the segments that produced them."""
+
+    def __init__(self, num_runs: int, initial: Any | None = None):
+        self.num_runs = num_runs
+        self.segments: list[Any] = [] if initial is None else [initial]
+        self.counts = np.zeros(num_runs, np.int64) if initial is None else (np.asarray(initial.env_steps) > 0).sum(1)
+
+    def append(self, segment: Any) -> np.ndarray:
+        """Add a segment ([R, L] leaves); returns each run's update number of its first new row."""
+        first = self.counts + 1
+        self.segments.append(segment)
+        self.counts = self.counts + (np.asarray(segment.env_steps) > 0).sum(1)
+        return first
+
+    def stacked(self) -> Any:
+        """[R, U] leaves, each run's rows first, then padding (env_steps 0, NaN) up to the longest run."""
+        width = max(1, int(self.counts.max()))
+
+        def column(*parts):
+            out = np.zeros((self.num_runs, width), parts[0].dtype) if parts[0].dtype.kind in "iu" else \
+                np.full((self.num_runs, width), np.nan, parts[0].dtype)
+            for run in range(self.num_runs):
+                rows = np.concatenate([p[run][np.asarray(s.env_steps)[run] > 0] for p, s in zip(parts, self.segments)])
+                out[run, : len(rows)] = rows
+            return out
+
+        return type(self.segments[0])(*[column(*cols) for cols in zip(*self.segments)])
+
+
+class Interrupt:
+    """Ctrl-C sets a flag that the host loop checks after each segment; a second Ctrl-C aborts at once."""
+
+    def __init__(self, console):
+        self.requested = False
+        self.console = console
+        self.previous = None
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.console.print("\n[yellow]Ctrl-C: saving a checkpoint after this segment (Ctrl-C again to abort)[/]")
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def rollout_buffer_bytes(config: Any) -> int:
+    """A lower bound on one run's device memory: the experience buffer of one update.
+
+    PPO keeps [num_steps, num_envs] transitions (obs and final obs, action, log-prob,
+    reward, flags, values, advantages, targets); GRPO keeps [horizon, candidates]
+    steps (obs, normalised obs, action, log-probs, reference log-probs, reward, mask,
+    advantage). Parameters, optimiser state and XLA temporaries come on top.
+    """
+    from jaxrl_po.config import GRPOConfig
+    from jaxrl_po.envs import make_vec_env
+
+    env = make_vec_env(config.env, 1)
+    obs, action = env.obs_dim, env.action_spec.dim if not env.action_spec.discrete else 1
+    if isinstance(config, GRPOConfig):
+        steps = (config.grpo.horizon or env.max_episode_steps) * config.num_envs * config.grpo.oversample
+        return 4 * steps * (2 * obs + action + 6)
+    return 4 * config.num_steps * config.num_envs * (2 * obs + action + 9)
+
+
+def device_memory_bytes() -> tuple[int, str]:
+    """(bytes one device can hold, its description): the accelerator's limit, or host RAM for CPU."""
+    import os
+
+    device = jax.devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device.device_kind} ({device.platform})"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM (cpu)"
+
+
+def check_fits(config: Any, num_runs: int) -> None:
+    """Raise ConfigError before compiling when the runs' experience buffers alone exceed device memory."""
+    from jaxrl_po.config import ConfigError
+
+    runs_per_device = -(-num_runs // jax.device_count())
+    need = rollout_buffer_bytes(config) * runs_per_device
+    have, what = device_memory_bytes()
+    if need > have:
+        gib = 2**30
+        raise ConfigError(
+            "num_envs",
+            f"will not fit: {runs_per_device} run(s) per device need at least {need / gib:.1f} GiB for their "
+            f"rollout buffers (num_envs x num_steps/horizon x obs size), but the {what} has {have / gib:.1f} GiB; "
+            "use fewer envs, steps or seeds, or more devices",
+        )
+
+
+def compile_job(algo: loop.Algorithm, keys: jax.Array, hparams: dict) -> tuple[Callable, Callable, float]:
+    """(init, segment, compile seconds): ahead-of-time compiled ``vmap(init)`` and ``vmap(run_segment)``.
+
+    ``segment(state, hparams, stop_at)`` runs every run up to ``stop_at`` updates
+    (or at most :data:`MAX_SEGMENT_ROWS`), returning (state, metrics [R, rows]).
+    """
+    rows = min(algo.max_updates, MAX_SEGMENT_ROWS)
+    start = time.perf_counter()
+    init = jax.jit(jax.vmap(algo.init)).lower(keys, hparams).compile()
+    abstract = init.out_info  # ShapeDtypeStructs with their shardings
+    one_segment = functools.partial(loop.run_segment, algo, length=rows)
+    segment = (
+        jax.jit(jax.vmap(one_segment, in_axes=(0, 0, None)), donate_argnums=0)
+        .lower(abstract, hparams, jnp.int32(0))
+        .compile()
+    )
+    return init, segment, time.perf_counter() - start
+
+
+def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
+    """Run (or, with ``resume``, continue from the latest checkpoint) every run of ``job``.
+
+    Returns (summary, exit code). Raises :class:`CheckpointError` before
+    anything in the run directory changes when the checkpoint cannot be used.
+    """
+    from jaxrl_po import make_algorithm
+
+    config, runs = job.config, job.runs
+    num_runs = len(runs.seeds)
+    algo = make_algorithm(config)
+    (keys, hparams), num_devices = shard_runs(runs)
+    init, segment, compile_s = compile_job(algo, keys, hparams)
+    state = init(keys, hparams)
+    row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
+    checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints)
+    csv_sink = logs.MetricsCSV(job.run_dir / "metrics.csv", row_shape._fields, runs.seeds,
+                               {f"hp_{n}": [s[n] for s in runs.settings] for n in job.meta["sweep"]})
+    if resume:
+        real_runs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((num_runs,) + x.shape[1:], x.dtype), state)
+        restored = restore(checkpointer, job.meta, real_runs, row_shape)
+        # Restored leaves are numpy: place them like a fresh state (same shapes, same devices).
+        state = jax.tree_util.tree_map(lambda fresh, x: jax.device_put(x, fresh.sharding), state,
+                                       pad_runs(restored.state, fresh_runs=_host(state.update).shape[0]))
+        history = History(num_runs, restored.history)
+        csv_sink.rewrite(restored.history)
+        console.print(f"resumed from {checkpointer.directory / str(restored.step)} (update {restored.step})")
+    else:
+        history = History(num_runs)
+        csv_sink.rewrite(empty_history(row_shape, num_runs))
+    logs.write_json(job.run_dir / "config.json", {**job.meta, "options": job.options})
+    progress = logs.Progress(num_runs, config.total_timesteps, start_steps=_host(state.env_steps)[:num_runs]) \
+        if job.progress else None
+    reported_failures: dict[int, dict] = {}
+    interrupted = False
+    seg_len = 1
+    every = job.checkpoint_every
+    is_running = jax.jit(jax.vmap(functools.partial(loop.running, algo)))
+    start_steps = int(_host(state.env_steps)[:num_runs].sum())
+    loop_start = time.perf_counter()  # train_s: the loop's wall time, host work between segments included
+
+    with Interrupt(console) as interrupt:
+        while True:
+            update = _host(state.update)[:num_runs]
+            active = _host(is_running(state))[:num_runs]
+            if not active.any():
+                break
+            if interrupt.requested:
+                interrupted = True
+                break
+            current = int(update[active].max())
+            stop_at = current + seg_len
+            if every:
+                stop_at = min(stop_at, (current // every + 1) * every)
+            start = time.perf_counter()
+            state, rows = segment(state, hparams, jnp.int32(stop_at))
+            rows = jax.tree_util.tree_map(lambda x: _host(x)[:num_runs], rows)
+            elapsed = time.perf_counter() - start
+            done = int((rows.env_steps > 0).sum(1).max())
+            # Next segment: about SEGMENT_SECONDS long, growing at most 4x at a time.
+            seg_len = int(np.clip(done * SEGMENT_SECONDS / max(elapsed, 1e-6), 1, 4 * max(done, 1)))
+            first_update = history.append(rows)
+            for sink in [csv_sink, *job.sinks]:
+                sink.append(rows, first_update)
+            _report_failures(console, rows, first_update, runs, reported_failures)
+            new_update = _host(state.update)[:num_runs]
+            if progress is not None:
+                progress.report(_host(state.env_steps)[:num_runs], int(new_update.max()), _latest(rows))
+            if every and np.any((new_update % every == 0) & (new_update > update)):
+                _save(checkpointer, state, history, job.meta, int(new_update.max()), num_runs)
+        if progress is not None:
+            progress.close()
+        train_s = time.perf_counter() - loop_start
+        session_steps = int(_host(state.env_steps)[:num_runs].sum()) - start_steps
+        step = int(_host(state.update)[:num_runs].max())
+        path = _save(checkpointer, state, history, job.meta, step, num_runs)
+
+    summary = summarize(job, history.stacked(), reported_failures, compile_s, train_s, session_steps,
+                        num_devices, interrupted)
+    summary["checkpoint"] = str(path)
+    logs.write_json(job.run_dir / "summary.json", summary)
+    for sink in job.sinks:
+        sink.close()
+    if interrupted:
+        console.print(f"[yellow]interrupted at update {step}; checkpoint {path}[/]\n"
+                      f"continue with: python -m jaxrl_po.train --resume {job.run_dir}")
+        return summary, EXIT_INTERRUPTED
+    logs.print_summary(console, summary, runs.seeds, runs.settings if job.meta["sweep"] else None)
+    return summary, EXIT_NONFINITE if reported_failures else EXIT_OK
+
+
+def restore(checkpointer: Checkpointer, meta: dict, abstract_state: Any, row_shape: Any) -> Restored:
+    """The latest checkpoint, checked against the run's ``meta`` (algo, config, seeds, sweep).
+
+    abstract_state: the batched state of the real runs (ShapeDtypeStructs or arrays).
+    """
+    steps = checkpointer.steps()
+    if not steps:
+        raise CheckpointError(f"no checkpoint in {checkpointer.directory}")
+    saved = {k: v for k, v in checkpointer.read_meta(steps[-1]).items() if k != "num_rows"}
+    if saved != meta:
+        diff = sorted(k for k in set(saved) | set(meta) if saved.get(k) != meta.get(k))
+        shown = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs run {meta.get(k)!r}" for k in diff[:3])
+        raise CheckpointError(f"checkpoint {checkpointer.directory / str(steps[-1])} is from another run ({shown})")
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
+    num_runs = len(meta["seeds"]) * max(1, int(np.prod([len(v) for v in meta["sweep"].values()])))
+    return checkpointer.restore(abstract, row_shape, num_runs, steps[-1])
+
+
+class TrainedRuns(NamedTuple):
+    """The runs of a run directory as its latest checkpoint left them (for evaluation)."""
+
+    algo_name: str
+    config: Any
+    seeds: list[int]
+    settings: list[dict[str, float]]  # swept values per run ({} without a sweep)
+    state: Any  # batched training state, leading axis = run
+    step: int  # updates done at the checkpoint
+
+
+def load_trained(run_dir: Path) -> TrainedRuns:
+    """Read ``config.json`` and the latest checkpoint of ``run_dir``.
+
+    Raises :class:`CheckpointError` (or ConfigError for a bad config.json) with a readable message.
+    """
+    import json
+
+    from jaxrl_po import make_algorithm
+    from jaxrl_po.config import ConfigError, GRPOConfig, PPOConfig, from_dict
+    from jaxrl_po.sweep import make_runs
+
+    path = Path(run_dir) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+        config_cls = {"ppo": PPOConfig, "grpo": GRPOConfig}[data["algo"]]
+        config = from_dict(config_cls, data)
+        meta = {k: v for k, v in data.items() if k != "options"}
+        runs = make_runs(config, meta["seeds"], meta["sweep"])
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
+        raise CheckpointError(f"{run_dir} is not a run directory ({path}: {err})") from None
+    algo = make_algorithm(config)
+    abstract = jax.eval_shape(jax.vmap(algo.init), runs.keys, runs.hparams)
+    first = lambda tree: jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
+    row_shape = jax.eval_shape(algo.update, first(abstract), first(runs.hparams))[1]
+    restored = restore(Checkpointer(Path(run_dir), create=False), meta, abstract, row_shape)
+    return TrainedRuns(data["algo"], config, runs.seeds, runs.settings, restored.state, restored.step)
+
+
+def pad_runs(state: Any, fresh_runs: int) -> Any:
+    """Repeat the last run up to ``fresh_runs`` (the padding that fills the last device; its results are dropped)."""
+    pad = fresh_runs - np.asarray(state.update).shape[0]
+    if pad == 0:
+        return state
+    return jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), state)
+
+
+def empty_history(row_shape: Any, num_runs: int) -> Any:
+    return type(row_shape)(*[np.zeros((num_runs, 0), s.dtype) for s in row_shape])
+
+
+def _host(x: jax.Array) -> np.ndarray:
+    # A copy: on CPU np.asarray can alias a device buffer that the next (donating) segment reuses.
+    return np.array(jax.device_get(x))
+
+
+def _latest(rows: Any) -> np.ndarray:
+    """f[R]: each run's last finite episode return in a segment (NaN if none)."""
+    returns = np.where(rows.env_steps > 0, rows.episode_return, np.nan)
+    out = np.full(returns.shape[0], np.nan)
+    for run, values in enumerate(returns):
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            out[run] = finite[-1]
+    return out
+
+
+def _save(checkpointer: Checkpointer, state, history: History, meta: dict, step: int, num_runs: int) -> Path:
+    """Checkpoint the real runs only (the padding that filled the last device is dropped)."""
+    real = jax.tree_util.tree_map(lambda x: x[:num_runs], jax.device_get(state))
+    return checkpointer.save(step, real, history.stacked(), meta)
+
+
+def _report_failures(console, rows: Any, first_update: np.ndarray, runs: Runs, reported: dict[int, dict]) -> None:
+    """Print each run that an update with non-finite values stopped (once), and record it."""
+    codes = np.asarray(rows.nonfinite)
+    for run in np.flatnonzero(codes.max(1) > 0):
+        if run in reported:
+            continue
+        i = int(np.flatnonzero(codes[run] > 0)[0])
+        what = loop.describe_nonfinite(int(codes[run, i]))
+        update = int(first_update[run] + i)
+        reported[run] = {"seed": runs.seeds[run], "hparams": runs.settings[run], "update": update, "nonfinite": what}
+        setting = "".join(f" {k}={v:g}" for k, v in runs.settings[run].items())
+        console.print(
+            f"[red]seed {runs.seeds[run]}{setting}: non-finite {what} at update {update}; "
+            f"that run stopped and keeps its last good state (update {update - 1})[/]"
+        )
+
+
+def summarize(job: JobSpec, metrics: Any, failures: dict, compile_s: float, train_s: float, session_steps: int,
+              num_devices: int, interrupted: bool) -> dict[str, Any]:
+    """summary.json: final returns per run (None for runs stopped by non-finite values), timing, ranking.
+
+    ``train_s`` and ``session_steps`` cover this invocation only (after a resume: the resumed part).
+    """
+    runs, config = job.runs, job.config
+    per_run = logs.final_returns(metrics.episode_return, metrics.env_steps)
+    for run in failures:
+        per_run[run] = np.nan
+    finite = per_run[~np.isnan(per_run)]
+    steps_per_run = metrics.env_steps.max(axis=1)
+    total_steps = int(steps_per_run.sum())
+    summary = {
+        "algo": job.algo_name,
+        "env": config.env,
+        "num_seeds": len(job.meta["seeds"]),
+        "seeds": runs.seeds,
+        "final_return_mean": logs.none_if_nan(float(finite.mean())) if finite.size else None,
+        "final_return_std": float(finite.std()) if finite.size else None,
+        "final_return_per_seed": [logs.none_if_nan(float(x)) for x in per_run],
+        "total_timesteps": int(steps_per_run.max()),
+        "total_env_steps": total_steps,
+        "num_updates": int((metrics.env_steps > 0).sum(axis=1).max()),
+        "sps": session_steps / train_s if train_s > 0 else None,
+        "compile_s": compile_s,
+        "train_s": train_s,
+        "total_s": compile_s + train_s,
+        "num_devices": num_devices,
+        "device": str(jax.devices()[0].device_kind),
+        "run_dir": str(job.run_dir),
+        "interrupted": interrupted,
+        "stopped_nonfinite": list(failures.values()),
+    }
+    if hasattr(metrics, "padded_steps"):  # GRPO: env steps run after episodes ended
+        summary["padded_env_steps"] = int(np.nansum(metrics.padded_steps))
+    if job.meta["sweep"]:
+        summary["sweep"] = job.meta["sweep"]
+        summary["run_settings"] = runs.settings
+        summary["ranking"] = rank_configs(runs.settings, per_run)
+    return summary

@@ -1,0 +1,93 @@
+"""Optional metric sinks: TensorBoard (tensorboardX) and Weights & Biases.
+
+Each receives the rows of every compiled segment as they arrive (like
+``metrics.csv``): ``append(segment, first_update)`` with [R, L] metric leaves
+and the update number of each run's first row.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxrl_po.config import ConfigError
+
+
+def require(module: str, flag: str, extra: str):
+    """Import an optional package, or raise ConfigError(flag) saying how to install it."""
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ConfigError(
+            flag, f"needs the {module} package: pip install {module!r} (or pip install -e \".[{extra}]\")"
+        ) from None
+
+
+def run_labels(seeds: Sequence[int], settings: Sequence[dict[str, float]]) -> list[str]:
+    """One readable name per run: ``seed0`` or ``lr=0.001,ent_coef=0-seed0``."""
+    labels = []
+    for seed, setting in zip(seeds, settings):
+        prefix = ",".join(f"{k}={v:g}" for k, v in setting.items())
+        labels.append(f"{prefix}-seed{seed}" if prefix else f"seed{seed}")
+    return labels
+
+
+def _rows(segment: Any, first_update: np.ndarray):
+    """(run, update, env_steps, {field: value}) for every row that ran."""
+    env_steps = np.asarray(segment.env_steps)
+    fields = {f: np.asarray(getattr(segment, f)) for f in segment._fields if f != "env_steps"}
+    for run in range(env_steps.shape[0]):
+        for i in np.flatnonzero(env_steps[run] > 0):
+            values = {f: float(a[run, i]) for f, a in fields.items()}
+            yield run, int(first_update[run] + i), int(env_steps[run, i]), values
+
+
+class TensorBoardSink:
+    """Event files under ``RUN_DIR/tensorboard/<run label>/``; tags ``train/<metric>``, step = env steps."""
+
+    def __init__(self, run_dir: Path, labels: Sequence[str]):
+        tensorboardX = require("tensorboardX", "tensorboard", "tensorboard")
+        root = Path(run_dir) / "tensorboard"
+        self.writers = [
+            tensorboardX.SummaryWriter(str(root / re.sub(r"[^\w.,=+-]", "_", label))) for label in labels
+        ]
+
+    def append(self, segment: Any, first_update: np.ndarray) -> None:
+        for run, update, env_steps, values in _rows(segment, first_update):
+            writer = self.writers[run]
+            for name, value in values.items():
+                writer.add_scalar(f"train/{name}", value, global_step=env_steps)
+            writer.add_scalar("train/update", update, global_step=env_steps)
+        for writer in self.writers:
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+class WandbSink:
+    """One W&B run for the whole job; metrics logged as ``<run label>/<metric>`` against ``update``."""
+
+    def __init__(self, run_dir: Path, labels: Sequence[str], config: dict, project: str, entity: str | None):
+        wandb = require("wandb", "wandb", "wandb")
+        self.labels = list(labels)
+        self.run = wandb.init(project=project, entity=entity, config=config, dir=str(run_dir),
+                              name=Path(run_dir).name)
+        self.run.define_metric("update")
+        self.run.define_metric("*", step_metric="update")
+
+    def append(self, segment: Any, first_update: np.ndarray) -> None:
+        by_update: dict[int, dict[str, float]] = {}
+        for run, update, env_steps, values in _rows(segment, first_update):
+            row = by_update.setdefault(update, {"update": update})
+            row[f"{self.labels[run]}/env_steps"] = env_steps
+            row.update({f"{self.labels[run]}/{name}": value for name, value in values.items()})
+        for update in sorted(by_update):
+            self.run.log(by_update[update])
+
+    def close(self) -> None:
+        self.run.finish()

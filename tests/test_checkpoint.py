@@ -1,0 +1,152 @@
+"""Checkpoints, resume, Ctrl-C and non-finite runs through the real CLI.
+
+One uninterrupted reference run; a second run with the same flags is stopped
+with SIGINT part way and resumed. All runs share one compile cache, so only
+the first one compiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrl_po.checkpoint import Checkpointer
+from jaxrl_po.runner import load_trained
+
+# 2000 updates of 8 envs x 16 steps: ~5 s of training, long enough to interrupt part way.
+FLAGS = [
+    "--num-envs", "8", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
+    "--hidden-sizes", "16", "16", "--total-timesteps", "256000", "--num-seeds", "2",
+    "--checkpoint-every", "500", "--keep-checkpoints", "2",
+]
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leaves_equal(a, b) -> bool:
+    data = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    return all(np.array_equal(np.asarray(data(x)), np.asarray(data(y))) for x, y in pairs)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cli):
+    base = tmp_path_factory.mktemp("ckpt")
+    cache = ["--compile-cache-dir", str(base / "xla")]
+    reference = cli.run([*FLAGS, *cache, "--run-dir", str(base / "ref"), "--tensorboard"], cwd=base, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    # The same run, stopped with Ctrl-C once training is under way.
+    proc = cli.start([*FLAGS, *cache, "--run-dir", str(base / "cut")], cwd=base)
+    for line in proc.stdout:
+        if "update" in line:  # the first progress line: segments are running
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    interrupted = (proc.returncode, out, err)
+    summary_at_stop = json.loads((base / "cut" / "summary.json").read_text())
+    resumed = cli.run(["--resume", str(base / "cut"), *cache], cwd=base, timeout=300)
+    return {"base": base, "reference": reference, "interrupted": interrupted,
+            "summary_at_stop": summary_at_stop, "resumed": resumed}
+
+
+def test_ctrl_c_saves_a_loadable_checkpoint_and_exits_130(runs):
+    code, out, err = runs["interrupted"]
+    assert code == 130, err[-3000:]
+    assert "Traceback" not in err
+    assert "--resume" in out
+    summary = runs["summary_at_stop"]
+    assert summary["interrupted"] is True
+    stopped_at = int(summary["checkpoint"].rsplit("/", 1)[1])
+    assert 0 < stopped_at < 2000, "the run was not stopped part way"
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(runs):
+    base = runs["base"]
+    assert runs["resumed"].returncode == 0, runs["resumed"].stderr[-3000:]
+    assert "resumed from" in runs["resumed"].stdout
+    # Bit-exact on CPU: every metric row, the final state of every seed, the final returns.
+    assert digest(base / "ref" / "metrics.csv") == digest(base / "cut" / "metrics.csv")
+    ref, cut = load_trained(base / "ref"), load_trained(base / "cut")
+    assert ref.step == cut.step == 2000
+    assert leaves_equal(ref.state, cut.state)
+    ref_summary = json.loads((base / "ref" / "summary.json").read_text())
+    cut_summary = json.loads((base / "cut" / "summary.json").read_text())
+    assert ref_summary["final_return_per_seed"] == cut_summary["final_return_per_seed"]
+    assert cut_summary["interrupted"] is False
+
+
+def test_latest_k_checkpoints_are_kept(runs):
+    steps = Checkpointer(runs["base"] / "ref").steps()
+    assert steps == [1500, 2000]  # every 500 updates, --keep-checkpoints 2
+
+
+def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs, cli, tmp_path):
+    base = runs["base"]
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(base / "ref", corrupt)
+    for path in (corrupt / "checkpoints" / "2000" / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"not a checkpoint")
+    foreign = tmp_path / "foreign"
+    shutil.copytree(base / "ref", foreign)
+    config = json.loads((foreign / "config.json").read_text())
+    (foreign / "config.json").write_text(json.dumps({**config, "gamma": 0.9}))
+    before = {d: digest(d / "metrics.csv") for d in (corrupt, foreign)}
+    cases = cli.run_cases({
+        "corrupt": {"argv": ["--resume", str(corrupt), "--no-compile-cache"], "cwd": str(tmp_path)},
+        "foreign": {"argv": ["--resume", str(foreign), "--no-compile-cache"], "cwd": str(tmp_path)},
+        "changed-flag": {"argv": ["--resume", str(base / "ref"), "--lr", "0.1"], "cwd": str(tmp_path)},
+        "not-a-run": {"argv": ["--resume", str(tmp_path / "nothing")], "cwd": str(tmp_path)},
+    })
+    expected = {
+        "corrupt": "cannot read checkpoint",
+        "foreign": "is from another run (gamma: checkpoint 0.99 vs run 0.9)",
+        "changed-flag": "error: --lr: cannot change when resuming: the run used 0.002, got 0.1",
+        "not-a-run": "error: --resume:",
+    }
+    for name, text in expected.items():
+        result = cases[name]
+        assert result["rc"] == 2, (name, result)
+        lines = result["stderr"].strip().splitlines()
+        assert len(lines) == 1 and text in lines[0], (name, result["stderr"])
+    for d, value in before.items():
+        assert digest(d / "metrics.csv") == value
+    assert Checkpointer(corrupt).steps() == [1500, 2000]
+
+
+def test_nonfinite_run_is_reported_stopped_and_others_kept(cli, tmp_path):
+    flags = ["--num-envs", "8", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
+             "--hidden-sizes", "16", "16", "--total-timesteps", "2048", "--num-seeds", "1",
+             "--sweep", "lr=1e-3,1e30", "--run-dir", str(tmp_path / "run"), "--no-compile-cache"]
+    result = cli.run(flags, cwd=tmp_path, timeout=300)
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "seed 0 lr=1e+30: non-finite" in result.stdout and "at update 1" in result.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    (failure,) = summary["stopped_nonfinite"]
+    assert failure["seed"] == 0 and failure["hparams"] == {"lr": 1e30} and failure["update"] == 1
+    assert "parameters" in failure["nonfinite"]
+    assert summary["final_return_per_seed"][0] is not None and summary["final_return_per_seed"][1] is None
+    # The checkpoint keeps the healthy run's progress and the failed run's last good (initial) state.
+    trained = load_trained(tmp_path / "run")
+    assert list(np.asarray(trained.state.update)) == [16, 0]
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(trained.state.params))
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert sum(1 for row in rows[1:] if row.split(",")[1] == "1e+30") == 1  # one failed update recorded
+
+
+def test_cli_tensorboard_flag_streams_event_files(runs):
+    from test_sinks import read_scalars
+
+    (events,) = (runs["base"] / "ref" / "tensorboard" / "seed1").glob("events.out.tfevents.*")
+    steps = [step for tag, step, _ in read_scalars(events) if tag == "train/episode_return"]
+    assert len(steps) == 2000 and steps[-1] == 256000

@@ -1,0 +1,174 @@
+"""Learning-curve plots from run directories (synthetic metrics.csv files; nothing is trained)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxrl_po import plot
+from jaxrl_po.plot import common_grid, draw_curves, forward_fill, load_curves, main, trailing_mean
+from jaxrl_po.sweep import confidence_interval
+
+NAN = float("nan")
+T975 = {2: 4.302652729911275, 1: 12.706204736174698}  # Student-t 97.5% quantiles by degrees of freedom
+
+
+def write_run(run_dir, rows, hp_names=(), algo="ppo", env="CartPole-v1"):
+    """rows: (seed, *hp values, update, env_steps, episode_return), as train.py writes them."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    header = ["seed", *[f"hp_{n}" for n in hp_names], "update", "env_steps", "episode_return",
+              "episode_length", "episodes", "policy_loss"]
+    lines = [",".join(header)]
+    for row in rows:
+        lines.append(",".join(str(v) for v in (*row, 12, 1, -0.01)))
+    (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n")
+    (run_dir / "config.json").write_text(json.dumps({"algo": algo, "env": env, "lr": 3e-4}))
+    return run_dir
+
+
+def ppo_rows(returns_per_seed, steps_per_update=100, hp=()):
+    return [
+        (seed, *hp, u + 1, (u + 1) * steps_per_update, ret)
+        for seed, returns in enumerate(returns_per_seed)
+        for u, ret in enumerate(returns)
+    ]
+
+
+def test_mean_and_ci_match_hand_computed_numbers(tmp_path):
+    run = write_run(tmp_path / "ppo", ppo_rows([
+        [NAN, 10.0, NAN],  # seed 0: nothing finished in update 1; update 3 carries 10 forward
+        [4.0, 20.0, 20.0],
+        [6.0, 30.0, 40.0],
+    ]))
+    (curve,) = load_curves(run)
+    assert curve.label == "PPO CartPole-v1" and curve.num_seeds == 3
+    # Seeds share their env steps (PPO): those are the grid, nothing interpolated.
+    np.testing.assert_array_equal(curve.env_steps, [100, 200, 300])
+    np.testing.assert_array_equal(curve.returns[0, 1:], [10.0, 10.0])
+    # Update 1: seed 0 has no value yet -> two seeds, 4 and 6: mean 5, std sqrt(2), t(1).
+    # Update 2: 10, 20, 30 -> mean 20, std 10, t(2). Update 3: 10, 20, 40 -> mean 70/3.
+    std3 = np.sqrt(((10 - 70 / 3) ** 2 + (20 - 70 / 3) ** 2 + (40 - 70 / 3) ** 2) / 2)
+    np.testing.assert_allclose(curve.mean, [5.0, 20.0, 70 / 3])
+    np.testing.assert_allclose(
+        curve.half_width,
+        [T975[1] * np.sqrt(2) / np.sqrt(2), T975[2] * 10 / np.sqrt(3), T975[2] * std3 / np.sqrt(3)],
+    )
+    # The same numbers as the sweep summary's interval.
+    for column in range(3):
+        mean, half = confidence_interval(curve.returns[:, column])
+        assert curve.mean[column] == pytest.approx(mean) and curve.half_width[column] == pytest.approx(half)
+
+
+def test_one_seed_has_no_band(tmp_path):
+    run = write_run(tmp_path / "one", ppo_rows([[1.0, 2.0, 3.0]]))
+    (curve,) = load_curves(run)
+    np.testing.assert_array_equal(curve.mean, [1.0, 2.0, 3.0])
+    assert np.isnan(curve.half_width).all()
+    ax = draw_curves([curve]).axes[0]
+    assert len(ax.get_lines()) == 1 and len(ax.collections) == 0
+
+
+def test_grpo_seeds_are_interpolated_onto_a_common_grid(tmp_path):
+    run = write_run(tmp_path / "grpo", [
+        (0, 1, 10, 1.0), (0, 2, 20, 2.0), (0, 3, 30, 3.0), (0, 4, 40, 4.0),
+        (1, 1, 15, 10.0), (1, 2, 30, NAN), (1, 3, 45, 40.0),  # NaN: carry 10 forward
+    ], algo="grpo")
+    (curve,) = load_curves(run, points=5)
+    assert curve.label == "GRPO CartPole-v1"
+    # From 0 to the smallest final env steps (40), so every seed covers the grid.
+    np.testing.assert_array_equal(curve.env_steps, [0, 10, 20, 30, 40])
+    # Seed 1 at 40 steps: between (30, 10) and (45, 40) -> 10 + 10/15 * 30 = 30.
+    np.testing.assert_allclose(curve.returns[1], [NAN, NAN, 10.0, 10.0, 30.0])
+    np.testing.assert_allclose(curve.returns[0], [NAN, 1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(curve.mean, [NAN, 1.0, 6.0, 6.5, 17.0])
+    assert np.isnan(curve.half_width[:2]).all()  # fewer than two seeds there
+    assert curve.half_width[4] == pytest.approx(T975[1] * np.std([4.0, 30.0], ddof=1) / np.sqrt(2))
+    (default,) = load_curves(run)
+    assert default.env_steps.shape == (200,) and default.env_steps[-1] == 40
+
+
+def test_sweep_gives_one_line_per_configuration(tmp_path):
+    rows = (
+        ppo_rows([[1.0, 2.0], [3.0, 4.0]], hp=(0.001, 0.0))
+        + ppo_rows([[10.0, 20.0], [30.0, 40.0]], hp=(0.003, 0.01))
+    )
+    run = write_run(tmp_path / "sweep", rows, hp_names=("lr", "ent_coef"))
+    curves = load_curves(run)
+    assert [c.label for c in curves] == ["PPO CartPole-v1 lr=0.001, ent_coef=0", "PPO CartPole-v1 lr=0.003, ent_coef=0.01"]
+    assert [c.num_seeds for c in curves] == [2, 2]
+    np.testing.assert_allclose(curves[0].mean, [2.0, 3.0])
+    np.testing.assert_allclose(curves[1].mean, [20.0, 30.0])
+    assert [c.label for c in load_curves(run, label="A")] == ["A lr=0.001, ent_coef=0", "A lr=0.003, ent_coef=0.01"]
+
+
+def test_smoothing_and_forward_fill():
+    np.testing.assert_allclose(trailing_mean(np.array([1.0, NAN, 3.0, 5.0]), 2), [1.0, 1.0, 3.0, 4.0])
+    np.testing.assert_allclose(trailing_mean(np.array([NAN, 2.0]), 3), [NAN, 2.0])
+    np.testing.assert_allclose(forward_fill(np.array([NAN, 1.0, NAN, NAN, 2.0])), [NAN, 1.0, 1.0, 1.0, 2.0])
+    grid, rows = common_grid([np.array([1.0, 2.0])] * 2, [np.array([1.0, 2.0]), np.array([3.0, 4.0])])
+    np.testing.assert_array_equal(grid, [1.0, 2.0])
+    assert rows.shape == (2, 2)
+
+
+def test_main_writes_png_and_svg_with_one_line_per_curve(tmp_path, monkeypatch, capsys):
+    single = write_run(tmp_path / "ppo", ppo_rows([[1.0, 2.0, 3.0], [2.0, 3.0, 5.0]]))
+    sweep = write_run(tmp_path / "sweep", ppo_rows([[1.0, 2.0]], hp=(0.001,)) + ppo_rows([[3.0, 4.0]], hp=(0.01,)),
+                      hp_names=("lr",))
+    figures = []
+    real_draw = plot.draw_curves
+
+    def spy(curves, title=None):
+        figures.append(real_draw(curves, title))
+        return figures[-1]
+
+    monkeypatch.setattr(plot, "draw_curves", spy)
+    out = tmp_path / "figs" / "curves.png"
+    assert main([str(single), str(sweep), "--out", str(out), "--smooth", "2", "--title", "T"]) == 0
+    png, svg = out, out.with_suffix(".svg")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert "<svg" in svg.read_text()
+    assert capsys.readouterr().out.split() == [str(png), str(svg)]
+    ax = figures[-1].axes[0]
+    assert ax.get_title() == "T"
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["PPO CartPole-v1 (2 seeds)", "PPO CartPole-v1 lr=0.001 (1 seed)", "PPO CartPole-v1 lr=0.01 (1 seed)"]
+    assert len(ax.collections) == 1  # only the two-seed line has a band
+
+    # Defaults: next to the first run dir; --labels renames each run dir's lines.
+    assert main([str(single), "--labels", "mine"]) == 0
+    assert (single / "curves.png").stat().st_size > 0 and (single / "curves.svg").stat().st_size > 0
+    assert [line.get_label() for line in figures[-1].axes[0].get_lines()] == ["mine (2 seeds)"]
+    assert figures[-1].axes[0].get_title() == "CartPole-v1"
+
+
+def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    write_run(tmp_path / "unfinished", ppo_rows([[NAN, NAN]]))
+    good = write_run(tmp_path / "good", ppo_rows([[1.0]]))
+    cases = {
+        "missing": ([str(tmp_path / "nope")], "no such directory"),
+        "no-csv": ([str(tmp_path / "empty")], "no metrics.csv"),
+        "no-returns": ([str(tmp_path / "unfinished")], "no finite episode_return"),
+        "labels": ([str(good), "--labels", "a", "b"], "--labels"),
+        "smooth": ([str(good), "--smooth", "0"], "--smooth"),
+        "flag": ([str(good), "--bogus"], "--bogus"),
+        "no-dirs": ([], "RUN_DIR"),
+    }
+    for name, (argv, expected) in cases.items():
+        assert main(argv) == 2, name
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (name, captured.err)
+        assert captured.out == ""
+    assert main(["--help"]) == 0
+    assert "RUN_DIR" in capsys.readouterr().out
+
+
+def test_python_dash_m(tmp_path):
+    """The module entry point (one process: importing the package costs a few seconds of CPU)."""
+    run = write_run(tmp_path / "run", ppo_rows([[1.0, 2.0], [2.0, 4.0]]))
+    ok = subprocess.run([sys.executable, "-m", "jaxrl_po.plot", str(run)], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert (run / "curves.png").exists() and (run / "curves.svg").exists()
