@@ -129,11 +129,6 @@ class MetricsCSV:
             yield row + [_csv_number(a[run, i]) for a in arrays]
 
 
-def write_metrics_csv(path: Path, metrics: Any, seeds: Sequence[int], extra: dict[str, Sequence] | None = None) -> None:
-    """Write a whole ``metrics.csv`` at once. ``metrics``: NamedTuple of [num_runs, num_updates] arrays."""
-    MetricsCSV(path, metrics._fields, seeds, extra).rewrite(metrics)
-
-
 def _csv_number(x: Any) -> str:
     x = float(x)
     return "nan" if math.isnan(x) else f"{x:.6g}"
