@@ -47,6 +47,7 @@ import numpy as np
 from jaxrl_po import GRPOConfig, PPOConfig, make_train
 from jaxrl_po.config import to_dict
 from jaxrl_po.logs import final_returns
+from jaxrl_po.presets import PRESETS
 from jaxrl_po.sweep import confidence_interval
 from jaxrl_po.timing import compile_then_run
 
@@ -54,11 +55,9 @@ THRESHOLDS = {"CartPole-v1": 495.0, "Acrobot-v1": -100.0, "Pendulum-v1": -200.0}
 MAIN_SEEDS = 8
 CURVE_POINTS = 40  # learning-curve points kept per seed in the JSON
 
-PPO_ACROBOT = PPOConfig(env="Acrobot-v1", num_envs=64, num_steps=128, update_epochs=4, num_minibatches=8,
-                        lr=1e-3, total_timesteps=500_000)
-PPO_PENDULUM = PPOConfig(env="Pendulum-v1", num_envs=64, num_steps=128, update_epochs=10, num_minibatches=32,
-                         lr=1e-3, gamma=0.95, total_timesteps=1_000_000)
-GRPO_CARTPOLE = GRPOConfig(total_timesteps=1_500_000)
+PPO_ACROBOT = PRESETS["acrobot-ppo"].config
+PPO_PENDULUM = PRESETS["pendulum-ppo"].config
+GRPO_CARTPOLE = PRESETS["cartpole-grpo"].config
 GRPO_ACROBOT = GRPOConfig(env="Acrobot-v1", total_timesteps=500_000)
 GRPO_PENDULUM = GRPOConfig(env="Pendulum-v1", total_timesteps=1_000_000)
 
@@ -79,11 +78,10 @@ RUNS = [
     ("cartpole-grpo-rtg", "GRPO", "rtg (gamma 1.0), shared starts", grpo_variant(GRPO_CARTPOLE, advantage="rtg"), False),
     ("cartpole-grpo-unshared", "GRPO", "outcome, unrelated starts", grpo_variant(GRPO_CARTPOLE, shared_reset=False), False),
     ("acrobot-grpo-rtg", "GRPO", "rtg (gamma 1.0), shared starts", grpo_variant(GRPO_ACROBOT, advantage="rtg"), False),
-    ("acrobot-grpo-small", "GRPO", "outcome, 4 groups x 8 (4x the updates)",
-     GRPO_ACROBOT.replace(num_envs=32, num_minibatches=2), False),
+    ("acrobot-grpo-small", "GRPO", "outcome, 4 groups x 8 (4x the updates)", PRESETS["acrobot-grpo"].config, False),
     ("pendulum-grpo-rtg", "GRPO", "rtg (gamma 1.0), shared starts", grpo_variant(GRPO_PENDULUM, advantage="rtg"), False),
     ("pendulum-grpo-small-rtg", "GRPO", "rtg (gamma 0.95), 4 groups x 8 (4x the updates)",
-     grpo_variant(GRPO_PENDULUM.replace(num_envs=32, num_minibatches=2, gamma=0.95), advantage="rtg"), False),
+     PRESETS["pendulum-grpo"].config, False),
 ]
 
 

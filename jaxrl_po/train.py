@@ -27,6 +27,7 @@ import tyro
 
 from jaxrl_po.checkpoint import CheckpointError
 from jaxrl_po.config import BaseConfig, ConfigError, PPOConfig, from_dict, to_dict
+from jaxrl_po.presets import PRESETS, get_preset
 
 ALGOS = ("ppo", "grpo")
 
@@ -51,6 +52,11 @@ class RunOptions:
 
     algo: Literal["ppo", "grpo"] = "ppo"
     """algorithm to train."""
+    preset: Annotated[
+        str | None,
+        tyro.conf.arg(help="shipped settings for an env and algorithm; flags given with it override them: "
+                      + ", ".join(PRESETS)),
+    ] = None
     num_seeds: int = 4
     """seeds trained at once in one vmapped, compiled call."""
     seed: int = 0
@@ -106,9 +112,15 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--algo", default=None)
     pre.add_argument("--resume", default=None)
+    pre.add_argument("--preset", default=None)
     known, _ = pre.parse_known_args(argv)
     saved = load_saved_run(Path(known.resume)) if known.resume else None
-    algo = known.algo or (saved[0].algo if saved else "ppo")
+    preset = get_preset(known.preset) if known.preset else None
+    if preset and saved:
+        raise ConfigError("preset", "cannot be combined with --resume (the run keeps its own settings)")
+    if preset and known.algo and known.algo != preset.algo:
+        raise ConfigError("algo", f"preset {known.preset} is for {preset.algo}, got --algo {known.algo}")
+    algo = known.algo or (saved[0].algo if saved else preset.algo if preset else "ppo")
     try:
         config_cls, _ = algorithm(algo)
     except ConfigError as err:
@@ -116,6 +128,8 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
     if saved and algo != saved[0].algo:
         raise ConfigError("algo", f"cannot change when resuming: the run in {known.resume} is {saved[0].algo}")
     defaults = dict(algo=algo)
+    if preset:
+        defaults["config"] = preset.config
     if saved:
         defaults.update({f.name: getattr(saved[0], f.name) for f in dataclasses.fields(RunOptions)}, config=saved[1])
     args = _tyro_cli(cli_type(config_cls), argv, defaults)

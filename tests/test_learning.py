@@ -7,6 +7,7 @@ import pytest
 
 from jaxrl_po import GRPOConfig, PPOConfig, make_train
 from jaxrl_po.logs import final_returns
+from jaxrl_po.presets import PRESETS
 
 
 def train_seeds(config, num_seeds: int) -> np.ndarray:
@@ -17,14 +18,22 @@ def train_seeds(config, num_seeds: int) -> np.ndarray:
 
 
 @pytest.mark.learning
-def test_ppo_solves_cartpole_with_four_seeds():
-    # 32 envs x 64 steps, 4 epochs x 8 minibatches, lr 2e-3 annealed, 5e5 steps per seed. Every
-    # seed ended at 500 for two sets of 4 seeds when written. (PureJaxRL's 4 x 128, lr 2.5e-4
-    # config solves most seeds but not all: one of four stopped at 370 here.)
-    config = PPOConfig(num_envs=32, num_steps=64, update_epochs=4, num_minibatches=8,
-                       total_timesteps=500_000, lr=2e-3)
-    finals = train_seeds(config, 4)
+def test_ppo_cartpole_preset_solves_it_with_four_seeds():
+    # The cartpole-ppo preset: 32 envs x 64 steps, 4 epochs x 8 minibatches, lr 2e-3 annealed,
+    # 5e5 steps per seed (the budget). Every seed ended at 500 for two sets of 4 seeds
+    # when written. (PureJaxRL's 4 x 128, lr 2.5e-4 config solves most seeds but not all: one
+    # of four stopped at 370 here.)
+    finals = train_seeds(PRESETS["cartpole-ppo"].config, 4)
     assert finals.mean() >= 475, finals
+
+
+@pytest.mark.learning
+def test_ppo_acrobot_preset_solves_it():
+    # The acrobot-ppo preset at its full budget (5e5 steps), 2 seeds. Acrobot counts as solved
+    # at -100; the published PPO figure is -80, which this preset does not reach yet (8 seeds in
+    # benchmarks/grpo_vs_ppo.py: -84.1 +- 0.7). So the test asserts the solved threshold.
+    finals = train_seeds(PRESETS["acrobot-ppo"].config, 2)
+    assert finals.mean() >= -100, finals
 
 
 @pytest.mark.learning
