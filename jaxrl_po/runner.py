@@ -60,6 +60,8 @@ class History:
     def append(self, segment: Any) -> np.ndarray:
         """Add a segment ([R, L] leaves); returns each run's update number of its first new row."""
         first = self.counts + 1
+        ran = int((np.asarray(segment.env_steps) > 0).sum(1).max())
+        segment = type(segment)(*[np.asarray(x)[:, :ran] for x in segment])  # keep only rows that ran
         self.segments.append(segment)
         self.counts = self.counts + (np.asarray(segment.env_steps) > 0).sum(1)
         return first
