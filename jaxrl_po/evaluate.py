@@ -353,7 +353,9 @@ def render_trained(trained, out_path: str | os.PathLike, run: int = 0, seed: int
 
 def draw_gif(env: Any, env_params: Any, states: list, returns: np.ndarray, out: Path) -> None:
     """gymnax's Visualizer -> ``out`` (written to a temp file first, so a failure leaves no half GIF)."""
-    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame (classic control) must not look for a sound card
+    # pygame (classic control) draws off-screen: no display, no sound card.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     from gymnax.visualize import Visualizer
 
     tmp = out.with_name(f".{out.stem}.tmp.gif")  # the suffix tells the visualiser to use Pillow
