@@ -46,7 +46,7 @@ def sgd_epochs(
         grads, info = grad_fn(params, minibatch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
-        return (params, opt_state), (info, optax.global_norm(grads))
+        return (params, opt_state), (info, optax.tree.norm(grads))
 
     def epoch(carry, epoch_key: jax.Array):
         order = jax.random.permutation(epoch_key, n).reshape(num_minibatches, n // num_minibatches)
