@@ -35,9 +35,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -49,7 +46,7 @@ from jaxrl_po.config import to_dict
 from jaxrl_po.logs import final_returns
 from jaxrl_po.presets import PRESETS
 from jaxrl_po.sweep import confidence_interval
-from jaxrl_po.timing import compile_then_run
+from jaxrl_po.timing import compile_then_run, machine_info
 
 THRESHOLDS = {"CartPole-v1": 495.0, "Acrobot-v1": -100.0, "Pendulum-v1": -200.0}
 MAIN_SEEDS = 8
@@ -178,18 +175,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine() -> dict:
-    info = {"platform": jax.devices()[0].platform, "device": jax.devices()[0].device_kind,
-            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "jax": jax.__version__}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        info["model_name"] = next(l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - optional detail
-        pass
-    return info
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None,
@@ -203,7 +188,7 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/results/grpo_vs_ppo-{jax.devices()[0].platform}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    results = {"machine": machine(), "quick": args.quick, "thresholds": THRESHOLDS,
+    results = {"machine": machine_info(), "quick": args.quick, "thresholds": THRESHOLDS,
                "seeds_main": 2 if args.quick else MAIN_SEEDS,
                "seeds_ablation": 2 if args.quick else args.ablation_seeds,
                "runs": []}

@@ -32,11 +32,8 @@ the expected bytes per update. Writes ``benchmarks/results/memory-<platform>[-qu
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +46,7 @@ from jaxrl_po import PPOConfig
 from jaxrl_po.config import to_dict
 from jaxrl_po.runner import MAX_SEGMENT_ROWS, JobSpec, train_job
 from jaxrl_po.sweep import make_runs
+from jaxrl_po.timing import machine_info
 
 CONFIG = PPOConfig(env="CartPole-v1", num_envs=64, num_steps=16, update_epochs=1, num_minibatches=16)
 
@@ -142,19 +140,6 @@ def slope(samples: list[dict], key, start_fraction: float = 0.5) -> float | None
     return float(np.polyfit(x, y, 1)[0])
 
 
-def machine() -> dict:
-    device = jax.devices()[0]
-    info = {"platform": device.platform, "device": device.device_kind,
-            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "jax": jax.__version__, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        info["model_name"] = next(l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - optional detail
-        pass
-    return info
-
-
 def mib(x: float | None) -> str:
     return "n/a" if x is None else f"{x / 2**20:+.2f} MiB"
 
@@ -194,7 +179,7 @@ def main() -> None:
     start, tenth, half, end = s[0], at_fraction(s, 0.1), at_fraction(s, 0.5), s[-1]
     row_bytes_per_update = end["metric_row_bytes"] / max(end["metric_rows"], 1) * args.num_seeds
     results = {
-        "machine": machine(), "quick": args.quick, "exit_code": code,
+        "machine": machine_info(), "quick": args.quick, "exit_code": code,
         "config": to_dict(config), "num_seeds": args.num_seeds, "updates": config.num_updates,
         "segments": len(s), "max_segment_rows": MAX_SEGMENT_ROWS,
         "compile_s": summary["compile_s"], "train_s": summary["train_s"], "sps": summary["sps"],

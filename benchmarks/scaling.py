@@ -54,12 +54,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import gc
 import json
-import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +69,7 @@ from jaxrl_po.config import MAX_TIMESTEPS, to_dict
 from jaxrl_po.envs import make_vec_env
 from jaxrl_po.runner import compile_job
 from jaxrl_po.sweep import make_runs
+from jaxrl_po.timing import machine_info
 
 ENVS = ("CartPole-v1", "Breakout-MinAtar")
 ALGOS = ("ppo", "grpo")
@@ -311,28 +308,6 @@ def attach_ceiling(points: list[dict]) -> None:
 
 
 # ---- output ---------------------------------------------------------------------------
-def machine() -> dict:
-    device = jax.devices()[0]
-    info = {"platform": device.platform, "device": device.device_kind, "device_count": jax.device_count(),
-            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "jax": jax.__version__, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-    try:
-        info["jaxlib"] = __import__("jaxlib").__version__
-    except Exception:  # noqa: BLE001 - optional detail
-        pass
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        info["model_name"] = next(l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name"))
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        info["host_memory_bytes"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        pass
-    stats = device.memory_stats() if device.platform != "cpu" else None
-    if stats and "bytes_limit" in stats:
-        info["device_memory_limit_bytes"] = int(stats["bytes_limit"])
-    return info
 
 
 def fmt(x: float | None, spec: str = ",.0f") -> str:
@@ -467,7 +442,7 @@ def main() -> None:
     templates = {algo: to_dict(make_config(algo, "CartPole-v1", 1024 if algo == "ppo" else 128, args.grpo_horizon))
                  for algo in ALGOS}
     results = {
-        "machine": machine(), "quick": args.quick,
+        "machine": machine_info(), "quick": args.quick,
         "settings": {
             "budget_s": args.budget_s, "num_envs_grid": args.num_envs, "seeds_grid": args.seeds,
             "envs_per_seed": args.envs_per_seed, "max_total_envs": args.max_total_envs,

@@ -20,3 +20,26 @@ def compile_then_run(fn: Callable, *args: Any) -> tuple[Any, float, float]:
     start = time.perf_counter()
     output = jax.block_until_ready(compiled(*args))
     return output, compile_s, time.perf_counter() - start
+
+
+def machine_info() -> dict:
+    """What a benchmark ran on: platform, device, device count, CPU model and count, jax/jaxlib versions, date."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+
+    import jax
+    import jaxlib
+
+    device = jax.devices()[0]
+    info = {"platform": device.platform, "device": device.device_kind, "device_count": jax.device_count(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    try:  # the CPU's model name, where lscpu exists (Linux)
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        info["model_name"] = next(l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        pass
+    return info
