@@ -56,6 +56,8 @@ class BaseConfig:
     """hidden layer widths of the actor (and critic) MLPs."""
     activation: Literal["tanh", "relu"] = "tanh"
     """hidden activation."""
+    conv_channels: tuple[int, ...] = ()
+    """channels of unpadded 3x3 conv layers before the MLP, for image observations (H, W, C) such as MinAtar's; empty: MLP only."""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over training."""
     normalize_obs: bool | None = None
@@ -97,7 +99,7 @@ class BaseConfig:
     # ---- validation ----------------------------------------------------------
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""
-        from jaxrl_po.envs import check_env_name  # local: envs imports gymnax
+        from jaxrl_po.envs import check_env_name, check_image_observations  # local: envs imports gymnax
 
         check_env_name(self.env)
         for name in self._positive_ints():
@@ -106,6 +108,10 @@ class BaseConfig:
             raise ConfigError("hidden_sizes", "needs at least one layer width")
         for width in self.hidden_sizes:
             _check_positive_int("hidden_sizes", width)
+        for channels in self.conv_channels:
+            _check_positive_int("conv_channels", channels)
+        if self.conv_channels:
+            check_image_observations(self.env, len(self.conv_channels))
         _check_choice("activation", self.activation, ("tanh", "relu"))
         for f in traced_fields(self):
             value = getattr(self, f.name)

@@ -27,6 +27,17 @@ def check_env_name(name: str) -> None:
         )
 
 
+def check_image_observations(name: str, num_conv_layers: int) -> None:
+    """A conv torso needs (H, W, C) observations larger than its unpadded 3x3 kernels shrink away."""
+    env, params = gymnax.make(name)
+    shape = tuple(env.observation_space(params).shape)
+    if len(shape) != 3:
+        raise ConfigError("conv_channels", f"needs image observations (H, W, C); {name} observations have shape {shape}")
+    if min(shape[:2]) <= 2 * num_conv_layers:
+        raise ConfigError("conv_channels", f"{num_conv_layers} unpadded 3x3 conv layers do not fit {name}'s "
+                                           f"{shape[0]}x{shape[1]} observations")
+
+
 class EnvStep(NamedTuple):
     """One batched transition (``B`` environments, auto-reset on done).
 
@@ -67,8 +78,13 @@ class VecEnv:
     num_envs: int
 
     @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """The environment's own observation shape (before flattening), e.g. (10, 10, 4) for MinAtar."""
+        return tuple(self.env.observation_space(self.params).shape)
+
+    @property
     def obs_dim(self) -> int:
-        return int(np.prod(self.env.observation_space(self.params).shape))
+        return int(np.prod(self.obs_shape))
 
     @property
     def max_episode_steps(self) -> int:

@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError
 from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
-from jaxrl_po.networks import Policy, make_policy
+from jaxrl_po.networks import Policy, policy_for
 
 DEFAULT_EPISODES = 10
 MAX_EPISODES = 100_000
@@ -193,9 +193,9 @@ def trained_policies(trained) -> Policies:
     from jaxrl_po.ppo import uses_obs_normalization
 
     config = trained.config
-    spec = make_vec_env(config.env, 1).action_spec
-    policy = make_policy(spec, config.hidden_sizes, config.activation, config.log_std_init,
-                         with_critic=trained.algo_name == "ppo")
+    env = make_vec_env(config.env, 1)
+    spec = env.action_spec
+    policy = policy_for(config, env, with_critic=trained.algo_name == "ppo")
     state = trained.state
     stats = state.env.obs_stats if trained.algo_name == "ppo" else state.obs_stats
     return Policies(policy, state.params, stats if uses_obs_normalization(config, spec.discrete) else None)

@@ -19,7 +19,7 @@ from jaxrl_po.advantages import ZERO_SPREAD, group_spread, outcome_advantage, rt
 from jaxrl_po.config import GRPOConfig
 from jaxrl_po.envs import RunningMeanStd, make_vec_env
 from jaxrl_po.losses import GRPOBatch, grpo_loss
-from jaxrl_po.networks import make_policy
+from jaxrl_po.networks import policy_for
 from jaxrl_po import loop
 from jaxrl_po.ppo import uses_obs_normalization
 from jaxrl_po.rollout import episode_rollout
@@ -76,7 +76,7 @@ def make_algorithm(config: GRPOConfig) -> loop.Algorithm:
     num_candidates = config.num_envs * opts.oversample
     env = make_vec_env(config.env, num_candidates)
     spec = env.action_spec
-    policy = make_policy(spec, config.hidden_sizes, config.activation, config.log_std_init, with_critic=False)
+    policy = policy_for(config, env, with_critic=False)
     normalize_obs = uses_obs_normalization(config, spec.discrete)
     horizon = opts.horizon or env.max_episode_steps
     num_groups = config.num_groups

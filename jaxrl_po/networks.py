@@ -1,4 +1,8 @@
-"""Actor and critic MLPs (flax linen) and the policy distributions they define.
+"""Actor and critic networks (flax linen) and the policy distributions they define.
+
+Each network is an optional conv torso (for image observations such as
+MinAtar's 10x10xC grids) followed by an MLP. Observations arrive flattened
+(``f32[..., D]``); the conv torso restores their ``(H, W, C)`` shape itself.
 
 Orthogonal initialisation: sqrt(2) on hidden layers, 0.01 on the policy head
 (near-uniform first policy), 1.0 on the value head.
@@ -46,17 +50,47 @@ def orthogonal(scale: float) -> Callable:
     return init
 
 
+class Conv3x3(nn.Module):
+    """An unpadded 3x3, stride-1 convolution written as patch extraction + one Dense layer.
+
+    x: f32[N, H, W, C] -> f32[N, H-2, W-2, features]. Not ``nn.Conv``: under
+    ``vmap`` over seeds each run has its own kernel, which XLA lowers to a grouped
+    convolution that runs about 100x slower on CPU; a batched matmul does not.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h, w = x.shape[-3] - 2, x.shape[-2] - 2
+        patches = jnp.concatenate([x[..., i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
+        return nn.Dense(self.features, kernel_init=orthogonal(np.sqrt(2.0)))(patches)
+
+
 class MLP(nn.Module):
-    """Dense layers with ``activation`` between them; ``out_dim`` linear outputs."""
+    """[3x3 conv layers ->] dense layers with ``activation`` between them -> ``out_dim`` linear outputs.
+
+    x: f32[..., D] -> f32[..., out_dim]. With ``conv_channels`` the input is
+    reshaped to ``obs_shape`` (H, W, C) and passed through one unpadded 3x3 conv
+    per entry (stride 1, as in MinAtar's reference network), then flattened.
+    """
 
     hidden_sizes: Sequence[int]
     activation: str
     out_dim: int
     out_scale: float
+    conv_channels: Sequence[int] = ()
+    obs_shape: tuple[int, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
+        if self.conv_channels:
+            batch = x.shape[:-1]
+            x = x.reshape((-1,) + tuple(self.obs_shape))
+            for channels in self.conv_channels:
+                x = act(Conv3x3(channels)(x))
+            x = x.reshape(batch + (-1,))
         for width in self.hidden_sizes:
             x = act(nn.Dense(width, kernel_init=orthogonal(np.sqrt(2.0)))(x))
         return nn.Dense(self.out_dim, kernel_init=orthogonal(self.out_scale))(x)
@@ -69,10 +103,12 @@ class GaussianHead(nn.Module):
     activation: str
     action_dim: int
     log_std_init: float
+    conv_channels: Sequence[int] = ()
+    obs_shape: tuple[int, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        mean = MLP(self.hidden_sizes, self.activation, self.action_dim, 0.01)(x)
+        mean = MLP(self.hidden_sizes, self.activation, self.action_dim, 0.01, self.conv_channels, self.obs_shape)(x)
         log_std = self.param("log_std", nn.initializers.constant(self.log_std_init), (self.action_dim,))
         return mean, log_std
 
@@ -113,17 +149,26 @@ class Policy:
         return self.dist(params, obs).mode()
 
 
+def policy_for(config: Any, env: Any, with_critic: bool = True) -> Policy:
+    """The policy a config describes (torso, widths, activation) for a :class:`VecEnv`'s spaces."""
+    return make_policy(env.action_spec, config.hidden_sizes, config.activation, config.log_std_init,
+                       with_critic, config.conv_channels, env.obs_shape)
+
+
 def make_policy(
     action_spec: ActionSpec,
     hidden_sizes: Sequence[int],
     activation: str,
     log_std_init: float = 0.0,
     with_critic: bool = True,
+    conv_channels: Sequence[int] = (),
+    obs_shape: tuple[int, ...] = (),
 ) -> Policy:
-    hidden = tuple(hidden_sizes)
+    """Actor (and critic) with the same torso shape; ``conv_channels`` needs ``obs_shape`` = (H, W, C)."""
+    hidden, conv, shape = tuple(hidden_sizes), tuple(conv_channels), tuple(obs_shape)
     if action_spec.discrete:
-        actor = MLP(hidden, activation, action_spec.num_actions, 0.01)
+        actor = MLP(hidden, activation, action_spec.num_actions, 0.01, conv, shape)
     else:
-        actor = GaussianHead(hidden, activation, action_spec.dim, log_std_init)
-    critic = MLP(hidden, activation, 1, 1.0) if with_critic else None
+        actor = GaussianHead(hidden, activation, action_spec.dim, log_std_init, conv, shape)
+    critic = MLP(hidden, activation, 1, 1.0, conv, shape) if with_critic else None
     return Policy(action_spec=action_spec, actor=actor, critic=critic)

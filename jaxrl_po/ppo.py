@@ -13,7 +13,7 @@ from jaxrl_po.config import PPOConfig
 from jaxrl_po.envs import make_vec_env
 from jaxrl_po.losses import PPOBatch, ppo_loss
 from jaxrl_po.loop import TrainOutput  # noqa: F401  (re-exported)
-from jaxrl_po.networks import make_policy
+from jaxrl_po.networks import policy_for
 from jaxrl_po.rollout import EnvCarry, finished_episode_stats, init_env_carry, rollout
 from jaxrl_po.update import make_optimizer, sgd_epochs
 
@@ -63,7 +63,7 @@ def make_algorithm(config: PPOConfig) -> loop.Algorithm:
     config.validate()
     env = make_vec_env(config.env, config.num_envs)
     spec = env.action_spec
-    policy = make_policy(spec, config.hidden_sizes, config.activation, config.log_std_init)
+    policy = policy_for(config, env)
     normalize_obs = uses_obs_normalization(config, spec.discrete)
     scale_reward = (not spec.discrete) if config.normalize_reward is None else config.normalize_reward
     num_updates = config.num_updates

@@ -57,6 +57,11 @@ class RunOptions:
         tyro.conf.arg(help="shipped settings for an env and algorithm; flags given with it override them: "
                       + ", ".join(PRESETS)),
     ] = None
+    config: Annotated[
+        str | None,
+        tyro.conf.arg(help="YAML file of settings (algo, preset and config fields; nested grpo: {...}); "
+                      "they override the preset, and flags override them"),
+    ] = None
     num_seeds: int = 4
     """seeds trained at once in one vmapped, compiled call."""
     seed: int = 0
@@ -91,7 +96,7 @@ def cli_type(config_cls: type[BaseConfig]) -> type:
     """The tyro dataclass for one algorithm: run options plus its config flags, unprefixed."""
 
     config_field = (
-        "config",
+        "settings",
         Annotated[config_cls, tyro.conf.arg(name="")],
         field(default_factory=config_cls),
     )
@@ -109,15 +114,22 @@ def flag_name(field_name: str) -> str:
 
 
 def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
+    """Settings in increasing priority: defaults < --preset < --config FILE < flags (or a resumed run's own)."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--algo", default=None)
-    pre.add_argument("--resume", default=None)
-    pre.add_argument("--preset", default=None)
+    for flag in ("--algo", "--resume", "--preset", "--config"):
+        pre.add_argument(flag, default=None)
     known, _ = pre.parse_known_args(argv)
     saved = load_saved_run(Path(known.resume)) if known.resume else None
+    file_settings = read_settings_file(known.config) if known.config else {}
+    for name in ("algo", "preset"):  # the file may name them; a flag must then agree
+        value = file_settings.pop(name, None)
+        if value is not None and getattr(known, name) not in (None, value):
+            raise ConfigError(name, f"{known.config} says {value!r}, got --{name} {getattr(known, name)}")
+        setattr(known, name, getattr(known, name) or value)
     preset = get_preset(known.preset) if known.preset else None
-    if preset and saved:
-        raise ConfigError("preset", "cannot be combined with --resume (the run keeps its own settings)")
+    for name in ("preset", "config"):
+        if saved and getattr(known, name):
+            raise ConfigError(name, "cannot be combined with --resume (the run keeps its own settings)")
     if preset and known.algo and known.algo != preset.algo:
         raise ConfigError("algo", f"preset {known.preset} is for {preset.algo}, got --algo {known.algo}")
     algo = known.algo or (saved[0].algo if saved else preset.algo if preset else "ppo")
@@ -127,16 +139,64 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
         raise UsageError(f"{flag_name(err.field)}: {str(err).split(': ', 1)[1]}") from None
     if saved and algo != saved[0].algo:
         raise ConfigError("algo", f"cannot change when resuming: the run in {known.resume} is {saved[0].algo}")
-    defaults = dict(algo=algo)
+    defaults = dict(algo=algo, preset=known.preset)
     if preset:
-        defaults["config"] = preset.config
+        defaults["settings"] = preset.config
     if saved:
-        defaults.update({f.name: getattr(saved[0], f.name) for f in dataclasses.fields(RunOptions)}, config=saved[1])
-    args = _tyro_cli(cli_type(config_cls), argv, defaults)
+        defaults.update({f.name: getattr(saved[0], f.name) for f in dataclasses.fields(RunOptions)}, settings=saved[1])
+    file_flags = settings_as_flags(file_settings, config_cls, known.config) if file_settings else []
+    args = _tyro_cli(cli_type(config_cls), file_flags + argv, defaults)  # later flags win
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
     if saved:
-        check_unchanged(saved, options, args.config)
-    return options, args.config
+        check_unchanged(saved, options, args.settings)
+    return options, args.settings
+
+
+def read_settings_file(path: str) -> dict[str, Any]:
+    """The mapping in a YAML settings file (JSON is YAML too); ConfigError("config", ...) if unusable."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).expanduser().read_text())
+    except OSError as err:
+        raise ConfigError("config", f"cannot read {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError("config", f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{path} must hold a mapping of settings (name: value), got {type(data).__name__}")
+    return data
+
+
+def settings_as_flags(settings: dict[str, Any], config_cls: type, source: str, prefix: str = "") -> list[str]:
+    """A settings mapping as the equivalent command-line flags, so tyro checks their types like typed flags.
+
+    ``{"lr": 3e-4, "hidden_sizes": [256, 256], "grpo": {"group_size": 16}}`` ->
+    ``--lr 0.0003 --hidden-sizes 256 256 --grpo.group-size 16``; strict booleans
+    become ``--name`` / ``--no-name``.
+    """
+    import typing
+
+    hints = typing.get_type_hints(config_cls)
+    flags = []
+    for key, value in settings.items():
+        name = str(key).replace("-", "_")
+        if name not in hints or name == "settings":
+            valid = ", ".join(f"{prefix}{n}" for n in hints)
+            raise ConfigError("config", f"{source}: unknown setting {prefix}{key!r} for {config_cls.__name__}; valid: {valid}")
+        flag = flag_name(prefix + name)
+        if dataclasses.is_dataclass(hints[name]):
+            if not isinstance(value, dict):
+                raise ConfigError("config", f"{source}: {prefix}{name} must be a mapping of its fields")
+            flags += settings_as_flags(value, hints[name], source, f"{prefix}{name}.")
+        elif hints[name] is bool and isinstance(value, bool):
+            flags.append(flag if value else flag_name(f"{prefix}no_{name}"))
+        elif isinstance(value, (list, tuple)):
+            flags += [flag, *map(str, value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
 
 
 SAVED_OPTIONS = ("checkpoint_every", "keep_checkpoints")

@@ -67,6 +67,9 @@ BAD_CASES = [
     ("keep-checkpoints-zero", ["--keep-checkpoints", "0"], "--keep-checkpoints", []),
     # Like --env and --algo, an unknown choice should say which values are valid.
     ("grpo-loss-type-unknown", ["--algo", "grpo", "--grpo.loss-type", "nope"], "--grpo.loss-type", ["nope", "dapo"]),
+    ("conv-on-vector-obs", ["--conv-channels", "16"], "--conv-channels", ["image", "(4,)"]),
+    ("config-file-missing", ["--config", "{file}.yaml"], "--config", ["cannot read"]),
+    ("config-file-unknown-setting", ["--config", "{bad_yaml}"], "--config", ["unknown setting 'num_env'", "num_envs"]),
 ]
 RUN_DIR_CASES = {"run-dir-under-a-file", "run-dir-not-empty"}
 
@@ -79,9 +82,11 @@ def bad_inputs(tmp_path_factory, cli, cli_background):
     full_dir = base / "full_dir"
     full_dir.mkdir()
     (full_dir / "keep.txt").write_text("precious\n")
+    bad_yaml = base / "bad.yaml"
+    bad_yaml.write_text("num_env: 8\n")
     cases, argvs, never = {}, {}, {}
     for case_id, argv, _, _ in BAD_CASES:
-        argv = [a.format(file=a_file, full_dir=full_dir) for a in argv]
+        argv = [a.format(file=a_file, full_dir=full_dir, bad_yaml=bad_yaml) for a in argv]
         if case_id not in RUN_DIR_CASES:
             never[case_id] = base / "never" / case_id
             argv = argv + ["--run-dir", str(never[case_id])]

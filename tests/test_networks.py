@@ -1,4 +1,4 @@
-"""Networks: orthogonal initialisation without LAPACK, policy heads."""
+"""Networks: orthogonal initialisation without LAPACK, the conv torso, policy heads."""
 
 import subprocess
 import sys
@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl_po.networks import orthogonal
+from jaxrl_po.envs import make_vec_env
+from jaxrl_po.networks import Conv3x3, make_policy, orthogonal
 
 
 @pytest.mark.parametrize("shape", [(4, 64), (64, 64), (64, 2), (64, 1)])
@@ -42,3 +43,29 @@ def test_vmapped_init_does_not_hang():
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_conv3x3_equals_an_unpadded_xla_convolution():
+    x = jax.random.normal(jax.random.key(0), (5, 10, 10, 4))
+    conv = Conv3x3(16)
+    params = conv.init(jax.random.key(1), x)
+    ours = conv.apply(params, x)
+    dense = params["params"]["Dense_0"]
+    # The Dense kernel's rows are (kernel row i, kernel column j, input channel), in that order.
+    kernel = dense["kernel"].reshape(3, 3, 4, 16)
+    reference = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert ours.shape == (5, 8, 8, 16)
+    np.testing.assert_allclose(ours, reference + dense["bias"], rtol=1e-5, atol=1e-5)
+
+
+def test_conv_torso_policy_on_minatar_shapes():
+    env = make_vec_env("Breakout-MinAtar", 2)
+    assert env.obs_shape == (10, 10, 4) and env.obs_dim == 400
+    policy = make_policy(env.action_spec, (32,), "relu", conv_channels=(8, 8), obs_shape=env.obs_shape)
+    params = policy.init(jax.random.key(0), env.obs_dim)
+    assert params["actor"]["params"]["Conv3x3_0"]["Dense_0"]["kernel"].shape == (36, 8)
+    assert params["actor"]["params"]["Conv3x3_1"]["Dense_0"]["kernel"].shape == (72, 8)
+    assert params["actor"]["params"]["Dense_0"]["kernel"].shape == (6 * 6 * 8, 32)
+    obs = jax.random.uniform(jax.random.key(1), (7, 3, env.obs_dim))  # any leading batch shape
+    assert policy.dist(params, obs).logits.shape == (7, 3, env.action_spec.num_actions)
+    assert policy.value(params, obs).shape == (7, 3)

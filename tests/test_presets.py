@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -45,3 +46,48 @@ def test_bad_preset_names_the_valid_ones():
         get_preset("nope")
     with pytest.raises(ConfigError, match="is for grpo"):
         parse(["--preset", "cartpole-grpo", "--algo", "ppo"])
+
+
+def test_config_file_sits_between_preset_and_flags(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "preset: cartpole-grpo\n"
+        "lr: 3e-4            # YAML reads this as a string; it is parsed like the flag's value\n"
+        "hidden_sizes: [32, 32]\n"
+        "anneal_lr: true\n"
+        "normalize_obs: false\n"
+        "grpo:\n"
+        "  group_size: 4\n"
+        "  shared_reset: false\n"
+    )
+    options, config = parse(["--config", str(path), "--hidden-sizes", "16"])
+    assert options.algo == "grpo" and options.preset == "cartpole-grpo"
+    assert config.lr == 3e-4 and config.hidden_sizes == (16,)  # the flag beats the file
+    assert config.anneal_lr is True and config.normalize_obs is False
+    assert config.grpo.group_size == 4 and config.grpo.shared_reset is False
+    preset = PRESETS["cartpole-grpo"].config
+    assert config.total_timesteps == preset.total_timesteps  # untouched fields come from the preset
+    assert config.grpo.chunk_size == preset.grpo.chunk_size
+
+
+def test_a_run_config_json_can_be_read_as_settings(tmp_path):
+    from jaxrl_po.config import to_dict
+
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"algo": "ppo", **to_dict(PRESETS["acrobot-ppo"].config)}))
+    _, config = parse(["--config", str(path)])
+    assert config == PRESETS["acrobot-ppo"].config
+
+
+@pytest.mark.parametrize("text, flags, message", [
+    ("num_env: 8\n", [], "unknown setting 'num_env'"),
+    ("- lr\n", [], "must hold a mapping"),
+    ("lr: [\n", [], "not valid YAML"),
+    ("algo: grpo\ngrpo: 3\n", [], "grpo must be a mapping"),
+    ("algo: grpo\n", ["--algo", "ppo"], "says 'grpo', got --algo ppo"),
+])
+def test_bad_config_files_fail_with_the_field_named(tmp_path, text, flags, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        parse(["--config", str(path), *flags])
