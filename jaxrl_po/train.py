@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import tyro
 
 from jaxrl_po.checkpoint import CheckpointError
@@ -85,6 +86,8 @@ class RunOptions:
     """W&B project."""
     wandb_entity: str | None = None
     """W&B entity (team or user; default: yours)."""
+    env_shards: int | None = None
+    """devices that split each run's env batch (default: 1 when there are at least as many runs as devices, else devices / gcd(runs, devices))."""
 
 
 def cli_type(config_cls: type[BaseConfig]) -> type:
@@ -213,7 +216,7 @@ def seeds_of(options: RunOptions) -> list[int]:
 def validate(options: RunOptions, config: BaseConfig) -> dict[str, list[float]]:
     """Check everything before compiling; returns the sweep grid (name -> values)."""
     from jaxrl_po import sinks
-    from jaxrl_po.runner import check_fits
+    from jaxrl_po.runner import check_fits, job_layout
     from jaxrl_po.sweep import check_grid, parse_sweep_spec
 
     if not isinstance(options.num_seeds, int) or options.num_seeds < 1:
@@ -231,10 +234,8 @@ def validate(options: RunOptions, config: BaseConfig) -> dict[str, list[float]]:
     config.validate()
     grid = dict(parse_sweep_spec(spec) for spec in options.sweep)
     check_grid(config, grid)
-    num_configs = 1
-    for values in grid.values():
-        num_configs *= len(values)
-    check_fits(config, options.num_seeds * num_configs)
+    num_runs = options.num_seeds * int(np.prod([len(values) for values in grid.values()]))
+    check_fits(config, num_runs, job_layout(config, num_runs, options.env_shards))
     return grid
 
 
@@ -263,7 +264,7 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
     from rich.console import Console
 
     from jaxrl_po import logs, sinks
-    from jaxrl_po.runner import JobSpec, train_job
+    from jaxrl_po.runner import JobSpec, job_layout, train_job
     from jaxrl_po.sweep import make_runs
 
     console = Console()
@@ -278,17 +279,18 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
         job_sinks.append(sinks.TensorBoardSink(run_dir, labels))
     if options.wandb:
         job_sinks.append(sinks.WandbSink(run_dir, labels, meta, options.wandb_project, options.wandb_entity))
+    num_runs = len(runs.seeds)
+    layout = job_layout(config, num_runs, options.env_shards)
     job = JobSpec(
         algo_name=options.algo, config=config, runs=runs, run_dir=run_dir, meta=meta, options=saved_options,
         checkpoint_every=options.checkpoint_every, keep_checkpoints=options.keep_checkpoints,
-        progress=options.progress, sinks=job_sinks,
+        progress=options.progress, sinks=job_sinks, env_shards=layout.envs,
     )
-    num_runs = len(runs.seeds)
     grid_text = f" x {num_runs // options.num_seeds} configs" if grid else ""
     console.print(
         f"[bold]{options.algo.upper()}[/] on {config.env}: {options.num_seeds} seed(s){grid_text}, "
-        f"{config.total_timesteps:,} env steps each, on {jax.device_count()} {jax.devices()[0].platform} device(s); "
-        "compiling..."
+        f"{config.total_timesteps:,} env steps each, on {jax.device_count()} {jax.devices()[0].platform} "
+        f"device(s) (mesh: runs {layout.runs} x envs {layout.envs}); compiling..."
     )
     summary, code = train_job(job, console, resume=bool(options.resume))
     if options.compile_cache:

@@ -65,6 +65,8 @@ BAD_CASES = [
     ),
     ("checkpoint-every-negative", ["--checkpoint-every", "-1"], "--checkpoint-every", ["-1"]),
     ("keep-checkpoints-zero", ["--keep-checkpoints", "0"], "--keep-checkpoints", []),
+    # One CPU device here: the env axis can only be 1.
+    ("env-shards-not-a-divisor", ["--env-shards", "3"], "--env-shards", ["divisor of the device count 1", "3"]),
     # Like --env and --algo, an unknown choice should say which values are valid.
     ("grpo-loss-type-unknown", ["--algo", "grpo", "--grpo.loss-type", "nope"], "--grpo.loss-type", ["nope", "dapo"]),
 ]
