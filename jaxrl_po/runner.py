@@ -7,7 +7,8 @@ non-finite values, saves checkpoints and reacts to Ctrl-C. Segments last about
 :data:`SEGMENT_SECONDS` each and end at every checkpoint boundary; their length
 never changes results (each update is the same compiled loop body).
 
-The runs and each run's env batch are laid over every device (:mod:`jaxrl_po.layout`).
+The runs and each run's env batch are laid over every device (:mod:`jaxrl_po.layout`);
+with several processes, each one runs this loop (:mod:`jaxrl_po.distributed`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-from jaxrl_po import logs, loop
+from jaxrl_po import distributed, logs, loop
 from jaxrl_po.checkpoint import CheckpointError, Checkpointer, Restored
 from jaxrl_po.layout import RUNS, Layout, check_layout, choose_layout, make_mesh, put_runs, run_sharding
 from jaxrl_po.sweep import Runs, rank_configs
@@ -49,7 +50,7 @@ class JobSpec:
     checkpoint_every: int = 0  # updates; 0: only at the end and on Ctrl-C
     keep_checkpoints: int = 3
     progress: bool = True
-    sinks: list = field(default_factory=list)  # TensorBoardSink, WandbSink, ...
+    sinks: list = field(default_factory=list)  # TensorBoardSink, WandbSink, ... (process 0 only)
     env_shards: int | None = None  # devices that split each run's env batch; None: automatic (see layout.py)
 
 
@@ -130,7 +131,7 @@ def device_memory_bytes() -> tuple[int, str]:
     """(bytes one device can hold, its description): the accelerator's limit, or host RAM for CPU."""
     import os
 
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]  # memory_stats() only works for this process's devices
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), f"{device.device_kind} ({device.platform})"
@@ -203,8 +204,11 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     state = init(keys, hparams)
     row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
     checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints)
+    # Every process runs this loop on the same global arrays; only process 0 writes files and prints.
+    primary = distributed.is_primary()
     csv_sink = logs.MetricsCSV(job.run_dir / "metrics.csv", row_shape._fields, runs.seeds,
                                {f"hp_{n}": [s[n] for s in runs.settings] for n in job.meta["sweep"]})
+    writers = ([csv_sink] if primary else []) + job.sinks
     if resume:
         real_runs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((num_runs,) + x.shape[1:], x.dtype), state)
         restored = restore(checkpointer, job.meta, real_runs, row_shape)
@@ -217,58 +221,61 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     else:
         history = History(num_runs)
         start_rows = empty_history(row_shape, num_runs)
-    csv_sink.rewrite(start_rows)
-    logs.write_json(job.run_dir / "config.json", {**job.meta, "options": job.options})
-    progress = logs.Progress(num_runs, config.total_timesteps, start_steps=_host(state.env_steps)[:num_runs]) \
-        if job.progress else None
+    if primary:
+        csv_sink.rewrite(start_rows)
+        logs.write_json(job.run_dir / "config.json", {**job.meta, "options": job.options})
+    progress = logs.Progress(num_runs, config.total_timesteps, start_steps=distributed.fetch(state.env_steps)[:num_runs]) \
+        if job.progress and primary else None
     reported_failures: dict[int, dict] = {}
     interrupted = False
     seg_len = 1
     every = job.checkpoint_every
     is_running = jax.jit(jax.vmap(functools.partial(loop.running, algo)))
-    start_steps = int(_host(state.env_steps)[:num_runs].sum())
+    start_steps = int(distributed.fetch(state.env_steps)[:num_runs].sum())
     loop_start = time.perf_counter()  # train_s: the loop's wall time, host work between segments included
 
     with Interrupt(console) as interrupt:
         while True:
-            update = _host(state.update)[:num_runs]
-            active = _host(is_running(state))[:num_runs]
+            update = distributed.fetch(state.update)[:num_runs]
+            active = distributed.fetch(is_running(state))[:num_runs]
             if not active.any():
                 break
-            if interrupt.requested:
+            if distributed.any_process(interrupt.requested):
                 interrupted = True
                 break
             current = int(update[active].max())
             stop_at = current + seg_len
             if every:
                 stop_at = min(stop_at, (current // every + 1) * every)
+            stop_at = distributed.from_primary(stop_at)  # segment lengths are timed on each process
             start = time.perf_counter()
             state, rows = segment(state, hparams, np.int32(stop_at))
-            rows = jax.tree_util.tree_map(lambda x: _host(x)[:num_runs], rows)
+            rows = jax.tree_util.tree_map(lambda x: distributed.fetch(x)[:num_runs], rows)
             elapsed = time.perf_counter() - start
             done = int((rows.env_steps > 0).sum(1).max())
             # Next segment: about SEGMENT_SECONDS long, growing at most 4x at a time.
             seg_len = int(np.clip(done * SEGMENT_SECONDS / max(elapsed, 1e-6), 1, 4 * max(done, 1)))
             first_update = history.append(rows)
-            for sink in [csv_sink, *job.sinks]:
+            for sink in writers:
                 sink.append(rows, first_update)
             _report_failures(console, rows, first_update, runs, reported_failures)
-            new_update = _host(state.update)[:num_runs]
+            new_update = distributed.fetch(state.update)[:num_runs]
             if progress is not None:
-                progress.report(_host(state.env_steps)[:num_runs], int(new_update.max()), _latest(rows))
+                progress.report(distributed.fetch(state.env_steps)[:num_runs], int(new_update.max()), _latest(rows))
             if every and np.any((new_update % every == 0) & (new_update > update)):
                 _save(checkpointer, state, history, job.meta, int(new_update.max()), num_runs)
         if progress is not None:
             progress.close()
         train_s = time.perf_counter() - loop_start
-        session_steps = int(_host(state.env_steps)[:num_runs].sum()) - start_steps
-        step = int(_host(state.update)[:num_runs].max())
+        session_steps = int(distributed.fetch(state.env_steps)[:num_runs].sum()) - start_steps
+        step = int(distributed.fetch(state.update)[:num_runs].max())
         path = _save(checkpointer, state, history, job.meta, step, num_runs)
 
     summary = summarize(job, history.stacked(), reported_failures, compile_s, train_s, session_steps,
                         layout, interrupted)
     summary["checkpoint"] = str(path)
-    logs.write_json(job.run_dir / "summary.json", summary)
+    if primary:
+        logs.write_json(job.run_dir / "summary.json", summary)
     for sink in job.sinks:
         sink.close()
     if interrupted:
@@ -340,11 +347,6 @@ def empty_history(row_shape: Any, num_runs: int) -> Any:
     return type(row_shape)(*[np.zeros((num_runs, 0), s.dtype) for s in row_shape])
 
 
-def _host(x: jax.Array) -> np.ndarray:
-    # A copy: on CPU np.asarray can alias a device buffer that the next (donating) segment reuses.
-    return np.array(jax.device_get(x))
-
-
 def _latest(rows: Any) -> np.ndarray:
     """f[R]: each run's last finite episode return in a segment (NaN if none)."""
     returns = np.where(rows.env_steps > 0, rows.episode_return, np.nan)
@@ -357,8 +359,8 @@ def _latest(rows: Any) -> np.ndarray:
 
 
 def _save(checkpointer: Checkpointer, state, history: History, meta: dict, step: int, num_runs: int) -> Path:
-    """Checkpoint the real runs only (the padding that filled the last devices is dropped)."""
-    real = jax.tree_util.tree_map(lambda x: x[:num_runs], jax.device_get(state))
+    """Checkpoint the real runs only (the padding that filled the last devices is dropped); every process calls it."""
+    real = jax.tree_util.tree_map(lambda x: x[:num_runs], distributed.fetch(state))
     return checkpointer.save(step, real, history.stacked(), meta)
 
 
@@ -408,7 +410,8 @@ def summarize(job: JobSpec, metrics: Any, failures: dict, compile_s: float, trai
         "train_s": train_s,
         "total_s": compile_s + train_s,
         "num_devices": jax.device_count(),
-                "mesh": layout._asdict(),  # devices per mesh axis: {"runs": R, "envs": E}
+        "num_processes": jax.process_count(),
+        "mesh": layout._asdict(),  # devices per mesh axis: {"runs": R, "envs": E}
         "device": str(jax.devices()[0].device_kind),
         "run_dir": str(job.run_dir),
         "interrupted": interrupted,
