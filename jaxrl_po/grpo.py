@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jaxrl_po.advantages import ZERO_SPREAD, group_spread, outcome_advantage, rtg_advantage
 from jaxrl_po.config import GRPOConfig
 from jaxrl_po.envs import RunningMeanStd, make_vec_env
+from jaxrl_po.layout import shard_envs
 from jaxrl_po.losses import GRPOBatch, grpo_loss
 from jaxrl_po.networks import policy_for
 from jaxrl_po import loop
@@ -116,6 +117,7 @@ def make_algorithm(config: GRPOConfig) -> loop.Algorithm:
         if opts.oversample > 1:
             keep = keep_widest_groups(all_returns, num_groups)
             data = {k: v[keep] for k, v in data.items()}
+        data = shard_envs(data)  # whole groups per "envs" device: group advantages stay on one device
         returns = (data["reward"] * data["mask"]).sum(-1)  # f32[G, K]
         if opts.advantage == "outcome":
             advantage = outcome_advantage(returns, opts.scale)[..., None] * data["mask"]

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_po.envs import RunningMeanStd, VecEnv
+from jaxrl_po.layout import shard_envs
 from jaxrl_po.networks import Policy
 
 # Measured on the 2-core CPU (benchmarks/throughput.py): see README "Throughput".
@@ -40,6 +41,12 @@ class Transition(NamedTuple):
     episode_length: jax.Array  # i32[T, B] its length (0 elsewhere)
 
 
+def shard_env_fields(carry: EnvCarry) -> EnvCarry:
+    """``carry`` with its per-env fields split over the "envs" devices; normaliser statistics stay replicated."""
+    per_env = shard_envs(carry._replace(obs_stats=None, return_stats=None))
+    return per_env._replace(obs_stats=carry.obs_stats, return_stats=carry.return_stats)
+
+
 def init_env_carry(key: jax.Array, env: VecEnv, normalize_obs: bool) -> EnvCarry:
     keys = jax.random.split(key, env.num_envs)
     obs, state = env.reset(keys)
@@ -47,7 +54,7 @@ def init_env_carry(key: jax.Array, env: VecEnv, normalize_obs: bool) -> EnvCarry
     if normalize_obs:
         obs_stats = obs_stats.update(obs)
     zeros = jnp.zeros(env.num_envs, jnp.float32)
-    return EnvCarry(
+    return shard_env_fields(EnvCarry(
         state=state,
         obs=obs,
         obs_stats=obs_stats,
@@ -55,7 +62,7 @@ def init_env_carry(key: jax.Array, env: VecEnv, normalize_obs: bool) -> EnvCarry
         discounted_return=zeros,
         episode_return=zeros,
         episode_length=jnp.zeros(env.num_envs, jnp.int32),
-    )
+    ))
 
 
 def rollout(
@@ -112,7 +119,7 @@ def rollout(
             episode_return=jnp.where(done, 0.0, episode_return),
             episode_length=jnp.where(done, 0, episode_length),
         )
-        return new_carry, transition
+        return shard_env_fields(new_carry), shard_envs(transition)
 
     return jax.lax.scan(step, carry, jax.random.split(key, num_steps), unroll=ROLLOUT_UNROLL)
 
@@ -184,7 +191,7 @@ def episode_rollout(
         alive = jnp.logical_and(alive, t < horizon)
         record = Episodes(obs, action, log_prob, out.reward, alive)
         still_alive = jnp.logical_and(alive, ~jnp.logical_or(out.terminated, out.truncated))
-        return (out.state, out.obs, still_alive, key), record
+        return (*shard_envs((out.state, out.obs, still_alive)), key), shard_envs(record)
 
     def run_chunk(loop):
         chunk, carry, buffer = loop
@@ -200,9 +207,9 @@ def episode_rollout(
         return jnp.logical_and(chunk < num_chunks, alive.any())
 
     first = jax.eval_shape(lambda: step((state, obs, jnp.ones(num_envs, bool), key), 0)[1])
-    buffer = jax.tree_util.tree_map(
+    buffer = shard_envs(jax.tree_util.tree_map(
         lambda x: jnp.zeros((num_chunks * chunk_size,) + x.shape, x.dtype), first
-    )
+    ), axis=1)
     carry = (state, obs, jnp.ones(num_envs, bool), key)
     chunks_run, _, buffer = jax.lax.while_loop(keep_going, run_chunk, (0, carry, buffer))
     return buffer, chunks_run * chunk_size

@@ -6,10 +6,14 @@ metric rows to ``metrics.csv`` (and TensorBoard / W&B), reports runs stopped by
 non-finite values, saves checkpoints and reacts to Ctrl-C. Segments last about
 :data:`SEGMENT_SECONDS` each and end at every checkpoint boundary; their length
 never changes results (each update is the same compiled loop body).
+
+The runs and each run's env batch are laid over every device (:mod:`jaxrl_po.layout`);
+with several processes, each one runs this loop (:mod:`jaxrl_po.distributed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import time
@@ -18,12 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxrl_po import logs, loop
+from jaxrl_po import distributed, logs, loop
 from jaxrl_po.checkpoint import CheckpointError, Checkpointer, Restored
-from jaxrl_po.sweep import Runs, rank_configs, shard_runs
+from jaxrl_po.layout import RUNS, Layout, check_layout, choose_layout, make_mesh, put_runs, run_sharding
+from jaxrl_po.sweep import Runs, rank_configs
 
 SEGMENT_SECONDS = 1.0
 """Target wall time of one compiled segment: how often progress, metrics and Ctrl-C are handled."""
@@ -46,7 +50,8 @@ class JobSpec:
     checkpoint_every: int = 0  # updates; 0: only at the end and on Ctrl-C
     keep_checkpoints: int = 3
     progress: bool = True
-    sinks: list = field(default_factory=list)  # TensorBoardSink, WandbSink, ...
+    sinks: list = field(default_factory=list)  # TensorBoardSink, WandbSink, ... (process 0 only)
+    env_shards: int | None = None  # devices that split each run's env batch; None: automatic (see layout.py)
 
 
 class History:
@@ -126,46 +131,58 @@ def device_memory_bytes() -> tuple[int, str]:
     """(bytes one device can hold, its description): the accelerator's limit, or host RAM for CPU."""
     import os
 
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]  # memory_stats() only works for this process's devices
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), f"{device.device_kind} ({device.platform})"
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM (cpu)"
 
 
-def check_fits(config: Any, num_runs: int) -> None:
+def job_layout(config: Any, num_runs: int, env_shards: int | None) -> Layout:
+    """The mesh shape for ``num_runs`` runs of ``config`` on every device; ConfigError when the envs do not split."""
+    layout = choose_layout(num_runs, jax.device_count(), env_shards)
+    check_layout(config, layout)
+    return layout
+
+
+def check_fits(config: Any, num_runs: int, layout: Layout) -> None:
     """Raise ConfigError before compiling when the runs' experience buffers alone exceed device memory."""
     from jaxrl_po.config import ConfigError
 
-    runs_per_device = -(-num_runs // jax.device_count())
-    need = rollout_buffer_bytes(config) * runs_per_device
+    runs_per_device = -(-num_runs // layout.runs)
+    need = rollout_buffer_bytes(config) * runs_per_device // layout.envs
     have, what = device_memory_bytes()
     if need > have:
         gib = 2**30
+        split = f" (each run's envs split over {layout.envs} devices)" if layout.envs > 1 else ""
         raise ConfigError(
             "num_envs",
-            f"will not fit: {runs_per_device} run(s) per device need at least {need / gib:.1f} GiB for their "
+            f"will not fit: {runs_per_device} run(s) per device{split} need at least {need / gib:.1f} GiB for their "
             f"rollout buffers (num_envs x num_steps/horizon x obs size), but the {what} has {have / gib:.1f} GiB; "
             "use fewer envs, steps or seeds, or more devices",
         )
 
 
-def compile_job(algo: loop.Algorithm, keys: jax.Array, hparams: dict) -> tuple[Callable, Callable, float]:
+def compile_job(algo: loop.Algorithm, keys: jax.Array, hparams: dict,
+                mesh: jax.sharding.Mesh | None = None) -> tuple[Callable, Callable, float]:
     """(init, segment, compile seconds): ahead-of-time compiled ``vmap(init)`` and ``vmap(run_segment)``.
 
     ``segment(state, hparams, stop_at)`` runs every run up to ``stop_at`` updates
     (or at most :data:`MAX_SEGMENT_ROWS`), returning (state, metrics [R, rows]).
+    ``mesh``: the ("runs", "envs") mesh the arguments are placed on; traced under
+    it, the env-batch constraints of :func:`jaxrl_po.layout.shard_envs` take effect.
     """
     rows = min(algo.max_updates, MAX_SEGMENT_ROWS)
     start = time.perf_counter()
-    init = jax.jit(jax.vmap(algo.init)).lower(keys, hparams).compile()
-    abstract = init.out_info  # ShapeDtypeStructs with their shardings
-    one_segment = functools.partial(loop.run_segment, algo, length=rows)
-    segment = (
-        jax.jit(jax.vmap(one_segment, in_axes=(0, 0, None)), donate_argnums=0)
-        .lower(abstract, hparams, jnp.int32(0))
-        .compile()
-    )
+    with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        init = jax.jit(jax.vmap(algo.init, spmd_axis_name=RUNS)).lower(keys, hparams).compile()
+        abstract = init.out_info  # ShapeDtypeStructs with their shardings
+        one_segment = functools.partial(loop.run_segment, algo, length=rows)
+        segment = (
+            jax.jit(jax.vmap(one_segment, in_axes=(0, 0, None), spmd_axis_name=RUNS), donate_argnums=0)
+            .lower(abstract, hparams, np.int32(0))
+            .compile()
+        )
     return init, segment, time.perf_counter() - start
 
 
@@ -180,76 +197,85 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     config, runs = job.config, job.runs
     num_runs = len(runs.seeds)
     algo = make_algorithm(config)
-    (keys, hparams), num_devices = shard_runs(runs)
-    init, segment, compile_s = compile_job(algo, keys, hparams)
+    layout = job_layout(config, num_runs, job.env_shards)
+    mesh = make_mesh(layout)
+    keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
+    init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
     state = init(keys, hparams)
     row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
     checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints)
+    # Every process runs this loop on the same global arrays; only process 0 writes files and prints.
+    primary = distributed.is_primary()
     csv_sink = logs.MetricsCSV(job.run_dir / "metrics.csv", row_shape._fields, runs.seeds,
                                {f"hp_{n}": [s[n] for s in runs.settings] for n in job.meta["sweep"]})
+    writers = ([csv_sink] if primary else []) + job.sinks
     if resume:
         real_runs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((num_runs,) + x.shape[1:], x.dtype), state)
         restored = restore(checkpointer, job.meta, real_runs, row_shape)
-        # Restored leaves are numpy: place them like a fresh state (same shapes, same devices).
-        state = jax.tree_util.tree_map(lambda fresh, x: jax.device_put(x, fresh.sharding), state,
-                                       pad_runs(restored.state, fresh_runs=_host(state.update).shape[0]))
+        # Restored leaves are host values: place them like a fresh state (same shapes, same devices).
+        state = put_runs(restored.state, jax.tree_util.tree_map(lambda x: x.sharding, state),
+                         layout.padded_runs(num_runs))
         history = History(num_runs, restored.history)
-        csv_sink.rewrite(restored.history)
+        start_rows = restored.history
         console.print(f"resumed from {checkpointer.directory / str(restored.step)} (update {restored.step})")
     else:
         history = History(num_runs)
-        csv_sink.rewrite(empty_history(row_shape, num_runs))
-    logs.write_json(job.run_dir / "config.json", {**job.meta, "options": job.options})
-    progress = logs.Progress(num_runs, config.total_timesteps, start_steps=_host(state.env_steps)[:num_runs]) \
-        if job.progress else None
+        start_rows = empty_history(row_shape, num_runs)
+    if primary:
+        csv_sink.rewrite(start_rows)
+        logs.write_json(job.run_dir / "config.json", {**job.meta, "options": job.options})
+    progress = logs.Progress(num_runs, config.total_timesteps, start_steps=distributed.fetch(state.env_steps)[:num_runs]) \
+        if job.progress and primary else None
     reported_failures: dict[int, dict] = {}
     interrupted = False
     seg_len = 1
     every = job.checkpoint_every
     is_running = jax.jit(jax.vmap(functools.partial(loop.running, algo)))
-    start_steps = int(_host(state.env_steps)[:num_runs].sum())
+    start_steps = int(distributed.fetch(state.env_steps)[:num_runs].sum())
     loop_start = time.perf_counter()  # train_s: the loop's wall time, host work between segments included
 
     with Interrupt(console) as interrupt:
         while True:
-            update = _host(state.update)[:num_runs]
-            active = _host(is_running(state))[:num_runs]
+            update = distributed.fetch(state.update)[:num_runs]
+            active = distributed.fetch(is_running(state))[:num_runs]
             if not active.any():
                 break
-            if interrupt.requested:
+            if distributed.any_process(interrupt.requested):
                 interrupted = True
                 break
             current = int(update[active].max())
             stop_at = current + seg_len
             if every:
                 stop_at = min(stop_at, (current // every + 1) * every)
+            stop_at = distributed.from_primary(stop_at)  # segment lengths are timed on each process
             start = time.perf_counter()
-            state, rows = segment(state, hparams, jnp.int32(stop_at))
-            rows = jax.tree_util.tree_map(lambda x: _host(x)[:num_runs], rows)
+            state, rows = segment(state, hparams, np.int32(stop_at))
+            rows = jax.tree_util.tree_map(lambda x: distributed.fetch(x)[:num_runs], rows)
             elapsed = time.perf_counter() - start
             done = int((rows.env_steps > 0).sum(1).max())
             # Next segment: about SEGMENT_SECONDS long, growing at most 4x at a time.
             seg_len = int(np.clip(done * SEGMENT_SECONDS / max(elapsed, 1e-6), 1, 4 * max(done, 1)))
             first_update = history.append(rows)
-            for sink in [csv_sink, *job.sinks]:
+            for sink in writers:
                 sink.append(rows, first_update)
             _report_failures(console, rows, first_update, runs, reported_failures)
-            new_update = _host(state.update)[:num_runs]
+            new_update = distributed.fetch(state.update)[:num_runs]
             if progress is not None:
-                progress.report(_host(state.env_steps)[:num_runs], int(new_update.max()), _latest(rows))
+                progress.report(distributed.fetch(state.env_steps)[:num_runs], int(new_update.max()), _latest(rows))
             if every and np.any((new_update % every == 0) & (new_update > update)):
                 _save(checkpointer, state, history, job.meta, int(new_update.max()), num_runs)
         if progress is not None:
             progress.close()
         train_s = time.perf_counter() - loop_start
-        session_steps = int(_host(state.env_steps)[:num_runs].sum()) - start_steps
-        step = int(_host(state.update)[:num_runs].max())
+        session_steps = int(distributed.fetch(state.env_steps)[:num_runs].sum()) - start_steps
+        step = int(distributed.fetch(state.update)[:num_runs].max())
         path = _save(checkpointer, state, history, job.meta, step, num_runs)
 
     summary = summarize(job, history.stacked(), reported_failures, compile_s, train_s, session_steps,
-                        num_devices, interrupted)
+                        layout, interrupted)
     summary["checkpoint"] = str(path)
-    logs.write_json(job.run_dir / "summary.json", summary)
+    if primary:
+        logs.write_json(job.run_dir / "summary.json", summary)
     for sink in job.sinks:
         sink.close()
     if interrupted:
@@ -317,21 +343,8 @@ def load_trained(run_dir: Path) -> TrainedRuns:
     return TrainedRuns(data["algo"], config, runs.seeds, runs.settings, restored.state, restored.step)
 
 
-def pad_runs(state: Any, fresh_runs: int) -> Any:
-    """Repeat the last run up to ``fresh_runs`` (the padding that fills the last device; its results are dropped)."""
-    pad = fresh_runs - np.asarray(state.update).shape[0]
-    if pad == 0:
-        return state
-    return jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), state)
-
-
 def empty_history(row_shape: Any, num_runs: int) -> Any:
     return type(row_shape)(*[np.zeros((num_runs, 0), s.dtype) for s in row_shape])
-
-
-def _host(x: jax.Array) -> np.ndarray:
-    # A copy: on CPU np.asarray can alias a device buffer that the next (donating) segment reuses.
-    return np.array(jax.device_get(x))
 
 
 def _latest(rows: Any) -> np.ndarray:
@@ -346,8 +359,8 @@ def _latest(rows: Any) -> np.ndarray:
 
 
 def _save(checkpointer: Checkpointer, state, history: History, meta: dict, step: int, num_runs: int) -> Path:
-    """Checkpoint the real runs only (the padding that filled the last device is dropped)."""
-    real = jax.tree_util.tree_map(lambda x: x[:num_runs], jax.device_get(state))
+    """Checkpoint the real runs only (the padding that filled the last devices is dropped); every process calls it."""
+    real = jax.tree_util.tree_map(lambda x: x[:num_runs], distributed.fetch(state))
     return checkpointer.save(step, real, history.stacked(), meta)
 
 
@@ -369,7 +382,7 @@ def _report_failures(console, rows: Any, first_update: np.ndarray, runs: Runs, r
 
 
 def summarize(job: JobSpec, metrics: Any, failures: dict, compile_s: float, train_s: float, session_steps: int,
-              num_devices: int, interrupted: bool) -> dict[str, Any]:
+              layout: Layout, interrupted: bool) -> dict[str, Any]:
     """summary.json: final returns per run (None for runs stopped by non-finite values), timing, ranking.
 
     ``train_s`` and ``session_steps`` cover this invocation only (after a resume: the resumed part).
@@ -396,7 +409,9 @@ def summarize(job: JobSpec, metrics: Any, failures: dict, compile_s: float, trai
         "compile_s": compile_s,
         "train_s": train_s,
         "total_s": compile_s + train_s,
-        "num_devices": num_devices,
+        "num_devices": jax.device_count(),
+        "num_processes": jax.process_count(),
+        "mesh": layout._asdict(),  # devices per mesh axis: {"runs": R, "envs": E}
         "device": str(jax.devices()[0].device_kind),
         "run_dir": str(job.run_dir),
         "interrupted": interrupted,

@@ -139,21 +139,3 @@ def rank_configs(settings: list[dict[str, float]], finals: np.ndarray) -> list[d
     table.sort(key=lambda row: -math.inf if row["final_return_mean"] is None else row["final_return_mean"], reverse=True)
     return table
 
-
-def shard_runs(runs: Runs) -> tuple[tuple, int]:
-    """The ``train`` arguments (keys, hparams), split across all visible devices.
-
-    With one device they are returned as they are. With several, the run axis is
-    padded (repeating the last run) to a multiple of the device count and laid
-    out with a NamedSharding over a 1-D mesh, so ``jit(vmap(train))`` runs each
-    device's share of the runs there (GSPMD). Callers drop the padded runs.
-    """
-    args = (runs.keys, runs.hparams)
-    devices = jax.devices()
-    if len(devices) == 1:
-        return args, 1
-    pad = (-len(runs.seeds)) % len(devices)
-    if pad:
-        args = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), args)
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
-    return jax.device_put(args, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))), len(devices)

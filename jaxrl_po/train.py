@@ -18,11 +18,13 @@ import io
 import json
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import tyro
 
 from jaxrl_po.checkpoint import CheckpointError
@@ -90,6 +92,16 @@ class RunOptions:
     """W&B project."""
     wandb_entity: str | None = None
     """W&B entity (team or user; default: yours)."""
+    env_shards: int | None = None
+    """devices that split each run's env batch (default: 1 when there are at least as many runs as devices, else devices / gcd(runs, devices))."""
+    distributed: bool = False
+    """join a multi-process job (one process per host) with jax.distributed.initialize before using any device."""
+    coordinator_address: str | None = None
+    """with --distributed: HOST:PORT of process 0 (default: $JAX_COORDINATOR_ADDRESS or detected on SLURM, Open MPI, Kubernetes, Cloud TPU)."""
+    num_processes: int | None = None
+    """with --distributed: processes in the job (default: detected, as for --coordinator-address)."""
+    process_id: int | None = None
+    """with --distributed: this process's index, 0 .. num-processes - 1 (default: detected)."""
 
 
 def cli_type(config_cls: type[BaseConfig]) -> type:
@@ -270,10 +282,52 @@ def seeds_of(options: RunOptions) -> list[int]:
     return [options.seed + i for i in range(options.num_seeds)]
 
 
+JOIN_FLAGS = ("coordinator_address", "num_processes", "process_id")
+"""RunOptions that say how to join a --distributed job."""
+
+
+def join_processes(argv: list[str]) -> None:
+    """With --distributed, join the multi-process job (``jax.distributed.initialize``).
+
+    This reads the raw command line, before :func:`parse`: it must come before
+    anything starts a JAX backend, and parsing already does (importing gymnax
+    creates arrays). The flags are RunOptions fields too, for --help.
+    """
+    from jaxrl_po import distributed
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--distributed", action="store_true")
+    pre.add_argument("--no-distributed", dest="distributed", action="store_false")
+    for name in JOIN_FLAGS:
+        pre.add_argument(flag_name(name), dest=name)
+    known, _ = pre.parse_known_args(argv)
+    if not known.distributed:
+        given = [name for name in JOIN_FLAGS if getattr(known, name) is not None]
+        if given:
+            raise ConfigError(given[0], "only applies with --distributed")
+        return
+    n, i = _optional_int("num_processes", known.num_processes), _optional_int("process_id", known.process_id)
+    if n is not None and n < 1:
+        raise ConfigError("num_processes", f"must be >= 1, got {n}")
+    if i is not None and (i < 0 or (n is not None and i >= n)):
+        raise ConfigError("process_id", f"must be in 0 .. {'num_processes - 1' if n is None else n - 1}, got {i}")
+    try:
+        distributed.initialize(known.coordinator_address, n, i)
+    except (ValueError, RuntimeError) as err:
+        raise ConfigError("distributed", f"cannot join the job: {str(err).splitlines()[0]}") from None
+
+
+def _optional_int(name: str, text: str | None) -> int | None:
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        raise ConfigError(name, f"must be an integer, got {text!r}") from None
+
+
 def validate(options: RunOptions, config: BaseConfig) -> dict[str, list[float]]:
     """Check everything before compiling; returns the sweep grid (name -> values)."""
     from jaxrl_po import sinks
-    from jaxrl_po.runner import check_fits
+    from jaxrl_po.runner import check_fits, job_layout
     from jaxrl_po.sweep import check_grid, parse_sweep_spec
 
     if not isinstance(options.num_seeds, int) or options.num_seeds < 1:
@@ -291,16 +345,35 @@ def validate(options: RunOptions, config: BaseConfig) -> dict[str, list[float]]:
     config.validate()
     grid = dict(parse_sweep_spec(spec) for spec in options.sweep)
     check_grid(config, grid)
-    num_configs = 1
-    for values in grid.values():
-        num_configs *= len(values)
-    check_fits(config, options.num_seeds * num_configs)
+    num_runs = options.num_seeds * int(np.prod([len(values) for values in grid.values()]))
+    check_fits(config, num_runs, job_layout(config, num_runs, options.env_shards))
     return grid
 
 
 def default_run_dir(options: RunOptions, config: BaseConfig) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    from jaxrl_po import distributed
+
+    stamp = datetime.fromtimestamp(distributed.from_primary(int(time.time()))).strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{options.algo}-{config.env}-{stamp}"
+
+
+def open_run_dir(options: RunOptions, config: BaseConfig) -> Path:
+    """The run directory: the resumed one, or a new empty one (made by process 0; the others wait for it)."""
+    from jaxrl_po import distributed
+    from jaxrl_po.logs import make_run_dir
+
+    if options.resume:
+        return Path(options.resume)
+    run_dir = Path(options.run_dir) if options.run_dir else default_run_dir(options, config)
+    problem = ""
+    if distributed.is_primary():
+        try:
+            make_run_dir(run_dir)
+        except OSError as err:
+            problem = f"cannot use {run_dir}: {err.strerror or err}"
+    if not distributed.from_primary(int(problem == "")):
+        raise ConfigError("run_dir", problem or f"process 0 cannot use {run_dir}")
+    return run_dir
 
 
 def enable_compile_cache(directory: str) -> None:
@@ -322,11 +395,12 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
     import jax
     from rich.console import Console
 
-    from jaxrl_po import logs, sinks
-    from jaxrl_po.runner import JobSpec, train_job
+    from jaxrl_po import distributed, logs, sinks
+    from jaxrl_po.runner import JobSpec, job_layout, train_job
     from jaxrl_po.sweep import make_runs
 
-    console = Console()
+    primary = distributed.is_primary()
+    console = Console(quiet=not primary)  # only process 0 prints
     if options.compile_cache:
         enable_compile_cache(options.compile_cache_dir)
     runs = make_runs(config, seeds_of(options), grid)
@@ -334,24 +408,26 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
     saved_options = {name: getattr(options, name) for name in SAVED_OPTIONS}
     labels = sinks.run_labels(runs.seeds, runs.settings)
     job_sinks = []
-    if options.tensorboard:
+    if options.tensorboard and primary:
         job_sinks.append(sinks.TensorBoardSink(run_dir, labels))
-    if options.wandb:
+    if options.wandb and primary:
         job_sinks.append(sinks.WandbSink(run_dir, labels, meta, options.wandb_project, options.wandb_entity))
+    num_runs = len(runs.seeds)
+    layout = job_layout(config, num_runs, options.env_shards)
     job = JobSpec(
         algo_name=options.algo, config=config, runs=runs, run_dir=run_dir, meta=meta, options=saved_options,
         checkpoint_every=options.checkpoint_every, keep_checkpoints=options.keep_checkpoints,
-        progress=options.progress, sinks=job_sinks,
+        progress=options.progress, sinks=job_sinks, env_shards=layout.envs,
     )
-    num_runs = len(runs.seeds)
     grid_text = f" x {num_runs // options.num_seeds} configs" if grid else ""
+    hosts = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     console.print(
         f"[bold]{options.algo.upper()}[/] on {config.env}: {options.num_seeds} seed(s){grid_text}, "
-        f"{config.total_timesteps:,} env steps each, on {jax.device_count()} {jax.devices()[0].platform} device(s); "
-        "compiling..."
+        f"{config.total_timesteps:,} env steps each, on {jax.device_count()} {jax.devices()[0].platform} "
+        f"device(s){hosts} (mesh: runs {layout.runs} x envs {layout.envs}); compiling..."
     )
     summary, code = train_job(job, console, resume=bool(options.resume))
-    if options.compile_cache:
+    if options.compile_cache and primary:
         summary["compile_cache"] = str(Path(options.compile_cache_dir).expanduser())
         logs.write_json(run_dir / "summary.json", summary)
     return code
@@ -360,19 +436,10 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        join_processes(argv)
         options, config = parse(argv)
         grid = validate(options, config)
-        if options.resume:
-            run_dir = Path(options.resume)
-        else:
-            run_dir = Path(options.run_dir) if options.run_dir else default_run_dir(options, config)
-            try:
-                from jaxrl_po.logs import make_run_dir
-
-                run_dir = make_run_dir(run_dir)
-            except OSError as err:
-                raise ConfigError("run_dir", f"cannot use {run_dir}: {err.strerror or err}") from None
-        return run(options, config, run_dir, grid)
+        return run(options, config, open_run_dir(options, config), grid)
     except ConfigError as err:
         print(f"error: {flag_name(err.field)}: {str(err).split(': ', 1)[1]}", file=sys.stderr)
         return 2

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxrl_po.layout import shard_envs
+
 
 def make_optimizer(max_grad_norm: jax.Array) -> optax.GradientTransformation:
     """Global-norm clipping then Adam (eps 1e-5); the learning rate is applied in :func:`sgd_epochs`."""
@@ -42,7 +44,8 @@ def sgd_epochs(
     def minibatch_step(carry, idx: jax.Array):
         params, opt_state = carry
         # Gather one minibatch at a time instead of a shuffled copy of the whole batch.
-        minibatch = jax.tree_util.tree_map(lambda x: x[idx], batch)
+        # Split over the "envs" devices: each computes its share of the gradient (GSPMD all-reduces it).
+        minibatch = shard_envs(jax.tree_util.tree_map(lambda x: x[idx], batch))
         grads, info = grad_fn(params, minibatch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)

@@ -65,6 +65,14 @@ BAD_CASES = [
     ),
     ("checkpoint-every-negative", ["--checkpoint-every", "-1"], "--checkpoint-every", ["-1"]),
     ("keep-checkpoints-zero", ["--keep-checkpoints", "0"], "--keep-checkpoints", []),
+    # One CPU device here: the env axis can only be 1; joining flags need --distributed.
+    ("env-shards-not-a-divisor", ["--env-shards", "3"], "--env-shards", ["divisor of the device count 1", "3"]),
+    ("process-id-without-distributed", ["--process-id", "1"], "--process-id", ["--distributed"]),
+    (
+        "process-id-out-of-range",
+        ["--distributed", "--num-processes", "2", "--process-id", "2"],
+        "--process-id", ["0 .. 1", "2"],
+    ),
     # Like --env and --algo, an unknown choice should say which values are valid.
     ("grpo-loss-type-unknown", ["--algo", "grpo", "--grpo.loss-type", "nope"], "--grpo.loss-type", ["nope", "dapo"]),
     ("conv-on-vector-obs", ["--conv-channels", "16"], "--conv-channels", ["image", "(4,)"]),

@@ -45,14 +45,17 @@ def test_sharded_runs_match_single_device_on_four_cpu_devices():
     script = textwrap.dedent("""
         import jax, numpy as np
         from jaxrl_po import PPOConfig, make_train
-        from jaxrl_po.sweep import make_runs, shard_runs
+        from jaxrl_po.layout import Layout, choose_layout, make_mesh, put_runs, run_sharding
+        from jaxrl_po.sweep import make_runs
         assert jax.device_count() == 4
         cfg = PPOConfig(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=2,
                         total_timesteps=8 * 16 * 6, hidden_sizes=(16,))
         runs = make_runs(cfg, [0, 1, 2], {"lr": [1e-3, 3e-3]})  # 6 runs, padded to 8
         train = jax.jit(jax.vmap(make_train(cfg)))
-        args, n = shard_runs(runs)
-        assert n == 4 and len(args[0].sharding.device_set) == 4
+        layout = choose_layout(6, 4)
+        assert layout == Layout(runs=4, envs=1)  # at least as many runs as devices: whole runs per device
+        args = put_runs((runs.keys, runs.hparams), run_sharding(make_mesh(layout)), layout.padded_runs(6))
+        assert args[0].shape == (8,) and len(args[0].sharding.device_set) == 4
         sharded = train(*args)
         single = train(runs.keys, runs.hparams)
         np.testing.assert_array_equal(np.asarray(sharded.metrics.episode_return)[:6],

@@ -1,0 +1,136 @@
+"""The ("runs", "envs") device mesh: layout choice, env-split checks, and sharded runs on 4 CPU devices."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax.sharding import AbstractMesh, AxisType
+
+from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig
+from jaxrl_po.config import ConfigError
+from jaxrl_po.layout import ENVS, RUNS, Layout, check_layout, choose_layout, shard_envs
+
+from conftest import FAST_XLA_FLAGS
+
+
+@pytest.mark.parametrize("num_runs, num_devices, expected", [
+    (1, 1, (1, 1)),
+    (5, 1, (1, 1)),
+    (1, 4, (1, 4)),  # one agent spans all 4 devices
+    (2, 4, (2, 2)),
+    (3, 4, (1, 4)),  # gcd(3, 4) = 1: no padded run, envs split 4 ways
+    (6, 8, (2, 4)),
+    (4, 4, (4, 1)),
+    (6, 4, (4, 1)),  # at least as many runs as devices: whole runs, padded to 8
+])
+def test_automatic_layout_puts_runs_first(num_runs, num_devices, expected):
+    layout = choose_layout(num_runs, num_devices)
+    assert layout == Layout(*expected)
+    assert layout.padded_runs(num_runs) % layout.runs == 0 and layout.padded_runs(num_runs) >= num_runs
+
+
+def test_env_shards_fixes_the_env_axis():
+    assert choose_layout(1, 4, env_shards=1) == Layout(4, 1)  # 1 real run + 3 padded ones
+    assert choose_layout(1, 4, env_shards=1).padded_runs(1) == 4
+    assert choose_layout(8, 8, env_shards=2) == Layout(4, 2)
+    for bad in (0, 3, -2):
+        with pytest.raises(ConfigError, match="env_shards: must be a positive divisor of the device count 4") as err:
+            choose_layout(1, 4, env_shards=bad)
+        assert err.value.field == "env_shards"
+
+
+def test_env_batch_that_does_not_split_is_a_config_error():
+    check_layout(PPOConfig(num_envs=6), Layout(4, 1))  # no env split: anything goes
+    check_layout(PPOConfig(num_envs=8), Layout(1, 4))
+    with pytest.raises(ConfigError, match=r"num_envs = 6 cannot be split evenly over the 4 devices") as err:
+        check_layout(PPOConfig(num_envs=6), Layout(1, 4))
+    assert err.value.field == "num_envs" and "multiple of 4" in str(err.value)
+    # GRPO: whole groups per device. 24 envs = 3 groups of 8 cannot; 32 = 4 groups can.
+    grpo = GRPOConfig(num_envs=24, num_minibatches=1, grpo=GRPOOptions(group_size=8))
+    with pytest.raises(ConfigError, match=r"num_envs = 24 is 3 groups of 8, .* whole groups over the 4 devices") as err:
+        check_layout(grpo, Layout(1, 4))
+    assert err.value.field == "num_envs"
+    check_layout(grpo.replace(num_envs=32), Layout(1, 4))
+
+
+def _abstract_mesh(runs: int, envs: int) -> AbstractMesh:
+    return AbstractMesh((runs, envs), (RUNS, ENVS), axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def _constraints(fun, *args) -> list:
+    """The sharding specs of every sharding_constraint in ``vmap(fun, spmd_axis_name="runs")``'s jaxpr."""
+    jaxpr = jax.make_jaxpr(jax.vmap(fun, spmd_axis_name=RUNS))(*args)
+    return [tuple(eqn.params["sharding"].spec) for eqn in jaxpr.eqns if eqn.primitive.name == "sharding_constraint"]
+
+
+def test_shard_envs_marks_the_env_axis_and_vmap_adds_the_run_axis():
+    x = jnp.ones((2, 3, 8))  # [runs, T, B]
+    fun = lambda x: shard_envs({"a": x, "b": x + 1}, axis=1)
+    with jax.sharding.use_abstract_mesh(_abstract_mesh(2, 4)):
+        assert _constraints(fun, x) == [(RUNS, None, ENVS)] * 2
+    # No mesh, or an env axis of one device: no constraint at all (single-device programs are unchanged).
+    assert _constraints(fun, x) == []
+    with jax.sharding.use_abstract_mesh(_abstract_mesh(4, 1)):
+        assert _constraints(fun, x) == []
+
+
+FOUR_DEVICES = textwrap.dedent("""
+    import jax, numpy as np
+    from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig, make_train
+    from jaxrl_po.layout import ENVS, RUNS, choose_layout, make_mesh, put_runs, run_sharding
+    from jaxrl_po.sweep import make_runs
+    assert jax.device_count() == 4
+
+    def sharded(config, runs):
+        layout = choose_layout(len(runs.seeds), 4)
+        mesh = make_mesh(layout)
+        args = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(len(runs.seeds)))
+        with jax.set_mesh(mesh):
+            compiled = jax.jit(jax.vmap(make_train(config), spmd_axis_name=RUNS)).lower(*args).compile()
+        return layout, compiled, compiled(*args)
+
+    def check(name, config, field, env_leaf):
+        runs = make_runs(config, [0, 1])
+        single = jax.jit(jax.vmap(make_train(config)))(runs.keys, runs.hparams)  # one device, no mesh
+        for n, shape in ((1, (1, 4)), (2, (2, 2))):
+            layout, compiled, out = sharded(config, runs._replace(keys=runs.keys[:n], seeds=runs.seeds[:n]))
+            assert tuple(layout) == shape, layout
+            # The work really is split: XLA inserted cross-device sums (a replicated program has none),
+            # and PPO's carried env batch (GRPO carries none between updates) lies on "envs".
+            assert "all-reduce" in compiled.as_text()
+            if env_leaf is not None:
+                assert ENVS in env_leaf(out.state).sharding.spec, env_leaf(out.state).sharding
+            got = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n], out.metrics)
+            want = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n], single.metrics)
+            # Same episodes exactly; float sums over the batch are added up in another order.
+            np.testing.assert_array_equal(got.episode_return, want.episode_return)
+            np.testing.assert_array_equal(got.env_steps, want.env_steps)
+            for f in field:
+                np.testing.assert_allclose(getattr(got, f), getattr(want, f), rtol=1e-5, atol=1e-6, err_msg=f)
+            for a, b in zip(jax.tree_util.tree_leaves(out.state.params), jax.tree_util.tree_leaves(single.state.params)):
+                np.testing.assert_allclose(np.asarray(a)[:n], np.asarray(b)[:n], rtol=1e-5, atol=1e-6)
+            print(name, shape, "ok")
+
+    ppo = PPOConfig(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=2,
+                    total_timesteps=8 * 16 * 6, hidden_sizes=(16,))
+    check("ppo", ppo, ("policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm"), lambda s: s.env.obs)
+    # 16 envs = 4 groups of 4 (one whole group per device); oversample 2: the widest 4 of 8 groups are
+    # kept, so kept groups move between devices.
+    grpo = GRPOConfig(num_envs=16, num_minibatches=2, update_epochs=2, total_timesteps=16 * 2 * 20,
+                      hidden_sizes=(16,), grpo=GRPOOptions(group_size=4, horizon=20, chunk_size=10, oversample=2))
+    check("grpo", grpo, ("policy_loss", "kl_ref", "entropy", "approx_kl", "grad_norm", "zero_spread_frac"),
+          None)
+""")
+
+
+def test_env_batch_sharded_over_four_cpu_devices_matches_one_device():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {FAST_XLA_FLAGS}"}
+    proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES], env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.split() == ["ppo", "(1,", "4)", "ok", "ppo", "(2,", "2)", "ok",
+                                   "grpo", "(1,", "4)", "ok", "grpo", "(2,", "2)", "ok"], proc.stdout
