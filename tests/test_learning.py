@@ -31,7 +31,7 @@ def test_ppo_cartpole_preset_solves_it_with_four_seeds():
 def test_ppo_acrobot_preset_solves_it():
     # The acrobot-ppo preset at its full budget (5e5 steps), 2 seeds. Acrobot counts as solved
     # at -100; the published PPO figure is -80, which this preset does not reach yet (8 seeds in
-    # benchmarks/grpo_vs_ppo.py: -84.1 +- 0.7). So the test asserts the solved threshold.
+    # benchmarks/results.py: -84.9 +- 0.8). So the test asserts the solved threshold.
     finals = train_seeds(PRESETS["acrobot-ppo"].config, 2)
     assert finals.mean() >= -100, finals
 

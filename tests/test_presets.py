@@ -91,3 +91,32 @@ def test_bad_config_files_fail_with_the_field_named(tmp_path, text, flags, messa
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         parse(["--config", str(path), *flags])
+
+
+def test_results_benchmark_runs_cut_presets_and_draws_the_table(tmp_path):
+    """benchmarks/results.py end to end on a tiny budget: JSON per preset, table with the cut, one figure per env."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import cli_env
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "results.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--presets", "cartpole-ppo", "cartpole-grpo", "--num-seeds", "2",
+         "--max-steps", "4096", "--out-dir", str(tmp_path)],
+        env=cli_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, algo in (("cartpole-ppo", "ppo"), ("cartpole-grpo", "grpo")):
+        record = json.loads((tmp_path / f"{name}.json").read_text())
+        assert record["algo"] == algo and record["num_seeds"] == 2
+        assert record["budget"] == 4096 and record["preset_budget"] == PRESETS[name].config.total_timesteps
+        assert len(record["final_return_per_seed"]) == 2 and len(record["curves"]) == 2
+        last = [max(c["env_steps"]) for c in record["curves"]]
+        # PPO stops exactly at 2 updates of 32 x 64 steps; GRPO's last update may pass the alive-step budget.
+        assert last == [4096, 4096] if algo == "ppo" else min(last) >= 4096
+    table = (tmp_path / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| CartPole-v1"))
+    assert row.count("cut from") == 2 and "500 (5e5)" in row
+    assert (tmp_path / "CartPole-v1.png").stat().st_size > 0

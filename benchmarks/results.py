@@ -1,0 +1,166 @@
+"""The results table: each preset trained for N seeds, PPO and GRPO per environment.
+
+    python benchmarks/results.py [--presets NAME ...] [--num-seeds 8] [--max-steps N]
+                                 [--out-dir benchmarks/results/suite-<platform>] [--report-only]
+
+Each preset runs as one ``jax.jit(jax.vmap(train))`` call over its seeds (seed i
+is ``jax.random.key(i)``, as ``--seed 0 --num-seeds N`` on the CLI), compiled
+with ``.lower().compile()`` and timed apart from the run (``block_until_ready``).
+``--max-steps`` caps a preset's budget (per seed) where the full one does not fit
+the machine; the JSON and the table then show both budgets, and nothing is
+extrapolated.
+
+Writes ``<out-dir>/<preset>.json`` per preset (config, per-seed final returns,
+downsampled per-seed learning curves, wall/compile/run seconds, machine), then
+reads every preset JSON in ``out-dir`` and writes ``table.md`` and one figure per
+environment (``<env>.png`` / ``.svg``: mean episode return ± 95% CI over seeds,
+PPO and GRPO on the same axes). Runs can be done in pieces: each call adds or
+replaces its presets' JSON and redraws the whole table.
+
+Final return: mean episode return over the last 10% of updates (as the CLI's
+``summary.json``). GRPO budgets count alive env steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxrl_po import make_train
+from jaxrl_po.config import to_dict
+from jaxrl_po.logs import final_returns, none_if_nan
+from jaxrl_po.plot import Curve, common_grid, forward_fill, mean_and_ci, plot_curves
+from jaxrl_po.presets import PRESETS
+from jaxrl_po.sweep import confidence_interval
+from jaxrl_po.timing import compile_then_run, machine_info
+
+CURVE_POINTS = 100  # learning-curve points kept per seed
+
+# env -> (published PPO figure, its budget, our target), from the gymnax baselines as quoted in issue 6.
+PUBLISHED = {
+    "CartPole-v1": ("500", 5e5, 500.0),
+    "Acrobot-v1": ("-80", 5e5, -80.0),
+    "Pendulum-v1": ("-130 to -200", 1e6, -150.0),
+    "MountainCarContinuous-v0": ("≈0 (fails)", 1e6, 90.0),
+    "Breakout-MinAtar": ("28 (best ≈40)", 1e7, 40.0),
+    "SpaceInvaders-MinAtar": ("131", 1e7, 131.0),
+    "Asterix-MinAtar": ("15", 1e7, 15.0),
+    "Freeway-MinAtar": ("58", 1e7, 58.0),
+}
+
+
+def downsample(returns: np.ndarray, steps: np.ndarray, points: int = CURVE_POINTS) -> dict:
+    """One seed's curve at <= ``points`` of the updates that ran. returns, steps: [U]."""
+    ran = steps > 0
+    returns, steps = returns[ran], steps[ran]
+    idx = np.unique(np.linspace(0, len(steps) - 1, min(points, len(steps))).astype(int))
+    return {"env_steps": [int(s) for s in steps[idx]],
+            "episode_return": [none_if_nan(round(float(r), 3)) for r in returns[idx]]}
+
+
+def run_preset(name: str, num_seeds: int, max_steps: int | None) -> dict:
+    """Train preset ``name`` for ``num_seeds`` seeds in one vmapped call; the JSON record."""
+    preset = PRESETS[name]
+    config = preset.config
+    if max_steps is not None and config.total_timesteps > max_steps:
+        config = config.replace(total_timesteps=max_steps)
+    keys = jax.vmap(jax.random.key)(np.arange(num_seeds, dtype=np.uint32))
+    start = time.perf_counter()
+    out, compile_s, run_s = compile_then_run(jax.vmap(make_train(config)), keys)
+    wall_s = time.perf_counter() - start
+    returns = np.asarray(out.metrics.episode_return, float)
+    steps = np.asarray(out.metrics.env_steps, np.int64)
+    finals = final_returns(returns, steps)
+    mean, half = confidence_interval(finals)
+    used = steps.max(axis=1)
+    return {
+        "preset": name, "algo": preset.algo, "env": config.env, "config": to_dict(config),
+        "num_seeds": num_seeds, "budget": config.total_timesteps, "preset_budget": preset.config.total_timesteps,
+        "budget_unit": "alive env steps" if preset.algo == "grpo" else "env steps",
+        "final_return_mean": none_if_nan(mean), "final_return_ci95": none_if_nan(half),
+        "final_return_per_seed": [none_if_nan(float(f)) for f in finals],
+        "env_steps_used_per_seed": [int(u) for u in used],
+        "nonfinite_runs": int((np.asarray(out.metrics.nonfinite) != 0).any(axis=1).sum()),
+        "wall_s": wall_s, "compile_s": compile_s, "run_s": run_s, "sps": float(used.sum()) / run_s,
+        "curves": [downsample(r, s) for r, s in zip(returns, steps)],
+        "machine": machine_info(),
+    }
+
+
+def curve_of(record: dict) -> Curve:
+    """The plotted line of one preset record: mean and 95% CI over seeds on a common step grid."""
+    steps = [np.asarray(c["env_steps"], float) for c in record["curves"]]
+    returns = [forward_fill(np.asarray([np.nan if r is None else r for r in c["episode_return"]], float))
+               for c in record["curves"]]
+    grid, per_seed = common_grid(steps, returns, CURVE_POINTS)
+    mean, half = mean_and_ci(per_seed)
+    return Curve(f"{record['algo'].upper()} ({record['preset']})", grid, mean, half, len(steps), per_seed)
+
+
+def steps_text(steps: float) -> str:
+    """5e5, 1.5e6, 1e7."""
+    return f"{steps:.2g}".replace("e+0", "e").replace("e+", "e")
+
+
+def cell(record: dict | None) -> str:
+    """'mean ± ci (n seeds, budget)' for the table; '—' where the algorithm was not run."""
+    if record is None:
+        return "—"
+    mean, half = record["final_return_mean"], record["final_return_ci95"]
+    value = "n/a" if mean is None else f"{mean:.1f}" + ("" if half is None else f" ± {half:.1f}")
+    cut = "" if record["budget"] == record["preset_budget"] else f", cut from {steps_text(record['preset_budget'])}"
+    unit = " alive" if record["algo"] == "grpo" else ""
+    return (f"{value} ({record['num_seeds']} seeds, {steps_text(record['budget'])}{unit} steps{cut}, "
+            f"{record['wall_s'] / 60:.1f} min)")
+
+
+def report(out_dir: Path) -> str:
+    """Read every preset JSON in ``out_dir``; write table.md and one figure per env; return the table."""
+    records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
+    by_env: dict[str, dict[str, dict]] = {}
+    for record in records:
+        by_env.setdefault(record["env"], {})[record["algo"]] = record
+    lines = ["| env | PPO (mean ± 95% CI) | GRPO (mean ± 95% CI) | published PPO (budget) | target |",
+             "|---|---|---|---|---|"]
+    for env in sorted(by_env, key=lambda e: list(PUBLISHED).index(e) if e in PUBLISHED else len(PUBLISHED)):
+        algos = by_env[env]
+        published, budget, target = PUBLISHED.get(env, ("?", float("nan"), float("nan")))
+        lines.append(f"| {env} | {cell(algos.get('ppo'))} | {cell(algos.get('grpo'))} "
+                     f"| {published} ({steps_text(budget)}) | {target:g} |")
+        plot_curves([curve_of(algos[a]) for a in ("ppo", "grpo") if a in algos], out_dir / env, title=env)
+    machines = {f"{r['machine'].get('model_name', r['machine']['processor'])} ({r['machine']['platform']}, "
+                f"{r['machine']['cpus']} CPUs, JAX {r['machine']['jax']})" for r in records}
+    table = "\n".join(lines) + "\n\nMachine: " + "; ".join(sorted(machines)) + "\n"
+    (out_dir / "table.md").write_text(table)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="*", default=list(PRESETS), choices=list(PRESETS), metavar="NAME",
+                        help=f"presets to run (default: all): {', '.join(PRESETS)}")
+    parser.add_argument("--num-seeds", type=int, default=8)
+    parser.add_argument("--max-steps", type=int, default=None, help="cap each preset's per-seed budget")
+    parser.add_argument("--out-dir", default=None, help="default benchmarks/results/suite-<platform>")
+    parser.add_argument("--report-only", action="store_true", help="only redraw table.md and figures")
+    args = parser.parse_args()
+    if args.num_seeds < 1 or (args.max_steps is not None and args.max_steps < 1):
+        parser.error("--num-seeds and --max-steps must be positive")
+    out_dir = Path(args.out_dir or f"benchmarks/results/suite-{jax.devices()[0].platform}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        for name in args.presets:
+            print(f"{name}: {args.num_seeds} seeds ...", flush=True)
+            record = run_preset(name, args.num_seeds, args.max_steps)
+            (out_dir / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+            print(f"  {cell(record)}; compile {record['compile_s']:.1f} s, {record['sps']:,.0f} SPS", flush=True)
+    print(report(out_dir))
+
+
+if __name__ == "__main__":
+    main()
