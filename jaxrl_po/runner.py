@@ -66,7 +66,9 @@ class History:
         """Add a segment ([R, L] leaves); returns each run's update number of its first new row."""
         first = self.counts + 1
         ran = int((np.asarray(segment.env_steps) > 0).sum(1).max())
-        segment = type(segment)(*[np.asarray(x)[:, :ran] for x in segment])  # keep only rows that ran
+        # Keep only the rows that ran, as copies: a slice would keep the whole segment buffer
+        # (MAX_SEGMENT_ROWS rows per run) alive.
+        segment = type(segment)(*[np.asarray(x)[:, :ran].copy() for x in segment])
         self.segments.append(segment)
         self.counts = self.counts + (np.asarray(segment.env_steps) > 0).sum(1)
         return first
