@@ -28,7 +28,6 @@ class CheckpointError(Exception):
 class Restored(NamedTuple):
     state: Any  # numpy leaves, PRNG keys re-wrapped
     history: Any  # metrics NamedTuple of [num_runs, num_rows]
-    meta: dict
     step: int
 
 
@@ -99,18 +98,13 @@ class Checkpointer:
         except Exception as err:  # orbax raises many types for a damaged directory
             raise CheckpointError(f"cannot read checkpoint {self.directory / str(step)}: {_reason(err)}") from None
 
-    def restore(self, abstract_state: Any, abstract_row: Any, num_runs: int, step: int | None = None) -> Restored:
-        """The latest (or ``step``) checkpoint.
+    def restore(self, step: int, meta: dict, abstract_state: Any, abstract_row: Any, num_runs: int) -> Restored:
+        """Checkpoint ``step``, whose :meth:`read_meta` is ``meta`` (the caller has checked it).
 
         ``abstract_state``: ``jax.eval_shape`` of the batched state; ``abstract_row``:
         of one metrics row (a NamedTuple of scalars; gives the history's columns and dtypes).
         """
         ocp = self._ocp
-        steps = self.steps()
-        if not steps:
-            raise CheckpointError(f"no checkpoint in {self.directory}")
-        step = steps[-1] if step is None else step
-        meta = self.read_meta(step)
         rows = int(meta.get("num_rows", -1))
         history_target = {
             name: np.zeros((num_runs, rows), column.dtype) for name, column in abstract_row._asdict().items()
@@ -128,7 +122,7 @@ class Checkpointer:
         state = from_saveable(restored.state, abstract_state)
         _check_shapes(state, abstract_state, self.directory / str(step))
         history = type(abstract_row)(**{name: np.asarray(restored.history[name]) for name in abstract_row._fields})
-        return Restored(state, history, meta, step)
+        return Restored(state, history, step)
 
 
 def _check_shapes(state: Any, abstract: Any, where: Path) -> None:

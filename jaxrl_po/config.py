@@ -370,3 +370,14 @@ class GRPOConfig(BaseConfig):
                 raise ConfigError(
                     "grpo.clip_eps_high", f"{g.clip_eps_high} must be >= clip_eps = {self.clip_eps}"
                 )
+
+
+CONFIG_CLASSES: dict[str, type[BaseConfig]] = {"ppo": PPOConfig, "grpo": GRPOConfig}
+"""The config class of each algorithm name (``--algo``, ``config.json``'s ``algo``)."""
+
+
+def config_class(algo: str) -> type[BaseConfig]:
+    """The config class of ``algo``; ConfigError("algo", ...) listing the valid names."""
+    if algo not in CONFIG_CLASSES:
+        raise ConfigError("algo", f"unknown algorithm {algo!r}; valid: {', '.join(CONFIG_CLASSES)}")
+    return CONFIG_CLASSES[algo]

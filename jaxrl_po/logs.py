@@ -78,6 +78,20 @@ def make_run_dir(path: str | os.PathLike) -> Path:
     return run_dir
 
 
+def read_run_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
+    """(config.json's contents, the config it describes) of a run directory.
+
+    Raises OSError, ValueError, KeyError, TypeError or ConfigError when the file
+    is missing or is not a run's config (callers turn these into their own errors;
+    they read ``seeds`` and ``sweep`` themselves).
+    """
+    from jaxrl_po.config import config_class, from_dict
+
+    data = json.loads((Path(run_dir) / "config.json").read_text())
+    config = from_dict(config_class(data["algo"]), data)  # from_dict ignores algo, seeds, sweep, options
+    return data, config
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file + rename) so a crash never leaves half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -52,6 +52,7 @@ class JobSpec:
     progress: bool = True
     sinks: list = field(default_factory=list)  # TensorBoardSink, WandbSink, ... (process 0 only)
     env_shards: int | None = None  # devices that split each run's env batch; None: automatic (see layout.py)
+    compile_cache: str | None = None  # the persistent compile cache directory in use (recorded in summary.json)
 
 
 class History:
@@ -296,14 +297,15 @@ def restore(checkpointer: Checkpointer, meta: dict, abstract_state: Any, row_sha
     steps = checkpointer.steps()
     if not steps:
         raise CheckpointError(f"no checkpoint in {checkpointer.directory}")
-    saved = {k: v for k, v in checkpointer.read_meta(steps[-1]).items() if k != "num_rows"}
+    saved_meta = checkpointer.read_meta(steps[-1])
+    saved = {k: v for k, v in saved_meta.items() if k != "num_rows"}
     if saved != meta:
         diff = sorted(k for k in set(saved) | set(meta) if saved.get(k) != meta.get(k))
         shown = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs run {meta.get(k)!r}" for k in diff[:3])
         raise CheckpointError(f"checkpoint {checkpointer.directory / str(steps[-1])} is from another run ({shown})")
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
-    num_runs = len(meta["seeds"]) * max(1, int(np.prod([len(v) for v in meta["sweep"].values()])))
-    return checkpointer.restore(abstract, row_shape, num_runs, steps[-1])
+    num_runs = jax.tree_util.tree_leaves(abstract)[0].shape[0]
+    return checkpointer.restore(steps[-1], saved_meta, abstract, row_shape, num_runs)
 
 
 class TrainedRuns(NamedTuple):
@@ -322,21 +324,16 @@ def load_trained(run_dir: Path) -> TrainedRuns:
 
     Raises :class:`CheckpointError` (or ConfigError for a bad config.json) with a readable message.
     """
-    import json
-
     from jaxrl_po import make_algorithm
-    from jaxrl_po.config import ConfigError, GRPOConfig, PPOConfig, from_dict
+    from jaxrl_po.config import ConfigError
     from jaxrl_po.sweep import make_runs
 
-    path = Path(run_dir) / "config.json"
     try:
-        data = json.loads(path.read_text())
-        config_cls = {"ppo": PPOConfig, "grpo": GRPOConfig}[data["algo"]]
-        config = from_dict(config_cls, data)
+        data, config = logs.read_run_config(run_dir)
         meta = {k: v for k, v in data.items() if k != "options"}
         runs = make_runs(config, meta["seeds"], meta["sweep"])
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
-        raise CheckpointError(f"{run_dir} is not a run directory ({path}: {err})") from None
+        raise CheckpointError(f"{run_dir} is not a run directory ({Path(run_dir) / 'config.json'}: {err})") from None
     algo = make_algorithm(config)
     abstract = jax.eval_shape(jax.vmap(algo.init), runs.keys, runs.hparams)
     first = lambda tree: jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
@@ -419,6 +416,8 @@ def summarize(job: JobSpec, metrics: Any, failures: dict, compile_s: float, trai
         "interrupted": interrupted,
         "stopped_nonfinite": list(failures.values()),
     }
+    if job.compile_cache:
+        summary["compile_cache"] = job.compile_cache
     if hasattr(metrics, "padded_steps"):  # GRPO: env steps run after episodes ended
         summary["padded_env_steps"] = int(np.nansum(metrics.padded_steps))
     if job.meta["sweep"]:

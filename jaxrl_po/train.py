@@ -28,25 +28,8 @@ import numpy as np
 import tyro
 
 from jaxrl_po.checkpoint import CheckpointError
-from jaxrl_po.config import BaseConfig, ConfigError, PPOConfig, from_dict, to_dict
+from jaxrl_po.config import BaseConfig, ConfigError, config_class, to_dict
 from jaxrl_po.presets import PRESETS, get_preset
-
-ALGOS = ("ppo", "grpo")
-
-
-def algorithm(name: str):
-    """(config class, make_train) of an algorithm."""
-    if name == "ppo":
-        from jaxrl_po.ppo import make_train
-
-        return PPOConfig, make_train
-    if name == "grpo":
-        from jaxrl_po.config import GRPOConfig
-        from jaxrl_po.grpo import make_train
-
-        return GRPOConfig, make_train
-    raise ConfigError("algo", f"unknown algorithm {name!r}; valid: {', '.join(ALGOS)}")
-
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -145,10 +128,7 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
     if preset and known.algo and known.algo != preset.algo:
         raise ConfigError("algo", f"preset {known.preset} is for {preset.algo}, got --algo {known.algo}")
     algo = known.algo or (saved[0].algo if saved else preset.algo if preset else "ppo")
-    try:
-        config_cls, _ = algorithm(algo)
-    except ConfigError as err:
-        raise UsageError(f"{flag_name(err.field)}: {str(err).split(': ', 1)[1]}") from None
+    config_cls = config_class(algo)
     if saved and algo != saved[0].algo:
         raise ConfigError("algo", f"cannot change when resuming: the run in {known.resume} is {saved[0].algo}")
     defaults = dict(algo=algo, preset=known.preset)
@@ -217,14 +197,14 @@ SAVED_OPTIONS = ("checkpoint_every", "keep_checkpoints")
 
 def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
     """The options and config a run directory was started with (from its config.json)."""
-    path = run_dir / "config.json"
+    from jaxrl_po.logs import read_run_config
+
     try:
-        data = json.loads(path.read_text())
-        config_cls, _ = algorithm(data["algo"])
+        data, config = read_run_config(run_dir)
         seeds, grid = data["seeds"], data["sweep"]
-        config = from_dict(config_cls, {k: v for k, v in data.items() if k not in ("algo", "seeds", "sweep")})
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
-        raise ConfigError("resume", f"{run_dir} is not a run directory this program can resume ({path}: {err})") from None
+        raise ConfigError("resume", f"{run_dir} is not a run directory this program can resume "
+                                    f"({run_dir / 'config.json'}: {err})") from None
     sweep = tuple(f"{name}={','.join(f'{v:g}' for v in values)}" for name, values in grid.items())
     saved_options = {k: v for k, v in data.get("options", {}).items() if k in SAVED_OPTIONS}
     options = RunOptions(algo=data["algo"], num_seeds=len(seeds), seed=seeds[0], run_dir=str(run_dir),
@@ -395,14 +375,15 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
     import jax
     from rich.console import Console
 
-    from jaxrl_po import distributed, logs, sinks
+    from jaxrl_po import distributed, sinks
     from jaxrl_po.runner import JobSpec, job_layout, train_job
     from jaxrl_po.sweep import make_runs
 
     primary = distributed.is_primary()
     console = Console(quiet=not primary)  # only process 0 prints
-    if options.compile_cache:
-        enable_compile_cache(options.compile_cache_dir)
+    compile_cache = str(Path(options.compile_cache_dir).expanduser()) if options.compile_cache else None
+    if compile_cache:
+        enable_compile_cache(compile_cache)
     runs = make_runs(config, seeds_of(options), grid)
     meta = json.loads(json.dumps({"algo": options.algo, "seeds": seeds_of(options), "sweep": grid or {}, **to_dict(config)}))
     saved_options = {name: getattr(options, name) for name in SAVED_OPTIONS}
@@ -417,7 +398,7 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
     job = JobSpec(
         algo_name=options.algo, config=config, runs=runs, run_dir=run_dir, meta=meta, options=saved_options,
         checkpoint_every=options.checkpoint_every, keep_checkpoints=options.keep_checkpoints,
-        progress=options.progress, sinks=job_sinks, env_shards=layout.envs,
+        progress=options.progress, sinks=job_sinks, env_shards=layout.envs, compile_cache=compile_cache,
     )
     grid_text = f" x {num_runs // options.num_seeds} configs" if grid else ""
     hosts = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
@@ -426,10 +407,7 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
         f"{config.total_timesteps:,} env steps each, on {jax.device_count()} {jax.devices()[0].platform} "
         f"device(s){hosts} (mesh: runs {layout.runs} x envs {layout.envs}); compiling..."
     )
-    summary, code = train_job(job, console, resume=bool(options.resume))
-    if options.compile_cache and primary:
-        summary["compile_cache"] = str(Path(options.compile_cache_dir).expanduser())
-        logs.write_json(run_dir / "summary.json", summary)
+    _, code = train_job(job, console, resume=bool(options.resume))
     return code
 
 
