@@ -29,8 +29,7 @@ def check_env_name(name: str) -> None:
 
 def check_image_observations(name: str, num_conv_layers: int) -> None:
     """A conv torso needs (H, W, C) observations larger than its unpadded 3x3 kernels shrink away."""
-    env, params = gymnax.make(name)
-    shape = tuple(env.observation_space(params).shape)
+    shape = make_vec_env(name, 1).obs_shape
     if len(shape) != 3:
         raise ConfigError("conv_channels", f"needs image observations (H, W, C); {name} observations have shape {shape}")
     if min(shape[:2]) <= 2 * num_conv_layers:

@@ -64,15 +64,14 @@ def keep_if_finite(old_state: Any, new_state: Any, code: jax.Array) -> Any:
     return state._replace(nonfinite=code)
 
 
-def empty_metrics(row: Any, length: int) -> Any:
-    """A buffer of ``length`` rows shaped like ``row``: integer leaves 0, float leaves NaN."""
+def empty_metrics(row_shape: Any, length: int) -> Any:
+    """A buffer of ``length`` rows for rows like ``row_shape`` (scalar ShapeDtypeStructs): integers 0, floats NaN."""
 
-    def column(x):
-        x = jnp.asarray(x)
-        fill = 0 if jnp.issubdtype(x.dtype, jnp.integer) else jnp.nan
-        return jnp.full((length,), fill, x.dtype)
+    def column(s):
+        fill = 0 if jnp.issubdtype(s.dtype, jnp.integer) else jnp.nan
+        return jnp.full((length,), fill, s.dtype)
 
-    return jax.tree_util.tree_map(column, row)
+    return jax.tree_util.tree_map(column, row_shape)
 
 
 def running(algo: Algorithm, state: Any) -> jax.Array:
@@ -91,7 +90,7 @@ def run_segment(algo: Algorithm, state: Any, hparams: dict, stop_at: jax.Array, 
       (state, metrics) with each metrics leaf ``[length]``; rows not run have env_steps 0 and NaN.
     """
     row_shape = jax.eval_shape(algo.update, state, hparams)[1]
-    metrics = empty_metrics(jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), row_shape), length)
+    metrics = empty_metrics(row_shape, length)
 
     def go_on(carry):
         state, _, i = carry
