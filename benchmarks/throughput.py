@@ -10,6 +10,11 @@ For each: compile s (``.lower().compile()``), run s (``block_until_ready``), SPS
 final return. The limits printed beside them: the same number of env steps
 rolled out with the same network and no learning, and the FLOP rate of a
 64-wide dense layer on this machine with the fraction of it the trainer reaches.
+
+Runs are laid out as the CLI lays them out: on a CPU host split into one JAX
+device per core (``train.split_cpu``), seeds are spread over the cores, so the
+16-seed case runs 8 seeds per core on 2 cores; it is also timed on one device
+(as ``jax.jit(jax.vmap(train))`` without a mesh runs) for comparison.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 
 from jaxrl_po import PPOConfig, make_train
 from jaxrl_po.envs import make_vec_env
+from jaxrl_po.layout import RUNS, Layout, make_mesh, put_runs, run_sharding
 from jaxrl_po.logs import final_returns
 from jaxrl_po.networks import make_policy
 from jaxrl_po.rollout import init_env_carry, rollout
@@ -35,23 +41,35 @@ BASE = PPOConfig(
     env="CartPole-v1", num_envs=4, num_steps=128, update_epochs=4, num_minibatches=4,
     total_timesteps=500_000, lr=2.5e-4, ent_coef=0.01,
 )
+# name -> (config, seeds, devices): None = as the CLI chooses (one seed per core at most), else that many.
 CASES = {
-    "1 seed, 4 envs x 128": (BASE, 1),
-    "16 seeds vmapped, 4 envs x 128": (BASE, 16),
-    "1 seed, 2048 envs x 128, 1e7 steps": (BASE.replace(num_envs=2048, total_timesteps=10_000_000), 1),
+    "1 seed, 4 envs x 128": (BASE, 1, None),
+    "16 seeds vmapped, 4 envs x 128": (BASE, 16, None),
+    "16 seeds vmapped, 4 envs x 128, 1 device": (BASE, 16, 1),
+    "1 seed, 2048 envs x 128, 1e7 steps": (BASE.replace(num_envs=2048, total_timesteps=10_000_000), 1, None),
 }
 
 
-def train_case(config: PPOConfig, num_seeds: int) -> dict:
-    keys = jax.random.split(jax.random.key(0), num_seeds)
-    out, compile_s, run_s = compile_then_run(jax.vmap(make_train(config)), keys)
+def run_over_devices(fn, num_seeds: int, num_devices: int, seed: int = 0):
+    """(output, compile_s, run_s) of ``jit(vmap(fn))`` over ``num_seeds`` keys spread over ``num_devices`` devices."""
+    layout = Layout(num_devices, 1)
+    mesh = make_mesh(layout)
+    keys = put_runs(jax.random.split(jax.random.key(seed), num_seeds), run_sharding(mesh),
+                    layout.padded_runs(num_seeds))
+    with jax.set_mesh(mesh):
+        out, compile_s, run_s = compile_then_run(jax.vmap(fn, spmd_axis_name=RUNS), keys)
+    return jax.tree_util.tree_map(lambda x: x[:num_seeds], out), compile_s, run_s
+
+
+def train_case(config: PPOConfig, num_seeds: int, num_devices: int) -> dict:
+    out, compile_s, run_s = run_over_devices(make_train(config), num_seeds, num_devices)
     steps = config.num_updates * config.steps_per_update * num_seeds
     finals = final_returns(np.asarray(out.metrics.episode_return), np.asarray(out.metrics.env_steps))
     return {"compile_s": compile_s, "run_s": run_s, "sps": steps / run_s, "env_steps": steps,
             "final_return_mean": float(np.nanmean(finals))}
 
 
-def rollout_only_case(config: PPOConfig, num_seeds: int) -> dict:
+def rollout_only_case(config: PPOConfig, num_seeds: int, num_devices: int) -> dict:
     """The same env steps and actor network, no learning: the trainer's ceiling."""
     env = make_vec_env(config.env, config.num_envs)
     policy = make_policy(env.action_spec, config.hidden_sizes, config.activation)
@@ -66,8 +84,7 @@ def rollout_only_case(config: PPOConfig, num_seeds: int) -> dict:
 
         return jax.lax.scan(one_update, carry, jax.random.split(key, config.num_updates))[1].sum()
 
-    keys = jax.random.split(jax.random.key(1), num_seeds)
-    _, compile_s, run_s = compile_then_run(jax.vmap(collect), keys)
+    _, compile_s, run_s = run_over_devices(collect, num_seeds, num_devices, seed=1)
     steps = config.num_updates * config.steps_per_update * num_seeds
     return {"compile_s": compile_s, "run_s": run_s, "sps": steps / run_s}
 
@@ -104,31 +121,37 @@ def cpu_model() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=f"benchmarks/results/throughput-{jax.devices()[0].platform}.json")
+    parser.add_argument("--out", help="default: benchmarks/results/throughput-<platform>.json")
     parser.add_argument("--quick", action="store_true", help="10x smaller budgets (a smoke run)")
+    parser.add_argument("--cpu-devices", type=int, default=len(os.sched_getaffinity(0)),
+                        help="JAX devices the CPU is split into, as the CLI does (default: one per core)")
     args = parser.parse_args()
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before anything starts the backend
+    args.out = args.out or f"benchmarks/results/throughput-{jax.devices()[0].platform}.json"
 
     flop_rate = dense_flop_rate()
     results = {
         "machine": {"platform": jax.devices()[0].platform, "device": jax.devices()[0].device_kind,
-                    "processor": cpu_model(), "cpu_count": os.cpu_count(), "jax": jax.__version__},
+                    "processor": cpu_model(), "cpu_count": os.cpu_count(), "cpu_devices": args.cpu_devices,
+                    "jax": jax.__version__},
         "dense64_flops_per_s": flop_rate,
         "cases": {},
     }
-    print(f"{'case':<38}{'compile s':>10}{'run s':>8}{'SPS':>12}{'rollout-only SPS':>18}{'of ceiling':>11}"
+    print(f"{'case':<44}{'devices':>8}{'compile s':>10}{'run s':>8}{'SPS':>12}{'rollout-only SPS':>18}{'of ceiling':>11}"
           f"{'FLOP/s':>10}{'of dense':>9}{'return':>8}")
-    for name, (config, seeds) in CASES.items():
+    for name, (config, seeds, devices) in CASES.items():
         if args.quick:
             config = config.replace(total_timesteps=config.total_timesteps // 10)
-        train = train_case(config, seeds)
-        ceiling = rollout_only_case(config, seeds)
+        devices = devices or min(jax.device_count(), seeds)
+        train = train_case(config, seeds, devices)
+        ceiling = rollout_only_case(config, seeds, devices)
         flops = train["sps"] * train_flops_per_step(config)
-        row = {"num_seeds": seeds, "num_envs": config.num_envs, "num_steps": config.num_steps,
+        row = {"num_seeds": seeds, "devices": devices, "num_envs": config.num_envs, "num_steps": config.num_steps,
                "total_timesteps_per_seed": config.total_timesteps, **train,
                "rollout_only": ceiling, "fraction_of_rollout_only": train["sps"] / ceiling["sps"],
                "train_flops_per_s": flops, "fraction_of_dense_flop_rate": flops / flop_rate}
         results["cases"][name] = row
-        print(f"{name:<38}{train['compile_s']:>10.1f}{train['run_s']:>8.2f}{train['sps']:>12,.0f}"
+        print(f"{name:<44}{devices:>8}{train['compile_s']:>10.1f}{train['run_s']:>8.2f}{train['sps']:>12,.0f}"
               f"{ceiling['sps']:>18,.0f}{row['fraction_of_rollout_only']:>11.0%}{flops / 1e9:>9.2f}G"
               f"{row['fraction_of_dense_flop_rate']:>9.1%}{train['final_return_mean']:>8.1f}")
     print(f"dense 64-wide layer: {flop_rate / 1e9:.2f} GFLOP/s")

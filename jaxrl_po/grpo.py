@@ -135,7 +135,8 @@ def make_algorithm(config: GRPOConfig) -> loop.Algorithm:
             p, policy, mb, hp, opts.loss_type, opts.importance_sampling, alive_per_minibatch, horizon
         )
         params, opt_state, info, grad_norm = sgd_epochs(
-            sgd_key, state.params, state.opt_state, batch, loss_fn, make_optimizer(hp["max_grad_norm"]), lr,
+            sgd_key, state.params, state.opt_state, batch, jax.grad(loss_fn, has_aux=True),
+            make_optimizer(hp["max_grad_norm"]), lr,
             config.update_epochs, config.num_minibatches,
         )
         code = loop.nonfinite_code(info, grad_norm, params)

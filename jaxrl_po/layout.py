@@ -84,12 +84,29 @@ def make_mesh(layout: Layout) -> Mesh:
     Devices of one process come next to each other along "envs", so an env axis
     that fits in one host never crosses the network.
     """
-    return jax.make_mesh((layout.runs, layout.envs), (RUNS, ENVS), axis_types=(AxisType.Auto, AxisType.Auto))
+    devices = jax.devices()[: layout.runs * layout.envs]  # all, or the first runs x envs (runner.job_layout)
+    return jax.make_mesh((layout.runs, layout.envs), (RUNS, ENVS), axis_types=(AxisType.Auto, AxisType.Auto),
+                         devices=devices)
 
 
 def run_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (run) axis over "runs", everything else replicated."""
     return NamedSharding(mesh, PartitionSpec(RUNS))
+
+
+def on_run_axis(abstract: Any, mesh: Mesh) -> Any:
+    """``abstract`` (per-run ShapeDtypeStructs with shardings) with every leaf split over "runs".
+
+    XLA may place a leaf that starts out equal in every run (zero biases) replicated;
+    after a segment it comes back split, and the compiled segment would then refuse
+    it. Leaves already split over "runs" (and perhaps "envs") keep their sharding.
+    """
+
+    def pinned(s):
+        split = any(RUNS == axis or (isinstance(axis, tuple) and RUNS in axis) for axis in s.sharding.spec)
+        return s if split else jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=run_sharding(mesh))
+
+    return jax.tree_util.tree_map(pinned, abstract)
 
 
 def env_shards_in_context() -> int:

@@ -67,14 +67,16 @@ def ppo_loss(
     policy,
     batch: PPOBatch,
     hp: dict[str, jax.Array],
-    norm_adv: bool,
     clip_value_loss: bool,
 ) -> tuple[jax.Array, PPOLossInfo]:
-    """Clipped surrogate + vf_coef * value loss - ent_coef * entropy, averaged over the batch."""
+    """Clipped surrogate + vf_coef * value loss - ent_coef * entropy, averaged over the batch.
+
+    A mean of per-sample terms, so it can be computed over pieces of a batch and
+    averaged (advantages arrive already normalised if that is wanted).
+    """
     dist = policy.dist(params, batch.obs)
     log_ratio = dist.log_prob(batch.action) - batch.log_prob
-    advantage = normalize(batch.advantage) if norm_adv else batch.advantage
-    policy_loss = clipped_surrogate(log_ratio, advantage, hp["clip_eps"], hp["clip_eps"]).mean()
+    policy_loss = clipped_surrogate(log_ratio, batch.advantage, hp["clip_eps"], hp["clip_eps"]).mean()
     value = policy.value(params, batch.obs)
     v_loss = value_loss(value, batch.value, batch.target, hp["clip_eps"] if clip_value_loss else None).mean()
     entropy = dist.entropy().mean()

@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxrl_po import distributed, logs, loop
 from jaxrl_po.checkpoint import CheckpointError, Checkpointer, Restored
-from jaxrl_po.layout import RUNS, Layout, check_layout, choose_layout, make_mesh, put_runs, run_sharding
+from jaxrl_po.layout import RUNS, Layout, check_layout, choose_layout, make_mesh, on_run_axis, put_runs, run_sharding
 from jaxrl_po.sweep import Runs, rank_configs
 
 SEGMENT_SECONDS = 1.0
@@ -51,7 +51,7 @@ class JobSpec:
     keep_checkpoints: int = 3
     progress: bool = True
     sinks: list = field(default_factory=list)  # TensorBoardSink, WandbSink, ... (process 0 only)
-    env_shards: int | None = None  # devices that split each run's env batch; None: automatic (see layout.py)
+    layout: Layout | None = None  # devices per mesh axis; None: job_layout(config, runs, env_shards=None)
     compile_cache: str | None = None  # the persistent compile cache directory in use (recorded in summary.json)
 
 
@@ -141,9 +141,20 @@ def device_memory_bytes() -> tuple[int, str]:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM (cpu)"
 
 
-def job_layout(config: Any, num_runs: int, env_shards: int | None) -> Layout:
-    """The mesh shape for ``num_runs`` runs of ``config`` on every device; ConfigError when the envs do not split."""
-    layout = choose_layout(num_runs, jax.device_count(), env_shards)
+def job_layout(config: Any, num_runs: int, env_shards: int | None, cores_split: bool = False) -> Layout:
+    """The mesh shape for ``num_runs`` runs of ``config``; ConfigError when the envs do not split.
+
+    Every device, laid out by :func:`jaxrl_po.layout.choose_layout`, except on a
+    CPU that ``train.split_cpu`` split into one device per core (``cores_split``):
+    there whole runs go to at most ``num_runs`` cores and an env batch is only
+    split when ``env_shards`` asks, because on CPU the collectives cost more than a
+    second core gives one run (1 seed, 4 envs: 36 K SPS over 2 cores, 117 K on one;
+    README "Throughput").
+    """
+    if cores_split and env_shards is None and jax.default_backend() == "cpu":
+        layout = Layout(min(jax.device_count(), num_runs), 1)
+    else:
+        layout = choose_layout(num_runs, jax.device_count(), env_shards)
     check_layout(config, layout)
     return layout
 
@@ -176,17 +187,23 @@ def compile_job(algo: loop.Algorithm, keys: jax.Array, hparams: dict,
     it, the env-batch constraints of :func:`jaxrl_po.layout.shard_envs` take effect.
     """
     rows = min(algo.max_updates, MAX_SEGMENT_ROWS)
-    start = time.perf_counter()
+    start_time = time.perf_counter()
     with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
         init = jax.jit(jax.vmap(algo.init, spmd_axis_name=RUNS)).lower(keys, hparams).compile()
-        abstract = init.out_info  # ShapeDtypeStructs with their shardings
+        abstract = init.out_info if mesh is None else on_run_axis(init.out_info, mesh)
+        state_sharding = jax.tree_util.tree_map(lambda s: s.sharding, abstract)
         one_segment = functools.partial(loop.run_segment, algo, length=rows)
+        pinned = {} if mesh is None else {"out_shardings": (state_sharding, run_sharding(mesh))}
         segment = (
-            jax.jit(jax.vmap(one_segment, in_axes=(0, 0, None), spmd_axis_name=RUNS), donate_argnums=0)
+            jax.jit(jax.vmap(one_segment, in_axes=(0, 0, None), spmd_axis_name=RUNS), donate_argnums=0, **pinned)
             .lower(abstract, hparams, np.int32(0))
             .compile()
         )
-    return init, segment, time.perf_counter() - start
+
+    def start(keys: jax.Array, hparams: dict) -> Any:
+        return jax.device_put(init(keys, hparams), state_sharding)
+
+    return start, segment, time.perf_counter() - start_time
 
 
 def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
@@ -200,7 +217,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     config, runs = job.config, job.runs
     num_runs = len(runs.seeds)
     algo = make_algorithm(config)
-    layout = job_layout(config, num_runs, job.env_shards)
+    layout = job.layout or job_layout(config, num_runs, None)
     mesh = make_mesh(layout)
     keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
     init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
@@ -408,7 +425,7 @@ def summarize(job: JobSpec, metrics: Any, failures: dict, compile_s: float, trai
         "compile_s": compile_s,
         "train_s": train_s,
         "total_s": compile_s + train_s,
-        "num_devices": jax.device_count(),
+        "num_devices": layout.runs * layout.envs,
         "num_processes": jax.process_count(),
         "mesh": layout._asdict(),  # devices per mesh axis: {"runs": R, "envs": E}
         "device": str(jax.devices()[0].device_kind),

@@ -16,12 +16,54 @@ def make_optimizer(max_grad_norm: jax.Array) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.scale_by_adam(eps=1e-5))
 
 
+def pieces_for(num_samples: int, piece_size: int) -> int:
+    """How many equal pieces to split ``num_samples`` into so each has at most ``piece_size``.
+
+    The fewest that divide ``num_samples`` evenly; 1 (no split) when ``piece_size``
+    is 0, already enough, or the only even split gives pieces under a quarter of it.
+    """
+    if piece_size <= 0 or num_samples <= piece_size:
+        return 1
+    pieces = next(d for d in range(-(-num_samples // piece_size), num_samples + 1) if num_samples % d == 0)
+    return pieces if num_samples // pieces >= piece_size // 4 else 1
+
+
+def grad_in_pieces(loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]], num_pieces: int) -> Callable:
+    """``jax.grad(loss_fn, has_aux=True)``, computed over ``num_pieces`` pieces of the batch and averaged.
+
+    For a loss (and info) that is a mean over the batch's leading axis N this is
+    the same gradient up to float rounding, with N / num_pieces samples' activations
+    alive at a time: on CPU they then stay in cache (SGD on 65536-sample minibatches
+    in pieces of 1024: 1.8x faster on one core, 1.2x on two; README "Throughput").
+    Piece j takes samples j, j + P, j + 2P, ...,
+    so the sample axis stays the major one and keeps its split over "envs" devices.
+    """
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if num_pieces == 1:
+        return grad_fn
+
+    def summed(params: Any, batch: Any) -> tuple[Any, Any]:
+        split = lambda x: jnp.moveaxis(x.reshape((-1, num_pieces) + x.shape[1:]), 1, 0)  # [N] -> [P, N/P]
+        pieces = jax.tree_util.tree_map(split, batch)
+
+        def add(total, piece):
+            out = grad_fn(params, shard_envs(piece))
+            return jax.tree_util.tree_map(jnp.add, total, out), None
+
+        shapes = jax.eval_shape(grad_fn, params, jax.tree_util.tree_map(lambda x: x[0], pieces))
+        zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        total, _ = jax.lax.scan(add, zeros, pieces)
+        return jax.tree_util.tree_map(lambda x: x / num_pieces, total)
+
+    return summed
+
+
 def sgd_epochs(
     key: jax.Array,
     params: Any,
     opt_state: Any,
     batch: Any,
-    loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]],
+    grad_fn: Callable[[Any, Any], tuple[Any, Any]],
     optimizer: optax.GradientTransformation,
     lr: jax.Array,
     num_epochs: int,
@@ -32,14 +74,14 @@ def sgd_epochs(
     Args:
       batch: pytree whose leaves share a leading axis N (the units that are
         shuffled: single steps for PPO, whole groups for GRPO).
-      loss_fn: (params, minibatch) -> (loss, info pytree of scalars).
+      grad_fn: (params, minibatch) -> (gradient, info pytree of scalars), e.g.
+        ``jax.grad(loss_fn, has_aux=True)`` or :func:`grad_in_pieces`.
 
     Returns:
       (params, opt_state, info, grad_norm): info and the global gradient norm
       (before clipping) averaged over every gradient step.
     """
     n = jax.tree_util.tree_leaves(batch)[0].shape[0]
-    grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def minibatch_step(carry, idx: jax.Array):
         params, opt_state = carry

@@ -168,6 +168,12 @@ CLI_BACKGROUND_RUNS = {
         "--total-timesteps", "1024", "--num-seeds", "2", "--hidden-sizes", "16", "16",
         "--run-dir", "{base}/ppo", "--compile-cache-dir", "{base}/xla-cache",
     ],
+    # The same as "ppo" on one CPU device ("ppo" spreads its 2 seeds over the cores).
+    "ppo-one-device": [
+        "--num-envs", "8", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
+        "--total-timesteps", "1024", "--num-seeds", "2", "--hidden-sizes", "16", "16",
+        "--run-dir", "{base}/ppo-one-device", "--compile-cache-dir", "{base}/xla-cache", "--cpu-devices", "1",
+    ],
     "grpo": [
         "--algo", "grpo", "--num-envs", "8", "--grpo.group-size", "4", "--num-minibatches", "2",
         "--update-epochs", "1", "--total-timesteps", "200", "--grpo.horizon", "20",

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
+import numpy as np
 import pytest
 
 from jaxrl_po.config import PPOConfig, from_dict
@@ -65,8 +67,10 @@ BAD_CASES = [
     ),
     ("checkpoint-every-negative", ["--checkpoint-every", "-1"], "--checkpoint-every", ["-1"]),
     ("keep-checkpoints-zero", ["--keep-checkpoints", "0"], "--keep-checkpoints", []),
-    # One CPU device here: the env axis can only be 1; joining flags need --distributed.
-    ("env-shards-not-a-divisor", ["--env-shards", "3"], "--env-shards", ["divisor of the device count 1", "3"]),
+    # One device per core (1 or 2 here): 3 divides neither; joining flags need --distributed.
+    ("env-shards-not-a-divisor", ["--env-shards", "3"], "--env-shards", ["divisor of the device count", "3"]),
+    ("cpu-devices-zero", ["--cpu-devices", "0"], "--cpu-devices", [">= 1", "0"]),
+    ("grad-piece-size-negative", ["--grad-piece-size", "-1"], "--grad-piece-size", ["non-negative integer", "-1"]),
     ("process-id-without-distributed", ["--process-id", "1"], "--process-id", ["--distributed"]),
     (
         "process-id-out-of-range",
@@ -194,6 +198,30 @@ def test_ppo_run_writes_run_directory(cli_background):
     assert summary["num_seeds"] == 2
     assert summary["total_timesteps"] == 1024
     assert summary["sps"] > 0 and summary["compile_s"] > 0 and summary["train_s"] > 0
+
+
+def _metric_rows(run_dir) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_seeds_spread_over_cpu_cores_train_like_one_device(cli_background):
+    # By default the CLI makes one CPU device per core and puts whole seeds on each
+    # (train.split_cpu); --cpu-devices 1 keeps one. Both give the same runs, to float rounding.
+    for name in ("ppo", "ppo-one-device"):
+        _assert_ok(*cli_background.result(name))
+    spread, single = (json.loads((cli_background.base / name / "summary.json").read_text())
+                      for name in ("ppo", "ppo-one-device"))
+    cores = min(len(os.sched_getaffinity(0)), 2)  # 2 seeds: at most 2 devices are used
+    assert spread["mesh"] == {"runs": cores, "envs": 1} and spread["num_devices"] == cores
+    assert single["mesh"] == {"runs": 1, "envs": 1} and single["num_devices"] == 1
+    a, b = (_metric_rows(cli_background.base / name) for name in ("ppo", "ppo-one-device"))
+    assert [(r["seed"], r["update"], r["env_steps"]) for r in a] == [(r["seed"], r["update"], r["env_steps"]) for r in b]
+    first = [(ra, rb) for ra, rb in zip(a, b) if ra["update"] == "1"]
+    for ra, rb in first:  # the first update's episodes come from the same initial policy and keys
+        assert ra["episode_return"] == rb["episode_return"] and ra["episodes"] == rb["episodes"]
+        for name in ("policy_loss", "value_loss", "entropy", "grad_norm"):
+            np.testing.assert_allclose(float(ra[name]), float(rb[name]), rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 def test_grpo_run_writes_summary(cli_background):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxrl_po.envs import ActionSpec
-from jaxrl_po.losses import PPOBatch, approx_kl, clipped_surrogate, ppo_loss, value_loss
+from jaxrl_po.losses import PPOBatch, approx_kl, clipped_surrogate, normalize, ppo_loss, value_loss
 from jaxrl_po.networks import make_policy
 
 EPS = 0.2
@@ -126,7 +126,9 @@ def evaluated(request):
             advantage=jax.random.normal(k_adv, (N,)),
             target=jax.random.normal(k_tgt, (N,)),
         )
-        loss = lambda p, b, norm_adv, clip_value: ppo_loss(p, policy, b, HP, norm_adv, clip_value)
+        def loss(p, b, norm_adv, clip_value):
+            return ppo_loss(p, policy, b._replace(advantage=normalize(b.advantage)) if norm_adv else b, HP, clip_value)
+
         out = {"batch": batch}
         out["on"] = loss(params, batch, False, False)
         out["on_norm_clip"] = loss(params, batch, True, True)
