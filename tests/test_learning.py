@@ -29,11 +29,12 @@ def test_ppo_cartpole_preset_solves_it_with_four_seeds():
 
 @pytest.mark.learning
 def test_ppo_acrobot_preset_solves_it():
-    # The acrobot-ppo preset at its full budget (5e5 steps), 2 seeds. Acrobot counts as solved
-    # at -100; the published PPO figure is -80, which this preset does not reach yet (8 seeds in
-    # benchmarks/results.py: -84.9 +- 0.8). So the test asserts the solved threshold.
+    # The acrobot-ppo preset at its full budget (5e5 steps), 2 seeds, must reach the published
+    # PPO figure, -80 (Acrobot counts as solved at -100). When written, benchmarks/results.py gave
+    # -69.4 +- 2.6 over 8 seeds, every seed between -75.1 and -65.5, and these two seeds -68.9
+    # and -67.6; -80 leaves a margin of 5 below the worst of those seeds.
     finals = train_seeds(PRESETS["acrobot-ppo"].config, 2)
-    assert finals.mean() >= -100, finals
+    assert finals.mean() >= -80, finals
 
 
 @pytest.mark.learning
