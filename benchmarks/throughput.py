@@ -26,16 +26,24 @@ import platform
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from jaxrl_po import PPOConfig, make_train
-from jaxrl_po.envs import make_vec_env
-from jaxrl_po.layout import RUNS, Layout, make_mesh, put_runs, run_sharding
-from jaxrl_po.logs import final_returns
-from jaxrl_po.networks import make_policy
-from jaxrl_po.rollout import init_env_carry, rollout
-from jaxrl_po.timing import compile_then_run
+# One JAX device per core, as the CLI makes them (train.split_cpu); set before the imports below
+# start the backend (gymnax creates arrays when imported).
+_pre = argparse.ArgumentParser(add_help=False)
+_pre.add_argument("--cpu-devices", type=int, default=len(os.sched_getaffinity(0)))
+CPU_DEVICES = _pre.parse_known_args()[0].cpu_devices
+jax.config.update("jax_num_cpu_devices", CPU_DEVICES)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxrl_po import PPOConfig, make_train  # noqa: E402
+from jaxrl_po.envs import make_vec_env  # noqa: E402
+from jaxrl_po.layout import RUNS, Layout, make_mesh, put_runs, run_sharding  # noqa: E402
+from jaxrl_po.logs import final_returns  # noqa: E402
+from jaxrl_po.networks import make_policy  # noqa: E402
+from jaxrl_po.rollout import init_env_carry, rollout  # noqa: E402
+from jaxrl_po.timing import compile_then_run  # noqa: E402
 
 BASE = PPOConfig(
     env="CartPole-v1", num_envs=4, num_steps=128, update_epochs=4, num_minibatches=4,
@@ -123,10 +131,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="default: benchmarks/results/throughput-<platform>.json")
     parser.add_argument("--quick", action="store_true", help="10x smaller budgets (a smoke run)")
-    parser.add_argument("--cpu-devices", type=int, default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--cpu-devices", type=int, default=CPU_DEVICES,
                         help="JAX devices the CPU is split into, as the CLI does (default: one per core)")
     args = parser.parse_args()
-    jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before anything starts the backend
     args.out = args.out or f"benchmarks/results/throughput-{jax.devices()[0].platform}.json"
 
     flop_rate = dense_flop_rate()
