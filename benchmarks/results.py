@@ -2,9 +2,11 @@
 
     python benchmarks/results.py [--presets NAME ...] [--num-seeds 8] [--max-steps N]
                                  [--out-dir benchmarks/results/suite-<platform>] [--report-only]
+                                 [--cpu-devices N]
 
 Each preset runs as one ``jax.jit(jax.vmap(train))`` call over its seeds (seed i
-is ``jax.random.key(i)``, as ``--seed 0 --num-seeds N`` on the CLI), compiled
+is ``jax.random.key(i)``, as ``--seed 0 --num-seeds N`` on the CLI), the seeds
+spread over the CPU's cores as the CLI spreads them (one device per core), compiled
 with ``.lower().compile()`` and timed apart from the run (``block_until_ready``).
 ``--max-steps`` caps a preset's budget (per seed) where the full one does not fit
 the machine; the JSON and the table then show both budgets, and nothing is
@@ -29,15 +31,25 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
-from jaxrl_po import make_train
-from jaxrl_po.config import to_dict
-from jaxrl_po.logs import final_returns, none_if_nan
-from jaxrl_po.plot import Curve, common_grid, forward_fill, mean_and_ci, plot_curves
-from jaxrl_po.presets import PRESETS
-from jaxrl_po.sweep import confidence_interval
-from jaxrl_po.timing import compile_then_run, machine_info
+from jaxrl_po.layout import usable_cores
+
+# One JAX device per core, as the CLI makes them (train.split_cpu): the seeds are spread over
+# the cores. Set before the imports below start the backend (gymnax creates arrays when imported).
+_pre = argparse.ArgumentParser(add_help=False)
+_pre.add_argument("--cpu-devices", type=int, default=usable_cores())
+CPU_DEVICES = _pre.parse_known_args()[0].cpu_devices
+jax.config.update("jax_num_cpu_devices", CPU_DEVICES)
+
+import numpy as np  # noqa: E402
+
+from jaxrl_po import make_train  # noqa: E402
+from jaxrl_po.config import to_dict  # noqa: E402
+from jaxrl_po.logs import final_returns, none_if_nan  # noqa: E402
+from jaxrl_po.plot import Curve, common_grid, forward_fill, mean_and_ci, plot_curves  # noqa: E402
+from jaxrl_po.presets import PRESETS  # noqa: E402
+from jaxrl_po.sweep import confidence_interval  # noqa: E402
+from jaxrl_po.timing import compile_then_run_over_devices, machine_info  # noqa: E402
 
 CURVE_POINTS = 100  # learning-curve points kept per seed
 
@@ -71,7 +83,8 @@ def run_preset(name: str, num_seeds: int, max_steps: int | None) -> dict:
         config = config.replace(total_timesteps=max_steps)
     keys = jax.vmap(jax.random.key)(np.arange(num_seeds, dtype=np.uint32))
     start = time.perf_counter()
-    out, compile_s, run_s = compile_then_run(jax.vmap(make_train(config)), keys)
+    devices = min(jax.device_count(), num_seeds)
+    out, compile_s, run_s = compile_then_run_over_devices(make_train(config), keys, devices)
     wall_s = time.perf_counter() - start
     returns = np.asarray(out.metrics.episode_return, float)
     steps = np.asarray(out.metrics.env_steps, np.int64)
@@ -80,7 +93,7 @@ def run_preset(name: str, num_seeds: int, max_steps: int | None) -> dict:
     used = steps.max(axis=1)
     return {
         "preset": name, "algo": preset.algo, "env": config.env, "config": to_dict(config),
-        "num_seeds": num_seeds, "budget": config.total_timesteps, "preset_budget": preset.config.total_timesteps,
+        "num_seeds": num_seeds, "devices": devices, "budget": config.total_timesteps, "preset_budget": preset.config.total_timesteps,
         "budget_unit": "alive env steps" if preset.algo == "grpo" else "env steps",
         "final_return_mean": none_if_nan(mean), "final_return_ci95": none_if_nan(half),
         "final_return_per_seed": [none_if_nan(float(f)) for f in finals],
@@ -148,6 +161,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="cap each preset's per-seed budget")
     parser.add_argument("--out-dir", default=None, help="default benchmarks/results/suite-<platform>")
     parser.add_argument("--report-only", action="store_true", help="only redraw table.md and figures")
+    parser.add_argument("--cpu-devices", type=int, default=CPU_DEVICES,
+                        help="JAX devices the CPU is split into, as the CLI does (default: one per core)")
     args = parser.parse_args()
     if args.num_seeds < 1 or (args.max_steps is not None and args.max_steps < 1):
         parser.error("--num-seeds and --max-steps must be positive")

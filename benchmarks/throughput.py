@@ -27,10 +27,12 @@ from pathlib import Path
 
 import jax
 
+from jaxrl_po.layout import usable_cores
+
 # One JAX device per core, as the CLI makes them (train.split_cpu); set before the imports below
 # start the backend (gymnax creates arrays when imported).
 _pre = argparse.ArgumentParser(add_help=False)
-_pre.add_argument("--cpu-devices", type=int, default=len(os.sched_getaffinity(0)))
+_pre.add_argument("--cpu-devices", type=int, default=usable_cores())
 CPU_DEVICES = _pre.parse_known_args()[0].cpu_devices
 jax.config.update("jax_num_cpu_devices", CPU_DEVICES)
 
@@ -39,11 +41,10 @@ import numpy as np  # noqa: E402
 
 from jaxrl_po import PPOConfig, make_train  # noqa: E402
 from jaxrl_po.envs import make_vec_env  # noqa: E402
-from jaxrl_po.layout import RUNS, Layout, make_mesh, put_runs, run_sharding  # noqa: E402
 from jaxrl_po.logs import final_returns  # noqa: E402
 from jaxrl_po.networks import make_policy  # noqa: E402
 from jaxrl_po.rollout import init_env_carry, rollout  # noqa: E402
-from jaxrl_po.timing import compile_then_run  # noqa: E402
+from jaxrl_po.timing import compile_then_run, compile_then_run_over_devices  # noqa: E402
 
 BASE = PPOConfig(
     env="CartPole-v1", num_envs=4, num_steps=128, update_epochs=4, num_minibatches=4,
@@ -58,19 +59,9 @@ CASES = {
 }
 
 
-def run_over_devices(fn, num_seeds: int, num_devices: int, seed: int = 0):
-    """(output, compile_s, run_s) of ``jit(vmap(fn))`` over ``num_seeds`` keys spread over ``num_devices`` devices."""
-    layout = Layout(num_devices, 1)
-    mesh = make_mesh(layout)
-    keys = put_runs(jax.random.split(jax.random.key(seed), num_seeds), run_sharding(mesh),
-                    layout.padded_runs(num_seeds))
-    with jax.set_mesh(mesh):
-        out, compile_s, run_s = compile_then_run(jax.vmap(fn, spmd_axis_name=RUNS), keys)
-    return jax.tree_util.tree_map(lambda x: x[:num_seeds], out), compile_s, run_s
-
-
 def train_case(config: PPOConfig, num_seeds: int, num_devices: int) -> dict:
-    out, compile_s, run_s = run_over_devices(make_train(config), num_seeds, num_devices)
+    keys = jax.random.split(jax.random.key(0), num_seeds)
+    out, compile_s, run_s = compile_then_run_over_devices(make_train(config), keys, num_devices)
     steps = config.num_updates * config.steps_per_update * num_seeds
     finals = final_returns(np.asarray(out.metrics.episode_return), np.asarray(out.metrics.env_steps))
     return {"compile_s": compile_s, "run_s": run_s, "sps": steps / run_s, "env_steps": steps,
@@ -92,7 +83,8 @@ def rollout_only_case(config: PPOConfig, num_seeds: int, num_devices: int) -> di
 
         return jax.lax.scan(one_update, carry, jax.random.split(key, config.num_updates))[1].sum()
 
-    _, compile_s, run_s = run_over_devices(collect, num_seeds, num_devices, seed=1)
+    keys = jax.random.split(jax.random.key(1), num_seeds)
+    _, compile_s, run_s = compile_then_run_over_devices(collect, keys, num_devices)
     steps = config.num_updates * config.steps_per_update * num_seeds
     return {"compile_s": compile_s, "run_s": run_s, "sps": steps / run_s}
 

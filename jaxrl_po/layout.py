@@ -15,6 +15,7 @@ the same code runs unchanged, with the same results, on one device.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -35,6 +36,11 @@ class Layout(NamedTuple):
     def padded_runs(self, num_runs: int) -> int:
         """The run axis length: ``num_runs`` rounded up to a multiple of the "runs" devices."""
         return -(-num_runs // self.runs) * self.runs
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def choose_layout(num_runs: int, num_devices: int, env_shards: int | None = None) -> Layout:

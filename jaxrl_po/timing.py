@@ -22,6 +22,26 @@ def compile_then_run(fn: Callable, *args: Any) -> tuple[Any, float, float]:
     return output, compile_s, time.perf_counter() - start
 
 
+def compile_then_run_over_devices(fn: Callable, keys: Any, num_devices: int) -> tuple[Any, float, float]:
+    """:func:`compile_then_run` of ``jax.vmap(fn)`` over ``keys`` (one run each), the runs spread over devices.
+
+    The runs go to the first ``num_devices`` devices as the CLI places them
+    (whole runs per device, padded to a multiple of ``num_devices``); the
+    output keeps the real runs only.
+    """
+    import jax
+
+    from jaxrl_po.layout import RUNS, Layout, make_mesh, put_runs, run_sharding
+
+    num_runs = keys.shape[0]
+    layout = Layout(num_devices, 1)
+    mesh = make_mesh(layout)
+    keys = put_runs(keys, run_sharding(mesh), layout.padded_runs(num_runs))
+    with jax.set_mesh(mesh):
+        out, compile_s, run_s = compile_then_run(jax.vmap(fn, spmd_axis_name=RUNS), keys)
+    return jax.tree_util.tree_map(lambda x: x[:num_runs], out), compile_s, run_s
+
+
 def machine_info() -> dict:
     """What a benchmark ran on: platform, device, device count, CPU model and count, jax/jaxlib versions, date."""
     import datetime

@@ -285,6 +285,8 @@ def split_cpu(argv: list[str]) -> bool:
     """
     import jax
 
+    from jaxrl_po.layout import usable_cores
+
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--cpu-devices", dest="cpu_devices")
     pre.add_argument("--distributed", action="store_true")
@@ -295,7 +297,7 @@ def split_cpu(argv: list[str]) -> bool:
             "XLA_FLAGS", "")
         if user_set or known.distributed:
             return False
-        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        count = usable_cores()
     if count < 1:
         raise ConfigError("cpu_devices", f"must be >= 1, got {count}")
     try:
