@@ -27,19 +27,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import jax
 
-from jaxrl_po.layout import usable_cores
+from jaxrl_po.config import ConfigError
+from jaxrl_po.train import split_cpu
 
-# One JAX device per core, as the CLI makes them (train.split_cpu): the seeds are spread over
-# the cores. Set before the imports below start the backend (gymnax creates arrays when imported).
-_pre = argparse.ArgumentParser(add_help=False)
-_pre.add_argument("--cpu-devices", type=int, default=usable_cores())
-CPU_DEVICES = _pre.parse_known_args()[0].cpu_devices
-jax.config.update("jax_num_cpu_devices", CPU_DEVICES)
+# One JAX device per core, exactly as the CLI makes them, so the seeds are spread over the cores
+# (respecting --cpu-devices and a device count the user fixed); before the imports below start
+# the backend (gymnax creates arrays).
+try:
+    split_cpu(sys.argv[1:])
+except ConfigError as err:
+    sys.exit(f"error: {err}")
 
 import numpy as np  # noqa: E402
 
@@ -161,8 +164,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="cap each preset's per-seed budget")
     parser.add_argument("--out-dir", default=None, help="default benchmarks/results/suite-<platform>")
     parser.add_argument("--report-only", action="store_true", help="only redraw table.md and figures")
-    parser.add_argument("--cpu-devices", type=int, default=CPU_DEVICES,
-                        help="JAX devices the CPU is split into, as the CLI does (default: one per core)")
+    parser.add_argument("--cpu-devices", type=int,
+                        help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
     args = parser.parse_args()
     if args.num_seeds < 1 or (args.max_steps is not None and args.max_steps < 1):
         parser.error("--num-seeds and --max-steps must be positive")

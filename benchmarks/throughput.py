@@ -23,18 +23,20 @@ import argparse
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 import jax
 
-from jaxrl_po.layout import usable_cores
+from jaxrl_po.config import ConfigError
+from jaxrl_po.train import split_cpu
 
-# One JAX device per core, as the CLI makes them (train.split_cpu); set before the imports below
-# start the backend (gymnax creates arrays when imported).
-_pre = argparse.ArgumentParser(add_help=False)
-_pre.add_argument("--cpu-devices", type=int, default=usable_cores())
-CPU_DEVICES = _pre.parse_known_args()[0].cpu_devices
-jax.config.update("jax_num_cpu_devices", CPU_DEVICES)
+# One JAX device per core, exactly as the CLI makes them (respecting --cpu-devices and a device
+# count the user fixed); before the imports below start the backend (gymnax creates arrays).
+try:
+    split_cpu(sys.argv[1:])
+except ConfigError as err:
+    sys.exit(f"error: {err}")
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -123,15 +125,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="default: benchmarks/results/throughput-<platform>.json")
     parser.add_argument("--quick", action="store_true", help="10x smaller budgets (a smoke run)")
-    parser.add_argument("--cpu-devices", type=int, default=CPU_DEVICES,
-                        help="JAX devices the CPU is split into, as the CLI does (default: one per core)")
+    parser.add_argument("--cpu-devices", type=int,
+                        help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
     args = parser.parse_args()
     args.out = args.out or f"benchmarks/results/throughput-{jax.devices()[0].platform}.json"
 
     flop_rate = dense_flop_rate()
     results = {
         "machine": {"platform": jax.devices()[0].platform, "device": jax.devices()[0].device_kind,
-                    "processor": cpu_model(), "cpu_count": os.cpu_count(), "cpu_devices": args.cpu_devices,
+                    "processor": cpu_model(), "cpu_count": os.cpu_count(), "cpu_devices": jax.device_count(),
                     "jax": jax.__version__},
         "dense64_flops_per_s": flop_rate,
         "cases": {},

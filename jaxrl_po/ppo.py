@@ -77,6 +77,7 @@ def make_algorithm(config: PPOConfig) -> loop.Algorithm:
     normalize_obs = uses_obs_normalization(config, spec.discrete)
     scale_reward = (not spec.discrete) if config.normalize_reward is None else config.normalize_reward
     num_updates = config.num_updates
+    num_pieces = pieces_for(config.minibatch_size, grad_piece_size(config))  # per minibatch gradient
 
     def init(key: jax.Array, hparams: dict) -> TrainState:
         hp = config.resolve_hparams(hparams)
@@ -105,7 +106,7 @@ def make_algorithm(config: PPOConfig) -> loop.Algorithm:
         )
         lr = hp["lr"] * (1.0 - state.update / num_updates) if config.anneal_lr else hp["lr"]
         loss_fn = lambda p, mb: ppo_loss(p, policy, mb, hp, config.clip_value_loss)
-        grad_pieces = grad_in_pieces(loss_fn, pieces_for(config.minibatch_size, grad_piece_size(config)))
+        grad_pieces = grad_in_pieces(loss_fn, num_pieces)
 
         def minibatch_grad(params, minibatch: PPOBatch):
             if config.norm_adv:  # over the whole minibatch, before any split into pieces
