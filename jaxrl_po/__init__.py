@@ -1,7 +1,10 @@
 """jaxrl_po: PPO and GRPO trained end to end on device with JAX and gymnax."""
 
+from jaxrl_po import threefry
 from jaxrl_po.config import ConfigError, GRPOConfig, GRPOOptions, PPOConfig
 from jaxrl_po.loop import TrainOutput
+
+threefry.install()  # same random bits, fewer XLA operations on CPU (jaxrl_po/threefry.py)
 
 
 def make_algorithm(config):

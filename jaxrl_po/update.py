@@ -58,6 +58,30 @@ def grad_in_pieces(loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]], num_pie
     return summed
 
 
+def random_permutation(key: jax.Array, n: int) -> jax.Array:
+    """i32[n]: a uniformly random permutation of 0..n-1, as ``jax.random.permutation(key, n)`` gives.
+
+    Each round sorts one uint32 array whose high bits are random and whose low
+    ``ceil(log2 n)`` bits are the index: a single-operand integer sort, which
+    XLA's CPU runtime does natively, 4-10x faster than the two-operand
+    (key, index) sort behind ``jax.random.permutation`` (README "Throughput").
+    A round orders by its random bits and keeps the previous order among ties,
+    so r rounds order by r x (32 - index bits) random bits; like
+    ``jax.random.permutation`` we take enough rounds for 3 log2(n) of them,
+    which makes a tie on all of them (the only bias) negligible.
+    """
+    index_bits = max(1, (n - 1).bit_length())
+    if index_bits > 24:
+        raise ValueError(f"random_permutation supports n <= 2**24, got {n}")
+    random_bits = 32 - index_bits
+    rounds = -(-3 * index_bits // random_bits)
+    order = jnp.arange(n, dtype=jnp.uint32)
+    for round_key in jax.random.split(key, rounds):
+        high = jax.random.bits(round_key, (n,), jnp.uint32) >> index_bits << index_bits
+        order = order[jnp.sort(high | jnp.arange(n, dtype=jnp.uint32)) & ((1 << index_bits) - 1)]
+    return order.astype(jnp.int32)
+
+
 def sgd_epochs(
     key: jax.Array,
     params: Any,
@@ -94,7 +118,7 @@ def sgd_epochs(
         return (params, opt_state), (info, optax.tree.norm(grads))
 
     def epoch(carry, epoch_key: jax.Array):
-        order = jax.random.permutation(epoch_key, n).reshape(num_minibatches, n // num_minibatches)
+        order = random_permutation(epoch_key, n).reshape(num_minibatches, n // num_minibatches)
         return jax.lax.scan(minibatch_step, carry, order)
 
     (params, opt_state), (info, grad_norm) = jax.lax.scan(

@@ -1,4 +1,4 @@
-"""Gradients summed over pieces of a minibatch (jaxrl_po.update) equal the whole-minibatch gradient."""
+"""jaxrl_po.update: shuffled minibatch orders, and gradients summed over pieces of a minibatch."""
 
 from __future__ import annotations
 
@@ -11,11 +11,40 @@ from jaxrl_po.envs import ActionSpec
 from jaxrl_po.losses import PPOBatch, ppo_loss
 from jaxrl_po.networks import make_policy
 from jaxrl_po.ppo import make_train
-from jaxrl_po.update import grad_in_pieces, pieces_for
+from jaxrl_po.update import grad_in_pieces, pieces_for, random_permutation
 
 from conftest import fast_jit
 
 HP = {"clip_eps": jnp.float32(0.2), "vf_coef": jnp.float32(0.5), "ent_coef": jnp.float32(0.01)}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 512, 1000, 262144])
+def test_random_permutation_is_a_permutation_and_reproducible(n):
+    order = fast_jit(random_permutation, static_argnums=1)(jax.random.key(3), n)
+    assert order.dtype == jnp.int32 and order.shape == (n,)
+    np.testing.assert_array_equal(np.sort(np.asarray(order)), np.arange(n))
+    np.testing.assert_array_equal(order, fast_jit(random_permutation, static_argnums=1)(jax.random.key(3), n))
+    if n >= 512:  # another key, another order
+        assert (np.asarray(order) != np.asarray(random_permutation(jax.random.key(4), n))).mean() > 0.9
+
+
+def test_random_permutation_is_uniform():
+    """All 24 orders of 4 items equally likely (chi-square over 48,000 draws), and each item equally likely everywhere."""
+    draws = 48_000
+    orders = np.asarray(fast_jit(jax.vmap(lambda k: random_permutation(k, 4)))(jax.random.split(jax.random.key(0), draws)))
+    codes = orders @ np.array([64, 16, 4, 1])
+    counts = np.array([np.sum(codes == c) for c in np.unique(codes)])
+    assert len(counts) == 24
+    expected = draws / 24
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 49.7, chi2  # the 0.999 quantile of chi-square with 23 degrees of freedom
+    position_counts = np.stack([(orders == item).sum(axis=0) for item in range(4)])
+    np.testing.assert_allclose(position_counts / draws, 0.25, atol=0.01)
+
+
+def test_random_permutation_rejects_sizes_its_keys_cannot_hold():
+    with pytest.raises(ValueError, match="n <= 2\\*\\*24"):
+        random_permutation(jax.random.key(0), 2**24 + 1)
 
 
 @pytest.mark.parametrize("samples, piece_size, pieces", [
