@@ -68,11 +68,13 @@ def random_permutation(key: jax.Array, n: int) -> jax.Array:
     A round orders by its random bits and keeps the previous order among ties,
     so r rounds order by r x (32 - index bits) random bits; like
     ``jax.random.permutation`` we take enough rounds for 3 log2(n) of them,
-    which makes a tie on all of them (the only bias) negligible.
+    which makes a tie on all of them (the only bias) negligible. Above 2**24
+    items too few random bits are left per round, and ``jax.random.permutation``
+    is used.
     """
     index_bits = max(1, (n - 1).bit_length())
     if index_bits > 24:
-        raise ValueError(f"random_permutation supports n <= 2**24, got {n}")
+        return jax.random.permutation(key, n).astype(jnp.int32)
     random_bits = 32 - index_bits
     rounds = -(-3 * index_bits // random_bits)
     order = jnp.arange(n, dtype=jnp.uint32)

@@ -42,9 +42,12 @@ def test_random_permutation_is_uniform():
     np.testing.assert_allclose(position_counts / draws, 0.25, atol=0.01)
 
 
-def test_random_permutation_rejects_sizes_its_keys_cannot_hold():
-    with pytest.raises(ValueError, match="n <= 2\\*\\*24"):
-        random_permutation(jax.random.key(0), 2**24 + 1)
+def test_random_permutation_of_more_than_2_to_the_24_items_is_jax_s():
+    """Past 2**24 items the packed keys would have too few random bits: jax.random.permutation takes over."""
+    n = 2**24 + 1
+    ours = jax.make_jaxpr(lambda k: random_permutation(k, n))(jax.random.key(0))
+    assert str(ours) == str(jax.make_jaxpr(lambda k: jax.random.permutation(k, n))(jax.random.key(0)))
+    assert ours.out_avals[0].shape == (n,) and ours.out_avals[0].dtype == jnp.int32
 
 
 @pytest.mark.parametrize("samples, piece_size, pieces", [
