@@ -28,10 +28,15 @@ RUNS, ENVS = "runs", "envs"
 
 
 class Layout(NamedTuple):
-    """How many devices each mesh axis has; runs x envs = all devices."""
+    """How many devices each mesh axis has; the mesh uses the first runs x envs devices."""
 
     runs: int  # devices along the run axis
     envs: int  # devices that split each run's env batch
+
+    @property
+    def devices(self) -> int:
+        """Devices in the mesh: runs x envs."""
+        return self.runs * self.envs
 
     def padded_runs(self, num_runs: int) -> int:
         """The run axis length: ``num_runs`` rounded up to a multiple of the "runs" devices."""
@@ -85,12 +90,12 @@ def check_layout(config: BaseConfig, layout: Layout) -> None:
 
 
 def make_mesh(layout: Layout) -> Mesh:
-    """The ("runs", "envs") mesh over every device of every process (auto axes: GSPMD places the rest).
+    """The ("runs", "envs") mesh over the first runs x envs devices of all processes (auto axes: GSPMD places the rest).
 
     Devices of one process come next to each other along "envs", so an env axis
     that fits in one host never crosses the network.
     """
-    devices = jax.devices()[: layout.runs * layout.envs]  # all, or the first runs x envs (runner.job_layout)
+    devices = jax.devices()[: layout.devices]  # all, or the first runs x envs (runner.job_layout)
     return jax.make_mesh((layout.runs, layout.envs), (RUNS, ENVS), axis_types=(AxisType.Auto, AxisType.Auto),
                          devices=devices)
 

@@ -425,7 +425,7 @@ def summarize(job: JobSpec, metrics: Any, failures: dict, compile_s: float, trai
         "compile_s": compile_s,
         "train_s": train_s,
         "total_s": compile_s + train_s,
-        "num_devices": layout.runs * layout.envs,
+        "num_devices": layout.devices,
         "num_processes": jax.process_count(),
         "mesh": layout._asdict(),  # devices per mesh axis: {"runs": R, "envs": E}
         "device": str(jax.devices()[0].device_kind),

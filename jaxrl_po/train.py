@@ -450,7 +450,7 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
     hosts = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     console.print(
         f"[bold]{options.algo.upper()}[/] on {config.env}: {options.num_seeds} seed(s){grid_text}, "
-        f"{config.total_timesteps:,} env steps each, on {layout.runs * layout.envs} {jax.devices()[0].platform} "
+        f"{config.total_timesteps:,} env steps each, on {layout.devices} {jax.devices()[0].platform} "
         f"device(s){hosts} (mesh: runs {layout.runs} x envs {layout.envs}); compiling..."
     )
     _, code = train_job(job, console, resume=bool(options.resume))

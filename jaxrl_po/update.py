@@ -77,10 +77,11 @@ def random_permutation(key: jax.Array, n: int) -> jax.Array:
         return jax.random.permutation(key, n).astype(jnp.int32)
     random_bits = 32 - index_bits
     rounds = -(-3 * index_bits // random_bits)
-    order = jnp.arange(n, dtype=jnp.uint32)
+    positions = jnp.arange(n, dtype=jnp.uint32)
+    order = positions
     for round_key in jax.random.split(key, rounds):
         high = jax.random.bits(round_key, (n,), jnp.uint32) >> index_bits << index_bits
-        order = order[jnp.sort(high | jnp.arange(n, dtype=jnp.uint32)) & ((1 << index_bits) - 1)]
+        order = order[jnp.sort(high | positions) & ((1 << index_bits) - 1)]
     return order.astype(jnp.int32)
 
 
