@@ -1,7 +1,7 @@
 """The results table: each preset trained for N seeds, PPO and GRPO per environment.
 
     python benchmarks/results.py [--presets NAME ...] [--num-seeds 8] [--max-steps N]
-                                 [--out-dir benchmarks/results/suite-<platform>] [--report-only]
+                                 [--eval-episodes 128] [--out-dir benchmarks/results/suite-<platform>] [--report-only]
                                  [--cpu-devices N]
 
 Each preset runs as one ``jax.jit(jax.vmap(train))`` call over its seeds (seed i
@@ -20,7 +20,15 @@ PPO and GRPO on the same axes). Runs can be done in pieces: each call adds or
 replaces its presets' JSON and redraws the whole table.
 
 Final return: mean episode return over the last 10% of updates (as the CLI's
-``summary.json``). GRPO budgets count alive env steps.
+``summary.json``), i.e. of the episodes the policy played while it was still
+learning. GRPO budgets count alive env steps.
+
+Final policy: after training, every seed's final policy plays ``--eval-episodes``
+whole episodes with sampled actions and as many with the greedy action (argmax /
+mean), from the same starts (``jaxrl_po.evaluate.evaluate_trained``, evaluation
+seed 0); the second table shows the mean over seeds of each seed's mean return,
+± 95% CI. Published baselines usually report such an evaluation of the trained
+policy, not training-time episodes.
 """
 
 from __future__ import annotations
@@ -48,13 +56,17 @@ import numpy as np  # noqa: E402
 
 from jaxrl_po import make_train  # noqa: E402
 from jaxrl_po.config import to_dict  # noqa: E402
+from jaxrl_po.evaluate import evaluate_trained  # noqa: E402
 from jaxrl_po.logs import final_returns, none_if_nan  # noqa: E402
 from jaxrl_po.plot import Curve, common_grid, forward_fill, mean_and_ci, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
+from jaxrl_po.runner import TrainedRuns  # noqa: E402
 from jaxrl_po.sweep import confidence_interval  # noqa: E402
 from jaxrl_po.timing import compile_then_run_over_devices, machine_info  # noqa: E402
 
 CURVE_POINTS = 100  # learning-curve points kept per seed
+EVAL_EPISODES = 128  # final-policy episodes per seed and mode
+EVAL_MODES = ("stochastic", "greedy")
 
 # env -> (published PPO figure, its budget, our target), from the gymnax baselines as quoted in issue 6.
 PUBLISHED = {
@@ -78,7 +90,24 @@ def downsample(returns: np.ndarray, steps: np.ndarray, points: int = CURVE_POINT
             "episode_return": [none_if_nan(round(float(r), 3)) for r in returns[idx]]}
 
 
-def run_preset(name: str, num_seeds: int, max_steps: int | None) -> dict:
+def evaluate_final(algo: str, config, state, num_seeds: int, episodes: int) -> dict:
+    """Per-seed mean return of the final policies over ``episodes`` episodes, sampled and greedy.
+
+    state: the batched final training state (leading axis = seed).
+    """
+    updates_done = int(np.asarray(state.update).max())
+    trained = TrainedRuns(algo, config, list(range(num_seeds)), [{}] * num_seeds, state, updates_done)
+    runs = evaluate_trained(trained, episodes)["runs"]
+    record = {"episodes": episodes}
+    for mode in EVAL_MODES:
+        per_seed = np.asarray([np.nan if run[mode]["mean"] is None else run[mode]["mean"] for run in runs])
+        mean, half = confidence_interval(per_seed)
+        record[mode] = {"mean": none_if_nan(mean), "ci95": none_if_nan(half),
+                        "per_seed": [none_if_nan(float(x)) for x in per_seed]}
+    return record
+
+
+def run_preset(name: str, num_seeds: int, max_steps: int | None, eval_episodes: int = EVAL_EPISODES) -> dict:
     """Train preset ``name`` for ``num_seeds`` seeds in one vmapped call; the JSON record."""
     preset = PRESETS[name]
     config = preset.config
@@ -94,6 +123,9 @@ def run_preset(name: str, num_seeds: int, max_steps: int | None) -> dict:
     finals = final_returns(returns, steps)
     mean, half = confidence_interval(finals)
     used = steps.max(axis=1)
+    start = time.perf_counter()
+    final_policy = evaluate_final(preset.algo, config, out.state, num_seeds, eval_episodes)
+    final_policy["wall_s"] = time.perf_counter() - start
     return {
         "preset": name, "algo": preset.algo, "env": config.env, "config": to_dict(config),
         "num_seeds": num_seeds, "devices": devices, "budget": config.total_timesteps, "preset_budget": preset.config.total_timesteps,
@@ -103,6 +135,7 @@ def run_preset(name: str, num_seeds: int, max_steps: int | None) -> dict:
         "env_steps_used_per_seed": [int(u) for u in used],
         "nonfinite_runs": int((np.asarray(out.metrics.nonfinite) != 0).any(axis=1).sum()),
         "wall_s": wall_s, "compile_s": compile_s, "run_s": run_s, "sps": float(used.sum()) / run_s,
+        "final_policy": final_policy,
         "curves": [downsample(r, s) for r, s in zip(returns, steps)],
         "machine": machine_info(),
     }
@@ -135,6 +168,18 @@ def cell(record: dict | None) -> str:
             f"{record['wall_s'] / 60:.1f} min)")
 
 
+def eval_cell(record: dict | None, mode: str) -> str:
+    """'mean ± ci' of the final policies in ``mode``; '—' where not run, 'not evaluated' for older records."""
+    if record is None:
+        return "—"
+    if "final_policy" not in record:
+        return "not evaluated"
+    value = record["final_policy"][mode]
+    if value["mean"] is None:
+        return "n/a"
+    return f"{value['mean']:.1f}" + ("" if value["ci95"] is None else f" ± {value['ci95']:.1f}")
+
+
 def report(out_dir: Path) -> str:
     """Read every preset JSON in ``out_dir``; write table.md and one figure per env; return the table."""
     records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
@@ -143,15 +188,22 @@ def report(out_dir: Path) -> str:
         by_env.setdefault(record["env"], {})[record["algo"]] = record
     lines = ["| env | PPO (mean ± 95% CI) | GRPO (mean ± 95% CI) | published PPO (budget) | target |",
              "|---|---|---|---|---|"]
+    episodes = sorted({r["final_policy"]["episodes"] for r in records if "final_policy" in r})
+    final_lines = [f"Final policies, {'/'.join(map(str, episodes)) or 'no'} episodes per seed and mode "
+                   "(mean over seeds ± 95% CI):", "",
+                   "| env | PPO sampled | PPO greedy | GRPO sampled | GRPO greedy | target |",
+                   "|---|---|---|---|---|---|"]
     for env in sorted(by_env, key=lambda e: list(PUBLISHED).index(e) if e in PUBLISHED else len(PUBLISHED)):
         algos = by_env[env]
         published, budget, target = PUBLISHED.get(env, ("?", float("nan"), float("nan")))
         lines.append(f"| {env} | {cell(algos.get('ppo'))} | {cell(algos.get('grpo'))} "
                      f"| {published} ({steps_text(budget)}) | {target:g} |")
+        final_lines.append(f"| {env} | " + " | ".join(eval_cell(algos.get(a), m) for a in ("ppo", "grpo")
+                                                    for m in EVAL_MODES) + f" | {target:g} |")
         plot_curves([curve_of(algos[a]) for a in ("ppo", "grpo") if a in algos], out_dir / env, title=env)
     machines = {f"{r['machine'].get('model_name', r['machine']['processor'])} ({r['machine']['platform']}, "
                 f"{r['machine']['cpus']} CPUs, JAX {r['machine']['jax']})" for r in records}
-    table = "\n".join(lines) + "\n\nMachine: " + "; ".join(sorted(machines)) + "\n"
+    table = "\n".join(lines) + "\n\n" + "\n".join(final_lines) + "\n\nMachine: " + "; ".join(sorted(machines)) + "\n"
     (out_dir / "table.md").write_text(table)
     return table
 
@@ -163,20 +215,23 @@ def main() -> None:
     parser.add_argument("--num-seeds", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=None, help="cap each preset's per-seed budget")
     parser.add_argument("--out-dir", default=None, help="default benchmarks/results/suite-<platform>")
+    parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES,
+                        help="final-policy episodes per seed and mode (sampled, greedy)")
     parser.add_argument("--report-only", action="store_true", help="only redraw table.md and figures")
     parser.add_argument("--cpu-devices", type=int,
                         help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
     args = parser.parse_args()
-    if args.num_seeds < 1 or (args.max_steps is not None and args.max_steps < 1):
-        parser.error("--num-seeds and --max-steps must be positive")
+    if args.num_seeds < 1 or args.eval_episodes < 1 or (args.max_steps is not None and args.max_steps < 1):
+        parser.error("--num-seeds, --eval-episodes and --max-steps must be positive")
     out_dir = Path(args.out_dir or f"benchmarks/results/suite-{jax.devices()[0].platform}")
     out_dir.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for name in args.presets:
             print(f"{name}: {args.num_seeds} seeds ...", flush=True)
-            record = run_preset(name, args.num_seeds, args.max_steps)
+            record = run_preset(name, args.num_seeds, args.max_steps, args.eval_episodes)
             (out_dir / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
-            print(f"  {cell(record)}; compile {record['compile_s']:.1f} s, {record['sps']:,.0f} SPS", flush=True)
+            print(f"  {cell(record)}; compile {record['compile_s']:.1f} s, {record['sps']:,.0f} SPS; final policy "
+                  f"sampled {eval_cell(record, 'stochastic')}, greedy {eval_cell(record, 'greedy')}", flush=True)
     print(report(out_dir))
 
 

@@ -94,7 +94,7 @@ def test_bad_config_files_fail_with_the_field_named(tmp_path, text, flags, messa
 
 
 def test_results_benchmark_runs_cut_presets_and_draws_the_table(tmp_path):
-    """benchmarks/results.py end to end on a tiny budget: JSON per preset, table with the cut, one figure per env."""
+    """benchmarks/results.py end to end on a tiny budget: JSON per preset, both tables, one figure per env."""
     import subprocess
     import sys
     from pathlib import Path
@@ -104,7 +104,7 @@ def test_results_benchmark_runs_cut_presets_and_draws_the_table(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "results.py"
     proc = subprocess.run(
         [sys.executable, str(script), "--presets", "cartpole-ppo", "cartpole-grpo", "--num-seeds", "2",
-         "--max-steps", "4096", "--out-dir", str(tmp_path)],
+         "--max-steps", "4096", "--eval-episodes", "4", "--out-dir", str(tmp_path)],
         env=cli_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -116,7 +116,19 @@ def test_results_benchmark_runs_cut_presets_and_draws_the_table(tmp_path):
         last = [max(c["env_steps"]) for c in record["curves"]]
         # PPO stops exactly at 2 updates of 32 x 64 steps; GRPO's last update may pass the alive-step budget.
         assert last == [4096, 4096] if algo == "ppo" else min(last) >= 4096
+        # The final policies' evaluation: per seed, the mean of 4 whole CartPole episodes (1 to 500 each).
+        final = record["final_policy"]
+        assert final["episodes"] == 4
+        for mode in ("stochastic", "greedy"):
+            per_seed = np.asarray(final[mode]["per_seed"])
+            assert per_seed.shape == (2,) and np.all((per_seed >= 1) & (per_seed <= 500)), (name, mode, per_seed)
+            assert final[mode]["mean"] == pytest.approx(per_seed.mean())
     table = (tmp_path / "table.md").read_text()
-    row = next(line for line in table.splitlines() if line.startswith("| CartPole-v1"))
-    assert row.count("cut from") == 2 and "500 (5e5)" in row
+    training_row, final_row = [line for line in table.splitlines() if line.startswith("| CartPole-v1")]
+    assert training_row.count("cut from") == 2 and "500 (5e5)" in training_row
+    assert "Final policies, 4 episodes per seed and mode" in table
+    cells = [c.strip() for c in final_row.strip("|").split("|")]
+    expected = [json.loads((tmp_path / f"cartpole-{algo}.json").read_text())["final_policy"][mode]["mean"]
+                for algo in ("ppo", "grpo") for mode in ("stochastic", "greedy")]
+    assert [float(c.split(" ± ")[0]) for c in cells[1:5]] == pytest.approx(expected, abs=0.051)
     assert (tmp_path / "CartPole-v1.png").stat().st_size > 0
