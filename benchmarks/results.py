@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 
 from jaxrl_po import make_train  # noqa: E402
 from jaxrl_po.config import to_dict  # noqa: E402
-from jaxrl_po.evaluate import evaluate_trained  # noqa: E402
+from jaxrl_po.evaluate import EvalError, check_episodes, evaluate_trained  # noqa: E402
 from jaxrl_po.logs import final_returns, none_if_nan  # noqa: E402
 from jaxrl_po.plot import Curve, common_grid, forward_fill, mean_and_ci, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
@@ -221,8 +221,12 @@ def main() -> None:
     parser.add_argument("--cpu-devices", type=int,
                         help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
     args = parser.parse_args()
-    if args.num_seeds < 1 or args.eval_episodes < 1 or (args.max_steps is not None and args.max_steps < 1):
-        parser.error("--num-seeds, --eval-episodes and --max-steps must be positive")
+    if args.num_seeds < 1 or (args.max_steps is not None and args.max_steps < 1):
+        parser.error("--num-seeds and --max-steps must be positive")
+    try:  # before any training, not after it
+        check_episodes(args.eval_episodes)
+    except EvalError as err:
+        parser.error(f"--eval-episodes: {err.message}")
     out_dir = Path(args.out_dir or f"benchmarks/results/suite-{jax.devices()[0].platform}")
     out_dir.mkdir(parents=True, exist_ok=True)
     if not args.report_only:

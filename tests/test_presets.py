@@ -132,3 +132,8 @@ def test_results_benchmark_runs_cut_presets_and_draws_the_table(tmp_path):
                 for algo in ("ppo", "grpo") for mode in ("stochastic", "greedy")]
     assert [float(c.split(" ± ")[0]) for c in cells[1:5]] == pytest.approx(expected, abs=0.051)
     assert (tmp_path / "CartPole-v1.png").stat().st_size > 0
+
+    bad = subprocess.run([sys.executable, str(script), "--eval-episodes", "0", "--out-dir", str(tmp_path / "bad")],
+                         env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--eval-episodes: must be an integer from 1 to 100,000, got 0" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
