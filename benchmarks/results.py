@@ -48,7 +48,7 @@ from jaxrl_po.train import split_cpu
 # (respecting --cpu-devices and a device count the user fixed); before the imports below start
 # the backend (gymnax creates arrays).
 try:
-    split_cpu(sys.argv[1:])
+    CORES_SPLIT = split_cpu(sys.argv[1:])
 except ConfigError as err:
     sys.exit(f"error: {err}")
 
@@ -60,7 +60,7 @@ from jaxrl_po.evaluate import EvalError, check_episodes, evaluate_trained  # noq
 from jaxrl_po.logs import final_returns, none_if_nan  # noqa: E402
 from jaxrl_po.plot import Curve, common_grid, forward_fill, mean_and_ci, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
-from jaxrl_po.runner import TrainedRuns  # noqa: E402
+from jaxrl_po.runner import TrainedRuns, job_layout  # noqa: E402
 from jaxrl_po.sweep import confidence_interval  # noqa: E402
 from jaxrl_po.timing import compile_then_run_over_devices, machine_info  # noqa: E402
 
@@ -115,8 +115,8 @@ def run_preset(name: str, num_seeds: int, max_steps: int | None, eval_episodes: 
         config = config.replace(total_timesteps=max_steps)
     keys = jax.vmap(jax.random.key)(np.arange(num_seeds, dtype=np.uint32))
     start = time.perf_counter()
-    devices = min(jax.device_count(), num_seeds)
-    out, compile_s, run_s = compile_then_run_over_devices(make_train(config), keys, devices)
+    layout = job_layout(config, num_seeds, None, CORES_SPLIT)  # the CLI's layout for these runs
+    out, compile_s, run_s = compile_then_run_over_devices(make_train(config), keys, layout)
     wall_s = time.perf_counter() - start
     returns = np.asarray(out.metrics.episode_return, float)
     steps = np.asarray(out.metrics.env_steps, np.int64)
@@ -128,7 +128,7 @@ def run_preset(name: str, num_seeds: int, max_steps: int | None, eval_episodes: 
     final_policy["wall_s"] = time.perf_counter() - start
     return {
         "preset": name, "algo": preset.algo, "env": config.env, "config": to_dict(config),
-        "num_seeds": num_seeds, "devices": devices, "budget": config.total_timesteps, "preset_budget": preset.config.total_timesteps,
+        "num_seeds": num_seeds, "devices": layout.devices, "budget": config.total_timesteps, "preset_budget": preset.config.total_timesteps,
         "budget_unit": "alive env steps" if preset.algo == "grpo" else "env steps",
         "final_return_mean": none_if_nan(mean), "final_return_ci95": none_if_nan(half),
         "final_return_per_seed": [none_if_nan(float(f)) for f in finals],

@@ -34,7 +34,7 @@ from jaxrl_po.train import split_cpu
 # One JAX device per core, exactly as the CLI makes them (respecting --cpu-devices and a device
 # count the user fixed); before the imports below start the backend (gymnax creates arrays).
 try:
-    split_cpu(sys.argv[1:])
+    CORES_SPLIT = split_cpu(sys.argv[1:])
 except ConfigError as err:
     sys.exit(f"error: {err}")
 
@@ -43,9 +43,11 @@ import numpy as np  # noqa: E402
 
 from jaxrl_po import PPOConfig, make_train  # noqa: E402
 from jaxrl_po.envs import make_vec_env  # noqa: E402
+from jaxrl_po.layout import Layout  # noqa: E402
 from jaxrl_po.logs import final_returns  # noqa: E402
 from jaxrl_po.networks import make_policy  # noqa: E402
 from jaxrl_po.rollout import init_env_carry, rollout  # noqa: E402
+from jaxrl_po.runner import job_layout  # noqa: E402
 from jaxrl_po.timing import compile_then_run, compile_then_run_over_devices  # noqa: E402
 
 BASE = PPOConfig(
@@ -61,16 +63,16 @@ CASES = {
 }
 
 
-def train_case(config: PPOConfig, num_seeds: int, num_devices: int) -> dict:
+def train_case(config: PPOConfig, num_seeds: int, layout: Layout) -> dict:
     keys = jax.random.split(jax.random.key(0), num_seeds)
-    out, compile_s, run_s = compile_then_run_over_devices(make_train(config), keys, num_devices)
+    out, compile_s, run_s = compile_then_run_over_devices(make_train(config), keys, layout)
     steps = config.num_updates * config.steps_per_update * num_seeds
     finals = final_returns(np.asarray(out.metrics.episode_return), np.asarray(out.metrics.env_steps))
     return {"compile_s": compile_s, "run_s": run_s, "sps": steps / run_s, "env_steps": steps,
             "final_return_mean": float(np.nanmean(finals))}
 
 
-def rollout_only_case(config: PPOConfig, num_seeds: int, num_devices: int) -> dict:
+def rollout_only_case(config: PPOConfig, num_seeds: int, layout: Layout) -> dict:
     """The same env steps and actor network, no learning: the trainer's ceiling."""
     env = make_vec_env(config.env, config.num_envs)
     policy = make_policy(env.action_spec, config.hidden_sizes, config.activation)
@@ -86,7 +88,7 @@ def rollout_only_case(config: PPOConfig, num_seeds: int, num_devices: int) -> di
         return jax.lax.scan(one_update, carry, jax.random.split(key, config.num_updates))[1].sum()
 
     keys = jax.random.split(jax.random.key(1), num_seeds)
-    _, compile_s, run_s = compile_then_run_over_devices(collect, keys, num_devices)
+    _, compile_s, run_s = compile_then_run_over_devices(collect, keys, layout)
     steps = config.num_updates * config.steps_per_update * num_seeds
     return {"compile_s": compile_s, "run_s": run_s, "sps": steps / run_s}
 
@@ -143,9 +145,10 @@ def main() -> None:
     for name, (config, seeds, devices) in CASES.items():
         if args.quick:
             config = config.replace(total_timesteps=config.total_timesteps // 10)
-        devices = devices or min(jax.device_count(), seeds)
-        train = train_case(config, seeds, devices)
-        ceiling = rollout_only_case(config, seeds, devices)
+        layout = job_layout(config, seeds, None, CORES_SPLIT) if devices is None else Layout(devices, 1)
+        devices = layout.devices
+        train = train_case(config, seeds, layout)
+        ceiling = rollout_only_case(config, seeds, layout)
         flops = train["sps"] * train_flops_per_step(config)
         row = {"num_seeds": seeds, "devices": devices, "num_envs": config.num_envs, "num_steps": config.num_steps,
                "total_timesteps_per_seed": config.total_timesteps, **train,

@@ -22,19 +22,19 @@ def compile_then_run(fn: Callable, *args: Any) -> tuple[Any, float, float]:
     return output, compile_s, time.perf_counter() - start
 
 
-def compile_then_run_over_devices(fn: Callable, keys: Any, num_devices: int) -> tuple[Any, float, float]:
-    """:func:`compile_then_run` of ``jax.vmap(fn)`` over ``keys`` (one run each), the runs spread over devices.
+def compile_then_run_over_devices(fn: Callable, keys: Any, layout: Any) -> tuple[Any, float, float]:
+    """:func:`compile_then_run` of ``jax.vmap(fn)`` over ``keys`` (one run each), on the mesh of ``layout``.
 
-    The runs go to the first ``num_devices`` devices as the CLI places them
-    (whole runs per device, padded to a multiple of ``num_devices``); the
+    ``layout`` is a :class:`jaxrl_po.layout.Layout`, e.g. the CLI's own choice
+    from ``runner.job_layout``. The runs are placed as the CLI places them
+    (split over the "runs" axis, padded to a multiple of ``layout.runs``); the
     output keeps the real runs only.
     """
     import jax
 
-    from jaxrl_po.layout import RUNS, Layout, make_mesh, put_runs, run_sharding
+    from jaxrl_po.layout import RUNS, make_mesh, put_runs, run_sharding
 
     num_runs = keys.shape[0]
-    layout = Layout(num_devices, 1)
     mesh = make_mesh(layout)
     keys = put_runs(keys, run_sharding(mesh), layout.padded_runs(num_runs))
     with jax.set_mesh(mesh):
