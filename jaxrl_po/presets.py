@@ -83,9 +83,9 @@ PRESETS: dict[str, Preset] = {
     "pendulum-grpo": Preset(
         "grpo",
         GRPOConfig(env="Pendulum-v1", num_envs=32, num_minibatches=2, gamma=0.95, ent_coef=0.01,
-                   total_timesteps=1_000_000,
+                   lr=3e-3, anneal_lr=True, total_timesteps=1_000_000,
                    grpo=GRPOOptions(advantage="rtg")),
-        "-191.8 +- 31.7 at 1e6 alive steps, final policy -160.0 +- 9.8 with sampled actions (benchmarks/results.py, 8 seeds, CPU)",
+        "-167.7 +- 9.2 at 1e6 alive steps, final policy -144.4 +- 4.0 with sampled actions (benchmarks/results.py, 8 seeds, CPU)",
     ),
 }
 
