@@ -156,12 +156,16 @@ def steps_text(steps: float) -> str:
     return f"{steps:.2g}".replace("e+0", "e").replace("e+", "e")
 
 
+def mean_ci_text(mean: float | None, half: float | None) -> str:
+    """'-72.7 ± 3.5'; 'n/a' without a mean, the mean alone without a CI (one seed)."""
+    return "n/a" if mean is None else f"{mean:.1f}" + ("" if half is None else f" ± {half:.1f}")
+
+
 def cell(record: dict | None) -> str:
     """'mean ± ci (n seeds, budget)' for the table; '—' where the algorithm was not run."""
     if record is None:
         return "—"
-    mean, half = record["final_return_mean"], record["final_return_ci95"]
-    value = "n/a" if mean is None else f"{mean:.1f}" + ("" if half is None else f" ± {half:.1f}")
+    value = mean_ci_text(record["final_return_mean"], record["final_return_ci95"])
     cut = "" if record["budget"] == record["preset_budget"] else f", cut from {steps_text(record['preset_budget'])}"
     unit = " alive" if record["algo"] == "grpo" else ""
     return (f"{value} ({record['num_seeds']} seeds, {steps_text(record['budget'])}{unit} steps{cut}, "
@@ -175,9 +179,7 @@ def eval_cell(record: dict | None, mode: str) -> str:
     if "final_policy" not in record:
         return "not evaluated"
     value = record["final_policy"][mode]
-    if value["mean"] is None:
-        return "n/a"
-    return f"{value['mean']:.1f}" + ("" if value["ci95"] is None else f" ± {value['ci95']:.1f}")
+    return mean_ci_text(value["mean"], value["ci95"])
 
 
 def report(out_dir: Path) -> str:

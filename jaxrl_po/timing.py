@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from jaxrl_po.layout import Layout
 
 
 def compile_then_run(fn: Callable, *args: Any) -> tuple[Any, float, float]:
@@ -22,13 +25,12 @@ def compile_then_run(fn: Callable, *args: Any) -> tuple[Any, float, float]:
     return output, compile_s, time.perf_counter() - start
 
 
-def compile_then_run_over_devices(fn: Callable, keys: Any, layout: Any) -> tuple[Any, float, float]:
+def compile_then_run_over_devices(fn: Callable, keys: Any, layout: Layout) -> tuple[Any, float, float]:
     """:func:`compile_then_run` of ``jax.vmap(fn)`` over ``keys`` (one run each), on the mesh of ``layout``.
 
-    ``layout`` is a :class:`jaxrl_po.layout.Layout`, e.g. the CLI's own choice
-    from ``runner.job_layout``. The runs are placed as the CLI places them
-    (split over the "runs" axis, padded to a multiple of ``layout.runs``); the
-    output keeps the real runs only.
+    ``layout``: e.g. the CLI's own choice from ``runner.job_layout``. The runs
+    are placed as the CLI places them (split over the "runs" axis, padded to a
+    multiple of ``layout.runs``); the output keeps the real runs only.
     """
     import jax
 
