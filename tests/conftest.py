@@ -55,10 +55,16 @@ def make_tiny_ppo_config():
 
 
 def cli_env() -> dict[str, str]:
-    """Environment for CLI subprocesses: CPU only (the test machine has no accelerator)."""
+    """Environment for CLI subprocesses: CPU only (the test machine has no accelerator).
+
+    A wide console: rich wraps a line at 80 columns when output is not a terminal, so
+    a message holding a long temporary path (``pytest-of-<user>/pytest-<n>/...``) would
+    be split where a test looks for it.
+    """
     env = dict(os.environ)
     env.setdefault("JAX_PLATFORMS", "cpu")
     env.setdefault("XLA_FLAGS", FAST_XLA_FLAGS)
+    env["COLUMNS"] = "1000"
     return env
 
 
