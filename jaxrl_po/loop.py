@@ -89,7 +89,8 @@ def run_segment(algo: Algorithm, state: Any, hparams: dict, stop_at: jax.Array, 
     Returns:
       (state, metrics) with each metrics leaf ``[length]``; rows not run have env_steps 0 and NaN.
     """
-    row_shape = jax.eval_shape(algo.update, state, hparams)[1]
+    update = jax.jit(algo.update)  # traced once: eval_shape's trace is reused by the loop body
+    row_shape = jax.eval_shape(update, state, hparams)[1]
     metrics = empty_metrics(row_shape, length)
 
     def go_on(carry):
@@ -98,7 +99,7 @@ def run_segment(algo: Algorithm, state: Any, hparams: dict, stop_at: jax.Array, 
 
     def body(carry):
         state, metrics, i = carry
-        state, row = algo.update(state, hparams)
+        state, row = update(state, hparams)
         metrics = jax.tree_util.tree_map(lambda buf, x: buf.at[i].set(x), metrics, row)
         return state, metrics, i + 1
 

@@ -41,6 +41,7 @@ def grad_in_pieces(loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]], num_pie
     grad_fn = jax.grad(loss_fn, has_aux=True)
     if num_pieces == 1:
         return grad_fn
+    grad_fn = jax.jit(grad_fn)  # traced once: eval_shape's trace is reused by the scan body
 
     def summed(params: Any, batch: Any) -> tuple[Any, Any]:
         split = lambda x: jnp.moveaxis(x.reshape((-1, num_pieces) + x.shape[1:]), 1, 0)  # [N] -> [P, N/P]
