@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 
 from jaxrl_po import make_train  # noqa: E402
 from jaxrl_po.config import to_dict  # noqa: E402
-from jaxrl_po.evaluate import EvalError, check_episodes, evaluate_trained  # noqa: E402
+from jaxrl_po.evaluate import check_episodes, evaluate_trained  # noqa: E402
 from jaxrl_po.logs import final_returns, none_if_nan  # noqa: E402
 from jaxrl_po.plot import Curve, common_grid, forward_fill, mean_and_ci, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
@@ -227,7 +227,7 @@ def main() -> None:
         parser.error("--num-seeds and --max-steps must be positive")
     try:  # before any training, not after it
         check_episodes(args.eval_episodes)
-    except EvalError as err:
+    except ConfigError as err:
         parser.error(f"--eval-episodes: {err.message}")
     out_dir = Path(args.out_dir or f"benchmarks/results/suite-{jax.devices()[0].platform}")
     out_dir.mkdir(parents=True, exist_ok=True)

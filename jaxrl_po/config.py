@@ -22,11 +22,11 @@ import jax.numpy as jnp
 
 
 class ConfigError(ValueError):
-    """An invalid setting; the message names the field and what is allowed."""
+    """An invalid setting or argument; ``field`` names it ("" for a whole command line), ``message`` says what is allowed."""
 
     def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+        super().__init__(f"{field}: {message}" if field else message)
 
 
 MAX_TIMESTEPS = 2**31 - 2**24

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError
+from jaxrl_po.config import ConfigError
 from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
 from jaxrl_po.networks import Policy, policy_for
 
@@ -50,14 +51,6 @@ DRAWABLE = CLASSIC_CONTROL + (
 # gymnax.visualize imports matplotlib, gymnasium and seaborn whatever the env: module -> pip install hint.
 RENDER_MODULES = {"matplotlib": "matplotlib", "gymnasium": "gymnasium", "seaborn": "seaborn"}
 CLASSIC_CONTROL_MODULES = {"pygame": '"gymnasium[classic-control]"'}
-
-
-class EvalError(ValueError):
-    """Bad input for evaluation; ``field`` names the argument (shown as ``--field``)."""
-
-    def __init__(self, field: str, message: str):
-        self.field, self.message = field, message
-        super().__init__(f"{field}: {message}" if field else message)
 
 
 # ---- playing episodes (pure JAX) --------------------------------------------------------
@@ -178,13 +171,13 @@ def load_run(run_dir: str | os.PathLike):
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise EvalError("run_dir", f"{run_dir} is not a directory")
+        raise ConfigError("run_dir", f"{run_dir} is not a directory")
     if not (run_dir / "config.json").is_file():
-        raise EvalError("run_dir", f"{run_dir} is not a run directory (no config.json)")
+        raise ConfigError("run_dir", f"{run_dir} is not a run directory (no config.json)")
     # Checked here because the checkpointer would create an empty checkpoints/ in a read-only use.
     ckpt = run_dir / CHECKPOINT_DIR
     if not ckpt.is_dir() or not any(p.name.isdigit() for p in ckpt.iterdir()):
-        raise EvalError("run_dir", f"no checkpoint in {ckpt}")
+        raise ConfigError("run_dir", f"no checkpoint in {ckpt}")
     return load_trained(run_dir)
 
 
@@ -258,7 +251,7 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = DEFAULT_EPISODES, s
     max_episode_steps, obs_normalized, sweep (swept names) and ``runs``: per run
     its index, seed, settings and, for "greedy" and "stochastic", the per-episode
     returns and lengths with their mean and std.
-    Raises :class:`EvalError` or :class:`jaxrl_po.checkpoint.CheckpointError`.
+    Raises :class:`ConfigError` or :class:`jaxrl_po.checkpoint.CheckpointError`.
     """
     check_episodes(episodes)
     check_seed(seed)
@@ -275,55 +268,55 @@ def write_eval_json(run_dir: Path, result: dict[str, Any]) -> Path:
     try:
         write_json(path, result)  # atomic: temp file + rename
     except OSError as err:
-        raise EvalError("run_dir", f"cannot write {path}: {err.strerror or err}") from None
+        raise ConfigError("run_dir", f"cannot write {path}: {err.strerror or err}") from None
     return path
 
 
 def check_episodes(episodes: Any) -> None:
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or not 1 <= episodes <= MAX_EPISODES:
-        raise EvalError("episodes", f"must be an integer from 1 to {MAX_EPISODES:,}, got {episodes!r}")
+        raise ConfigError("episodes", f"must be an integer from 1 to {MAX_EPISODES:,}, got {episodes!r}")
 
 
 def check_seed(seed: Any, field: str = "seed") -> None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise EvalError(field, f"must be an integer from 0 to 2**32 - 1, got {seed!r}")
+        raise ConfigError(field, f"must be an integer from 0 to 2**32 - 1, got {seed!r}")
 
 
 # ---- rendering ------------------------------------------------------------------------
 
 
 def check_renderable(env_name: str, available: Callable[[str], bool] | None = None) -> None:
-    """Raise :class:`EvalError` (field "render") unless gymnax can draw ``env_name`` here.
+    """Raise :class:`ConfigError` (field "render") unless gymnax can draw ``env_name`` here.
 
     ``available(module) -> bool`` tells whether a module can be imported (default: importlib's find_spec).
     """
     available = available or _module_available
     env, _ = _gymnax_env(env_name)
     if env.name not in DRAWABLE:
-        raise EvalError("render", f"gymnax cannot draw {env_name}; drawable: {', '.join(DRAWABLE)}")
+        raise ConfigError("render", f"gymnax cannot draw {env_name}; drawable: {', '.join(DRAWABLE)}")
     needed = dict(RENDER_MODULES)
     if env.name in CLASSIC_CONTROL:
         needed.update(CLASSIC_CONTROL_MODULES)
     missing = [m for m in needed if not available(m)]
     if missing:
         installs = " ".join(dict.fromkeys(needed[m] for m in missing))
-        raise EvalError("render", f"drawing {env_name} needs {', '.join(missing)}, which is not installed; "
+        raise ConfigError("render", f"drawing {env_name} needs {', '.join(missing)}, which is not installed; "
                                   f"pip install {installs}")
 
 
 def check_render_path(out_path: str | os.PathLike) -> Path:
     out = Path(out_path)
     if out.suffix.lower() != ".gif":
-        raise EvalError("render", f"the output must be a .gif file, got {str(out)!r}")
+        raise ConfigError("render", f"the output must be a .gif file, got {str(out)!r}")
     if not out.parent.is_dir():
-        raise EvalError("render", f"cannot write {out}: no directory {out.parent}")
+        raise ConfigError("render", f"cannot write {out}: no directory {out.parent}")
     return out
 
 
 def check_run_index(trained, run: Any) -> int:
     count = num_runs(trained)
     if isinstance(run, bool) or not isinstance(run, (int, np.integer)) or not 0 <= run < count:
-        raise EvalError("render_run", f"must be a run index from 0 to {count - 1} (this directory has "
+        raise ConfigError("render_run", f"must be a run index from 0 to {count - 1} (this directory has "
                                       f"{count} run(s)), got {run!r}")
     return int(run)
 
@@ -363,7 +356,7 @@ def draw_gif(env: Any, env_params: Any, states: list, returns: np.ndarray, out: 
         Visualizer(env, env_params, states, returns).animate(str(tmp))
         os.replace(tmp, out)
     except OSError as err:
-        raise EvalError("render", f"cannot write {out}: {err.strerror or err}") from None
+        raise ConfigError("render", f"cannot write {out}: {err.strerror or err}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -371,7 +364,7 @@ def draw_gif(env: Any, env_params: Any, states: list, returns: np.ndarray, out: 
 def render_episode(run_dir: str | os.PathLike, out_path: str | os.PathLike, run: int = 0, seed: int = 0) -> Path:
     """Draw one greedy episode of run ``run`` of ``run_dir`` to the GIF ``out_path``; returns its path.
 
-    Raises :class:`EvalError` (env gymnax cannot draw, missing package, bad path
+    Raises :class:`ConfigError` (env gymnax cannot draw, missing package, bad path
     or run index) or :class:`jaxrl_po.checkpoint.CheckpointError`.
     """
     check_render_path(out_path)
@@ -432,7 +425,7 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("argument "):
             flag, _, message = message[len("argument "):].partition(": ")
             field = flag.split("/")[0].lstrip("-").replace("-", "_")
-        raise EvalError(field, message)
+        raise ConfigError(field, message)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -464,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         except SystemExit as exit_:  # --help
             return int(exit_.code or 0)
         return run(args)
-    except EvalError as err:
+    except ConfigError as err:
         where = flag(err.field)
         print(f"error: {where + ': ' if where else ''}{err.message}", file=sys.stderr)
         return 2

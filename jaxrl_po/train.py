@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = validate(options, config, cores_split)
         return run(options, config, open_run_dir(options, config), grid, cores_split)
     except ConfigError as err:
-        print(f"error: {flag_name(err.field)}: {str(err).split(': ', 1)[1]}", file=sys.stderr)
+        print(f"error: {flag_name(err.field)}: {err.message}", file=sys.stderr)
         return 2
     except (UsageError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)

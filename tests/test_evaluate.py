@@ -27,8 +27,9 @@ from rich.console import Console
 
 from conftest import cli_env, fast_jit
 from jaxrl_po import evaluate
+from jaxrl_po.config import ConfigError
 from jaxrl_po.envs import RunningMeanStd, make_vec_env
-from jaxrl_po.evaluate import EvalError, episode_keys, play_episodes
+from jaxrl_po.evaluate import episode_keys, play_episodes
 from jaxrl_po.networks import make_policy
 
 TIMEOUT_S = 300
@@ -209,11 +210,11 @@ def test_trained_cartpole_episode_matches_a_plain_python_loop(cartpole_run, cart
 def test_which_envs_can_be_drawn():
     no_pygame = lambda name: name != "pygame"
     evaluate.check_renderable("Breakout-MinAtar", available=no_pygame)  # matplotlib + seaborn only
-    with pytest.raises(EvalError, match=r'needs pygame, .*pip install "gymnasium\[classic-control\]"$'):
+    with pytest.raises(ConfigError, match=r'needs pygame, .*pip install "gymnasium\[classic-control\]"$'):
         evaluate.check_renderable("Pendulum-v1", available=no_pygame)
-    with pytest.raises(EvalError, match="needs seaborn, .*pip install seaborn$"):
+    with pytest.raises(ConfigError, match="needs seaborn, .*pip install seaborn$"):
         evaluate.check_renderable("Catch-bsuite", available=lambda name: name != "seaborn")
-    with pytest.raises(EvalError, match="gymnax cannot draw DiscountingChain-bsuite"):
+    with pytest.raises(ConfigError, match="gymnax cannot draw DiscountingChain-bsuite"):
         evaluate.check_renderable("DiscountingChain-bsuite")  # its env.name is "DiscountingChain-v0"
 
 
@@ -275,7 +276,7 @@ def test_unrenderable_env_is_one_line_error(deepsea_grpo_run, tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("error: --render: gymnax cannot draw DeepSea-bsuite; drawable: ")
     assert not (tmp_path / "x.gif").exists()
-    with pytest.raises(EvalError, match="cannot draw"):
+    with pytest.raises(ConfigError, match="cannot draw"):
         evaluate.render_episode(deepsea_grpo_run, tmp_path / "x.gif")
 
 
