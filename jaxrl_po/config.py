@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 
 class ConfigError(ValueError):
-    """An invalid setting or argument; ``field`` names it ("" for a whole command line), ``message`` says what is allowed."""
+    """An invalid setting or argument: ``field`` names it ("" for a whole command line), ``message`` what is allowed."""
 
     def __init__(self, field: str, message: str):
         self.field, self.message = field, message

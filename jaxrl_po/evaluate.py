@@ -301,7 +301,7 @@ def check_renderable(env_name: str, available: Callable[[str], bool] | None = No
     if missing:
         installs = " ".join(dict.fromkeys(needed[m] for m in missing))
         raise ConfigError("render", f"drawing {env_name} needs {', '.join(missing)}, which is not installed; "
-                                  f"pip install {installs}")
+                                     f"pip install {installs}")
 
 
 def check_render_path(out_path: str | os.PathLike) -> Path:
@@ -317,7 +317,7 @@ def check_run_index(trained, run: Any) -> int:
     count = num_runs(trained)
     if isinstance(run, bool) or not isinstance(run, (int, np.integer)) or not 0 <= run < count:
         raise ConfigError("render_run", f"must be a run index from 0 to {count - 1} (this directory has "
-                                      f"{count} run(s)), got {run!r}")
+                                         f"{count} run(s)), got {run!r}")
     return int(run)
 
 
