@@ -10,8 +10,10 @@ import csv
 import json
 import math
 import os
+import platform
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -162,6 +164,20 @@ def final_returns(episode_return: np.ndarray, env_steps: np.ndarray) -> np.ndarr
         if tail.size:
             out[run] = tail.mean()
     return out
+
+
+def package_versions() -> dict[str, str]:
+    """Python's and the installed versions of jaxrl_po and the packages its numbers depend on.
+
+    Recorded in ``summary.json``: results are bit-identical only under the same versions.
+    """
+    versions = {"python": platform.python_version()}
+    for name in ("jaxrl_po", "jax", "jaxlib", "flax", "optax", "gymnax", "distrax", "chex"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def none_if_nan(x: float) -> float | None:

@@ -429,6 +429,7 @@ def summarize(job: JobSpec, metrics: Any, failures: dict, compile_s: float, trai
         "num_processes": jax.process_count(),
         "mesh": layout._asdict(),  # devices per mesh axis: {"runs": R, "envs": E}
         "device": str(jax.devices()[0].device_kind),
+        "versions": logs.package_versions(),
         "run_dir": str(job.run_dir),
         "interrupted": interrupted,
         "stopped_nonfinite": list(failures.values()),

@@ -51,7 +51,7 @@ class RunOptions:
     num_seeds: int = 4
     """seeds trained at once in one vmapped, compiled call."""
     seed: int = 0
-    """first seed; run i uses seed + i (so any run can be reproduced alone)."""
+    """first seed; run i uses seed + i (alone, a run matches its place in a batch up to float rounding)."""
     run_dir: str | None = None
     """output directory (default runs/<algo>-<env>-<timestamp>); must not exist or be empty."""
     progress: bool = True

@@ -13,12 +13,17 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tomllib
+from pathlib import Path
 
+import jax
+import jaxlib
 import numpy as np
 import pytest
 
 from jaxrl_po.config import PPOConfig, from_dict
 
+PROJECT_VERSION = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
 SUMMARY_KEYS = {
     "final_return_mean", "final_return_per_seed", "total_timesteps", "num_seeds", "sps", "compile_s", "train_s",
 }
@@ -198,6 +203,9 @@ def test_ppo_run_writes_run_directory(cli_background):
     assert summary["num_seeds"] == 2
     assert summary["total_timesteps"] == 1024
     assert summary["sps"] > 0 and summary["compile_s"] > 0 and summary["train_s"] > 0
+    # What the numbers depend on: bit-identical results need the same versions.
+    assert summary["versions"]["jax"] == jax.__version__ and summary["versions"]["jaxlib"] == jaxlib.__version__
+    assert summary["versions"]["jaxrl_po"] == PROJECT_VERSION and summary["versions"]["gymnax"].startswith("1.0")
 
 
 def _metric_rows(run_dir) -> list[dict]:
