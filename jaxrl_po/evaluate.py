@@ -35,6 +35,7 @@ import numpy as np
 from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError
 from jaxrl_po.config import ConfigError
 from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
+from jaxrl_po.loop import batched_under_vmap
 from jaxrl_po.networks import Policy, policy_for
 
 DEFAULT_EPISODES = 10
@@ -127,7 +128,7 @@ def play_episodes(env: VecEnv, policy: Policy, params: Any, obs_stats: RunningMe
     def body(carry: EpisodeCarry) -> EpisodeCarry:
         return advance(env, policy, params, obs_stats, greedy, carry)[0]
 
-    final = jax.lax.while_loop(keep_going, body, start_episodes(env, keys))
+    final = jax.lax.while_loop(keep_going, body, batched_under_vmap(start_episodes(env, keys)))
     return final.ret, final.length
 
 

@@ -79,6 +79,27 @@ def running(algo: Algorithm, state: Any) -> jax.Array:
     return jnp.logical_and(jnp.logical_not(algo.finished(state)), state.nonfinite == 0)
 
 
+@jax.custom_batching.custom_vmap
+def batched_under_vmap(tree: Any) -> Any:
+    """``tree`` unchanged; under ``vmap`` (with any leaf batched), every leaf batched.
+
+    A ``while_loop`` whose predicate is batched (each run stops on its own)
+    carries every value batched. JAX's batching rule finds that out by batching
+    the loop body again for each round of newly batched carries; a loop whose
+    carry starts all batched needs one round. For the 1-seed CartPole PPO
+    program that is one trace of the update fewer (tracing 1.1 -> 0.7 s). The
+    broadcasts are the ones the rule would insert, so the compiled program is
+    the same (tests/test_loop.py).
+    """
+    return tree
+
+
+@batched_under_vmap.def_vmap
+def _broadcast_unbatched(axis_size: int, in_batched: list, tree: Any) -> tuple[Any, Any]:
+    broadcast = lambda x, batched: x if batched else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x))
+    return jax.tree_util.tree_map(broadcast, tree, in_batched[0]), jax.tree_util.tree_map(lambda _: True, in_batched[0])
+
+
 def run_segment(algo: Algorithm, state: Any, hparams: dict, stop_at: jax.Array, length: int) -> tuple[Any, Any]:
     """Run updates until ``state.update == stop_at``, the budget is spent, the run fails, or ``length`` updates.
 
@@ -103,7 +124,8 @@ def run_segment(algo: Algorithm, state: Any, hparams: dict, stop_at: jax.Array, 
         metrics = jax.tree_util.tree_map(lambda buf, x: buf.at[i].set(x), metrics, row)
         return state, metrics, i + 1
 
-    state, metrics, _ = jax.lax.while_loop(go_on, body, (state, metrics, jnp.int32(0)))
+    carry = batched_under_vmap((state, metrics, jnp.int32(0)))
+    state, metrics, _ = jax.lax.while_loop(go_on, body, carry)
     return state, metrics
 
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxrl_po.envs import RunningMeanStd, VecEnv
 from jaxrl_po.layout import shard_envs
+from jaxrl_po.loop import batched_under_vmap
 from jaxrl_po.networks import Policy
 
 # Measured on the 2-core CPU (benchmarks/throughput.py): see README "Throughput".
@@ -211,5 +212,6 @@ def episode_rollout(
         lambda x: jnp.zeros((num_chunks * chunk_size,) + x.shape, x.dtype), first
     ), axis=1)
     carry = (state, obs, jnp.ones(num_envs, bool), key)
-    chunks_run, _, buffer = jax.lax.while_loop(keep_going, run_chunk, (0, carry, buffer))
+    start = batched_under_vmap((jnp.int32(0), carry, buffer))  # each run stops on its own: see batched_under_vmap
+    chunks_run, _, buffer = jax.lax.while_loop(keep_going, run_chunk, start)
     return buffer, chunks_run * chunk_size
