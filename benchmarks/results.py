@@ -2,7 +2,7 @@
 
     python benchmarks/results.py [--presets NAME ...] [--num-seeds 8] [--max-steps N]
                                  [--eval-episodes 128] [--out-dir benchmarks/results/suite-<platform>] [--report-only]
-                                 [--cpu-devices N]
+                                 [--cpu-devices N] [--from-run RUN_DIR]
 
 Each preset runs as one ``jax.jit(jax.vmap(train))`` call over its seeds (seed i
 is ``jax.random.key(i)``, as ``--seed 0 --num-seeds N`` on the CLI), the seeds
@@ -11,6 +11,13 @@ with ``.lower().compile()`` and timed apart from the run (``block_until_ready``)
 ``--max-steps`` caps a preset's budget (per seed) where the full one does not fit
 the machine; the JSON and the table then show both budgets, and nothing is
 extrapolated.
+
+``--from-run RUN_DIR`` takes one preset's record from a finished CLI run of it
+instead (``python -m jaxrl_po.train --preset NAME --num-seeds N --checkpoint-every K``):
+a budget too long for one sitting can be trained in several, stopped with Ctrl-C
+and continued with ``--resume``. It gives the same runs as training here (same
+seeds, same layout over the cores; segments do not change results); the times
+are the sum of the sittings in its ``summary.json``.
 
 Writes ``<out-dir>/<preset>.json`` per preset (config, per-seed final returns,
 downsampled per-seed learning curves, wall/compile/run seconds, machine), then
@@ -55,12 +62,13 @@ except ConfigError as err:
 import numpy as np  # noqa: E402
 
 from jaxrl_po import make_train  # noqa: E402
+from jaxrl_po.checkpoint import CheckpointError  # noqa: E402
 from jaxrl_po.config import to_dict  # noqa: E402
 from jaxrl_po.evaluate import check_episodes, evaluate_trained  # noqa: E402
 from jaxrl_po.logs import final_returns, none_if_nan  # noqa: E402
 from jaxrl_po.plot import Curve, common_grid, forward_fill, mean_and_ci, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
-from jaxrl_po.runner import TrainedRuns, job_layout  # noqa: E402
+from jaxrl_po.runner import TrainedRuns, job_layout, load_trained  # noqa: E402
 from jaxrl_po.sweep import confidence_interval  # noqa: E402
 from jaxrl_po.timing import compile_then_run_over_devices, machine_info  # noqa: E402
 
@@ -90,13 +98,13 @@ def downsample(returns: np.ndarray, steps: np.ndarray, points: int = CURVE_POINT
             "episode_return": [none_if_nan(round(float(r), 3)) for r in returns[idx]]}
 
 
-def evaluate_final(algo: str, config, state, num_seeds: int, episodes: int) -> dict:
+def evaluate_final(trained: TrainedRuns, episodes: int) -> dict:
     """Per-seed mean return of the final policies over ``episodes`` episodes, sampled and greedy.
 
-    state: the batched final training state (leading axis = seed).
+    The policies play on one device, as ``python -m jaxrl_po.evaluate RUN_DIR`` plays them from a
+    checkpoint: spread over the cores, the same episodes would round differently (README, Seeds).
     """
-    updates_done = int(np.asarray(state.update).max())
-    trained = TrainedRuns(algo, config, list(range(num_seeds)), [{}] * num_seeds, state, updates_done)
+    trained = trained._replace(state=jax.device_put(trained.state, jax.devices()[0]))
     runs = evaluate_trained(trained, episodes)["runs"]
     record = {"episodes": episodes}
     for mode in EVAL_MODES:
@@ -107,38 +115,79 @@ def evaluate_final(algo: str, config, state, num_seeds: int, episodes: int) -> d
     return record
 
 
+def make_record(name: str, trained: TrainedRuns, devices: int, seconds: dict, eval_episodes: int) -> dict:
+    """The JSON record of a preset's finished runs (seeds 0..N-1); ``seconds``: wall_s, compile_s, run_s."""
+    config, metrics, num_seeds = trained.config, trained.metrics, len(trained.seeds)
+    returns = np.asarray(metrics.episode_return, float)
+    steps = np.asarray(metrics.env_steps, np.int64)
+    finals = final_returns(returns, steps)
+    mean, half = confidence_interval(finals)
+    used = steps.max(axis=1)
+    start = time.perf_counter()
+    final_policy = evaluate_final(trained, eval_episodes)
+    final_policy["wall_s"] = time.perf_counter() - start
+    return {
+        "preset": name, "algo": trained.algo_name, "env": config.env, "config": to_dict(config),
+        "num_seeds": num_seeds, "devices": devices, "budget": config.total_timesteps,
+        "preset_budget": PRESETS[name].config.total_timesteps,
+        "budget_unit": "alive env steps" if trained.algo_name == "grpo" else "env steps",
+        "final_return_mean": none_if_nan(mean), "final_return_ci95": none_if_nan(half),
+        "final_return_per_seed": [none_if_nan(float(f)) for f in finals],
+        "env_steps_used_per_seed": [int(u) for u in used],
+        "nonfinite_runs": int((np.asarray(metrics.nonfinite) != 0).any(axis=1).sum()),
+        **seconds, "sps": float(used.sum()) / seconds["run_s"],
+        "final_policy": final_policy,
+        "curves": [downsample(r, s) for r, s in zip(returns, steps)],
+        "machine": machine_info(),
+    }
+
+
 def run_preset(name: str, num_seeds: int, max_steps: int | None, eval_episodes: int = EVAL_EPISODES) -> dict:
     """Train preset ``name`` for ``num_seeds`` seeds in one vmapped call; the JSON record."""
-    preset = PRESETS[name]
-    config = preset.config
+    config = PRESETS[name].config
     if max_steps is not None and config.total_timesteps > max_steps:
         config = config.replace(total_timesteps=max_steps)
     keys = jax.vmap(jax.random.key)(np.arange(num_seeds, dtype=np.uint32))
     start = time.perf_counter()
     layout = job_layout(config, num_seeds, None, CORES_SPLIT)  # the CLI's layout for these runs
     out, compile_s, run_s = compile_then_run_over_devices(make_train(config), keys, layout)
-    wall_s = time.perf_counter() - start
-    returns = np.asarray(out.metrics.episode_return, float)
-    steps = np.asarray(out.metrics.env_steps, np.int64)
-    finals = final_returns(returns, steps)
-    mean, half = confidence_interval(finals)
-    used = steps.max(axis=1)
-    start = time.perf_counter()
-    final_policy = evaluate_final(preset.algo, config, out.state, num_seeds, eval_episodes)
-    final_policy["wall_s"] = time.perf_counter() - start
-    return {
-        "preset": name, "algo": preset.algo, "env": config.env, "config": to_dict(config),
-        "num_seeds": num_seeds, "devices": layout.devices, "budget": config.total_timesteps, "preset_budget": preset.config.total_timesteps,
-        "budget_unit": "alive env steps" if preset.algo == "grpo" else "env steps",
-        "final_return_mean": none_if_nan(mean), "final_return_ci95": none_if_nan(half),
-        "final_return_per_seed": [none_if_nan(float(f)) for f in finals],
-        "env_steps_used_per_seed": [int(u) for u in used],
-        "nonfinite_runs": int((np.asarray(out.metrics.nonfinite) != 0).any(axis=1).sum()),
-        "wall_s": wall_s, "compile_s": compile_s, "run_s": run_s, "sps": float(used.sum()) / run_s,
-        "final_policy": final_policy,
-        "curves": [downsample(r, s) for r, s in zip(returns, steps)],
-        "machine": machine_info(),
-    }
+    seconds = {"wall_s": time.perf_counter() - start, "compile_s": compile_s, "run_s": run_s}
+    trained = TrainedRuns(PRESETS[name].algo, config, list(range(num_seeds)), [{}] * num_seeds, out.state,
+                          int(np.asarray(out.state.update).max()), out.metrics)
+    return make_record(name, trained, layout.devices, seconds, eval_episodes)
+
+
+def record_from_run(name: str, run_dir: Path, eval_episodes: int = EVAL_EPISODES) -> dict:
+    """The record of preset ``name`` from a finished CLI run of it (``--preset NAME --seed 0``), however many
+    sittings (``--resume``) it took: its latest checkpoint, and the seconds of every session in ``summary.json``.
+
+    Raises ConfigError when the run is not that preset's (algo, every setting but a smaller budget, seeds
+    0..N-1, no sweep), did not finish, or lacks the time of a session (one killed without Ctrl-C).
+    """
+    field = "from_run"
+    try:
+        trained = load_trained(run_dir)
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (CheckpointError, OSError, ValueError) as err:
+        raise ConfigError(field, f"{run_dir}: {err}") from None
+    preset = PRESETS[name]
+    expected = to_dict(preset.config.replace(total_timesteps=trained.config.total_timesteps))
+    differ = sorted(k for k, v in to_dict(trained.config).items() if expected.get(k) != v)
+    if trained.algo_name != preset.algo or differ or trained.config.total_timesteps > preset.config.total_timesteps:
+        raise ConfigError(field, f"{run_dir} is not a run of preset {name} "
+                                 f"(algo {trained.algo_name}; settings that differ: {', '.join(differ) or 'none'})")
+    if trained.seeds != list(range(len(trained.seeds))) or any(trained.settings):
+        raise ConfigError(field, f"{run_dir}: seeds must be 0..N-1 without a sweep, got {trained.seeds}")
+    if summary.get("interrupted", True):
+        raise ConfigError(field, f"{run_dir} did not finish; continue it with --resume")
+    sessions = summary.get("sessions", [])
+    if sum(s["env_steps"] or 0 for s in sessions) != summary["total_env_steps"]:
+        raise ConfigError(field, f"{run_dir}: summary.json's sessions do not cover all {summary['total_env_steps']} "
+                                 "env steps (a sitting was killed without Ctrl-C), so its time is unknown")
+    compile_s, run_s = sum(s["compile_s"] for s in sessions), sum(s["train_s"] for s in sessions)
+    seconds = {"wall_s": compile_s + run_s, "compile_s": compile_s, "run_s": run_s}
+    record = make_record(name, trained, summary["num_devices"], seconds, eval_episodes)
+    return {**record, "from_run": str(run_dir), "sessions": len(sessions)}
 
 
 def curve_of(record: dict) -> Curve:
@@ -220,6 +269,10 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES,
                         help="final-policy episodes per seed and mode (sampled, greedy)")
     parser.add_argument("--report-only", action="store_true", help="only redraw table.md and figures")
+    parser.add_argument("--from-run", metavar="RUN_DIR", type=Path,
+                        help="take the one preset named by --presets from this finished CLI run of it "
+                             "(python -m jaxrl_po.train --preset NAME --num-seeds N, resumed as often as needed) "
+                             "instead of training it")
     parser.add_argument("--cpu-devices", type=int,
                         help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
     args = parser.parse_args()
@@ -229,12 +282,21 @@ def main() -> None:
         check_episodes(args.eval_episodes)
     except ConfigError as err:
         parser.error(f"--eval-episodes: {err.message}")
+    if args.from_run is not None and len(args.presets) != 1:
+        parser.error(f"--from-run: name the run's preset with --presets NAME (one), got {len(args.presets)}")
     out_dir = Path(args.out_dir or f"benchmarks/results/suite-{jax.devices()[0].platform}")
     out_dir.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for name in args.presets:
-            print(f"{name}: {args.num_seeds} seeds ...", flush=True)
-            record = run_preset(name, args.num_seeds, args.max_steps, args.eval_episodes)
+            if args.from_run is not None:
+                print(f"{name}: from {args.from_run} ...", flush=True)
+                try:
+                    record = record_from_run(name, args.from_run, args.eval_episodes)
+                except ConfigError as err:
+                    parser.error(f"--from-run: {err.message}")
+            else:
+                print(f"{name}: {args.num_seeds} seeds ...", flush=True)
+                record = run_preset(name, args.num_seeds, args.max_steps, args.eval_episodes)
             (out_dir / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
             print(f"  {cell(record)}; compile {record['compile_s']:.1f} s, {record['sps']:,.0f} SPS; final policy "
                   f"sampled {eval_cell(record, 'stochastic')}, greedy {eval_cell(record, 'greedy')}", flush=True)

@@ -94,6 +94,22 @@ def read_run_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
     return data, config
 
 
+def sessions_so_far(run_dir: Path) -> list[dict]:
+    """The invocations recorded in ``run_dir/summary.json`` before a resume (oldest first; [] if none).
+
+    Each is ``{compile_s, train_s, env_steps, interrupted}``; a summary written
+    before sessions were recorded counts as one session with unknown env steps.
+    """
+    try:
+        previous = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if "sessions" in previous:
+        return previous["sessions"]
+    return [{"compile_s": previous.get("compile_s"), "train_s": previous.get("train_s"), "env_steps": None,
+             "interrupted": previous.get("interrupted")}]
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file + rename) so a crash never leaves half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")

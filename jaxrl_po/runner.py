@@ -294,6 +294,8 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     summary = summarize(job, history.stacked(), reported_failures, compile_s, train_s, session_steps,
                         layout, interrupted)
     summary["checkpoint"] = str(path)
+    this_session = {"compile_s": compile_s, "train_s": train_s, "env_steps": session_steps, "interrupted": interrupted}
+    summary["sessions"] = (logs.sessions_so_far(job.run_dir) if resume else []) + [this_session]
     if primary:
         logs.write_json(job.run_dir / "summary.json", summary)
     for sink in job.sinks:
@@ -334,6 +336,7 @@ class TrainedRuns(NamedTuple):
     settings: list[dict[str, float]]  # swept values per run ({} without a sweep)
     state: Any  # batched training state, leading axis = run
     step: int  # updates done at the checkpoint
+    metrics: Any = None  # every metric row up to the checkpoint: each leaf [run, update]
 
 
 def load_trained(run_dir: Path) -> TrainedRuns:
@@ -356,7 +359,7 @@ def load_trained(run_dir: Path) -> TrainedRuns:
     first = lambda tree: jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
     row_shape = jax.eval_shape(algo.update, first(abstract), first(runs.hparams))[1]
     restored = restore(Checkpointer(Path(run_dir), create=False), meta, abstract, row_shape)
-    return TrainedRuns(data["algo"], config, runs.seeds, runs.settings, restored.state, restored.step)
+    return TrainedRuns(data["algo"], config, runs.seeds, runs.settings, restored.state, restored.step, restored.history)
 
 
 def empty_history(row_shape: Any, num_runs: int) -> Any:

@@ -83,6 +83,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(runs):
     cut_summary = json.loads((base / "cut" / "summary.json").read_text())
     assert ref_summary["final_return_per_seed"] == cut_summary["final_return_per_seed"]
     assert cut_summary["interrupted"] is False
+    # Both invocations are recorded: the interrupted one and the resumed one, which together ran every step.
+    first, second = cut_summary["sessions"]
+    assert first["interrupted"] is True and second["interrupted"] is False
+    assert first["env_steps"] + second["env_steps"] == cut_summary["total_env_steps"] == ref_summary["total_env_steps"]
+    assert first["train_s"] > 0 and second["train_s"] > 0
+    assert [s["interrupted"] for s in ref_summary["sessions"]] == [False]
 
 
 def test_latest_k_checkpoints_are_kept(runs):

@@ -123,6 +123,29 @@ def test_results_benchmark_runs_cut_presets_and_draws_the_table(tmp_path):
             per_seed = np.asarray(final[mode]["per_seed"])
             assert per_seed.shape == (2,) and np.all((per_seed >= 1) & (per_seed <= 500)), (name, mode, per_seed)
             assert final[mode]["mean"] == pytest.approx(per_seed.mean())
+
+    # The same preset trained by the CLI and taken with --from-run gives the same runs as results.py
+    # training it (test_checkpoint checks the sittings that summary.json lists across a resume).
+    trained = json.loads((tmp_path / "cartpole-ppo.json").read_text())
+    run_dir, from_run = tmp_path / "cli-run", tmp_path / "from-run"
+    cli = subprocess.run([sys.executable, "-m", "jaxrl_po.train", "--preset", "cartpole-ppo", "--num-seeds", "2",
+                          "--total-timesteps", "4096", "--run-dir", str(run_dir), "--no-progress",
+                          "--no-compile-cache"], env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    taken = subprocess.run([sys.executable, str(script), "--presets", "cartpole-ppo", "--from-run", str(run_dir),
+                            "--eval-episodes", "4", "--out-dir", str(from_run)],
+                           env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert taken.returncode == 0, taken.stderr[-3000:]
+    record = json.loads((from_run / "cartpole-ppo.json").read_text())
+    for key in ("final_return_per_seed", "curves", "config", "budget", "env_steps_used_per_seed"):
+        assert record[key] == trained[key], key
+    assert record["final_policy"]["greedy"] == trained["final_policy"]["greedy"]
+    assert record["from_run"] == str(run_dir) and record["sessions"] == 1 and record["run_s"] > 0
+
+    wrong = subprocess.run([sys.executable, str(script), "--presets", "cartpole-grpo", "--from-run", str(run_dir),
+                            "--out-dir", str(from_run)], env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert "--from-run" in wrong.stderr and "is not a run of preset cartpole-grpo" in wrong.stderr
     table = (tmp_path / "table.md").read_text()
     training_row, final_row = [line for line in table.splitlines() if line.startswith("| CartPole-v1")]
     assert training_row.count("cut from") == 2 and "500 (5e5)" in training_row
