@@ -182,7 +182,7 @@ def final_returns(episode_return: np.ndarray, env_steps: np.ndarray) -> np.ndarr
     return out
 
 
-def package_versions() -> dict[str, str]:
+def package_versions() -> dict[str, str | None]:
     """Python's and the installed versions of jaxrl_po and the packages its numbers depend on.
 
     Recorded in ``summary.json``: results are bit-identical only under the same versions.
