@@ -130,15 +130,15 @@ def rollout_buffer_bytes(config: Any) -> int:
     return 4 * config.num_steps * config.num_envs * (2 * obs + action + 9)
 
 
-def device_memory_bytes() -> tuple[int, str]:
-    """(bytes one device can hold, its description): the accelerator's limit, or host RAM for CPU."""
+def device_memory_bytes() -> tuple[int, str, bool]:
+    """(bytes, description, shared): one accelerator's limit, or the host RAM that all CPU devices share."""
     import os
 
     device = jax.local_devices()[0]  # memory_stats() only works for this process's devices
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"]), f"{device.device_kind} ({device.platform})"
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM (cpu)"
+        return int(stats["bytes_limit"]), f"{device.device_kind} ({device.platform})", False
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM (cpu)", True
 
 
 def job_layout(config: Any, num_runs: int, env_shards: int | None, cores_split: bool = False) -> Layout:
@@ -164,16 +164,19 @@ def check_fits(config: Any, num_runs: int, layout: Layout) -> None:
     from jaxrl_po.config import ConfigError
 
     runs_per_device = -(-num_runs // layout.runs)
-    need = rollout_buffer_bytes(config) * runs_per_device // layout.envs
-    have, what = device_memory_bytes()
+    have, what, shared = device_memory_bytes()
+    # CPU devices are slices of one host: their buffers all live in the same RAM.
+    devices = min(layout.devices, jax.local_device_count()) if shared else 1
+    need = rollout_buffer_bytes(config) * runs_per_device // layout.envs * devices
     if need > have:
         gib = 2**30
         split = f" (each run's envs split over {layout.envs} devices)" if layout.envs > 1 else ""
+        where = f" on each of {devices} devices" if devices > 1 else " per device"
         raise ConfigError(
             "num_envs",
-            f"will not fit: {runs_per_device} run(s) per device{split} need at least {need / gib:.1f} GiB for their "
+            f"will not fit: {runs_per_device} run(s){where}{split} need at least {need / gib:.1f} GiB for their "
             f"rollout buffers (num_envs x num_steps/horizon x obs size), but the {what} has {have / gib:.1f} GiB; "
-            "use fewer envs, steps or seeds, or more devices",
+            f"use fewer envs, steps or seeds{'' if shared else ', or more devices'}",
         )
 
 

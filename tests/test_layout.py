@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import AbstractMesh, AxisType
 
-from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig
+from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig, runner
 from jaxrl_po.config import ConfigError
 from jaxrl_po.layout import ENVS, RUNS, Layout, check_layout, choose_layout, shard_envs
 
@@ -55,6 +55,22 @@ def test_env_batch_that_does_not_split_is_a_config_error():
         check_layout(grpo, Layout(1, 4))
     assert err.value.field == "num_envs"
     check_layout(grpo.replace(num_envs=32), Layout(1, 4))
+
+
+@pytest.mark.parametrize("shared, per_device_fits", [(False, True), (True, False)])
+def test_check_fits_counts_every_cpu_device_against_the_one_host_ram(monkeypatch, shared, per_device_fits):
+    """8 runs on 2 devices: 4 runs' buffers must fit one accelerator, but 8 runs' must fit a CPU host's RAM."""
+    config = PPOConfig(num_envs=64, num_steps=32)
+    four_runs = 4 * runner.rollout_buffer_bytes(config)
+    monkeypatch.setattr(runner, "device_memory_bytes", lambda: (four_runs + 1, "test memory", shared))
+    monkeypatch.setattr(runner.jax, "local_device_count", lambda: 2)
+    if per_device_fits:
+        runner.check_fits(config, 8, Layout(2, 1))
+        return
+    with pytest.raises(ConfigError, match=r"will not fit: 4 run\(s\) on each of 2 devices need") as err:
+        runner.check_fits(config, 8, Layout(2, 1))
+    assert err.value.field == "num_envs" and "test memory" in str(err.value)
+    runner.check_fits(config, 4, Layout(2, 1))  # 2 runs per device, 4 in the host's RAM
 
 
 def _abstract_mesh(runs: int, envs: int) -> AbstractMesh:
