@@ -44,6 +44,7 @@ from rich.console import Console
 
 from jaxrl_po import PPOConfig
 from jaxrl_po.config import to_dict
+from jaxrl_po.logs import make_run_dir
 from jaxrl_po.runner import MAX_SEGMENT_ROWS, JobSpec, train_job
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
@@ -152,6 +153,13 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/memory-<platform>[-quick].json)")
     parser.add_argument("--run-dir", default=None, help="keep the run directory here (default: a temporary one)")
     args = parser.parse_args()
+    if args.updates < 1 or args.num_seeds < 1:
+        parser.error(f"--updates and --num-seeds must be positive, got {args.updates} and {args.num_seeds}")
+    if args.run_dir:
+        try:
+            make_run_dir(args.run_dir)  # a fresh directory: never another run's
+        except OSError as err:
+            parser.error(f"--run-dir: {err}")
     updates = 1_000 if args.quick else args.updates
     config = CONFIG.replace(total_timesteps=updates * CONFIG.steps_per_update)
     config.validate()
@@ -169,7 +177,6 @@ def main() -> None:
           f"({config.total_timesteps:,} env steps each) through runner.train_job ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.run_dir or tmp)
-        run_dir.mkdir(parents=True, exist_ok=True)
         job = JobSpec(algo_name="ppo", config=config, runs=runs, run_dir=run_dir, meta=meta,
                       progress=False, sinks=[sampler])
         summary, code = train_job(job, Console(quiet=True))

@@ -49,7 +49,7 @@ from pathlib import Path
 import jax
 
 from jaxrl_po.config import ConfigError
-from jaxrl_po.train import split_cpu
+from jaxrl_po.train import flag_name, split_cpu
 
 # One JAX device per core, exactly as the CLI makes them, so the seeds are spread over the cores
 # (respecting --cpu-devices and a device count the user fixed); before the imports below start
@@ -57,7 +57,8 @@ from jaxrl_po.train import split_cpu
 try:
     CORES_SPLIT = split_cpu(sys.argv[1:])
 except ConfigError as err:
-    sys.exit(f"error: {err}")
+    print(f"error: {flag_name(err.field)}: {err.message}", file=sys.stderr)
+    sys.exit(2)
 
 import numpy as np  # noqa: E402
 

@@ -29,14 +29,15 @@ from pathlib import Path
 import jax
 
 from jaxrl_po.config import ConfigError
-from jaxrl_po.train import split_cpu
+from jaxrl_po.train import flag_name, split_cpu
 
 # One JAX device per core, exactly as the CLI makes them (respecting --cpu-devices and a device
 # count the user fixed); before the imports below start the backend (gymnax creates arrays).
 try:
     CORES_SPLIT = split_cpu(sys.argv[1:])
 except ConfigError as err:
-    sys.exit(f"error: {err}")
+    print(f"error: {flag_name(err.field)}: {err.message}", file=sys.stderr)
+    sys.exit(2)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -125,12 +126,13 @@ def cpu_model() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", help="default: benchmarks/results/throughput-<platform>.json")
+    parser.add_argument("--out", help="default: benchmarks/results/throughput-<platform>[-quick].json")
     parser.add_argument("--quick", action="store_true", help="10x smaller budgets (a smoke run)")
     parser.add_argument("--cpu-devices", type=int,
                         help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
     args = parser.parse_args()
-    args.out = args.out or f"benchmarks/results/throughput-{jax.devices()[0].platform}.json"
+    quick = "-quick" if args.quick else ""  # a smoke run never replaces the full results
+    args.out = args.out or f"benchmarks/results/throughput-{jax.devices()[0].platform}{quick}.json"
 
     flop_rate = dense_flop_rate()
     results = {

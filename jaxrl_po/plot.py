@@ -135,6 +135,8 @@ def _read_metrics(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
             rows = list(csv.reader(fh))
     except OSError as err:
         raise PlotError(f"{path}: cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise PlotError(f"{path}: not a text (CSV) file") from None
     if not rows:
         raise PlotError(f"{path}: empty file")
     header, data = rows[0], [r for r in rows[1:] if r]

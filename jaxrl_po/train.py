@@ -115,12 +115,14 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
     """Settings in increasing priority: defaults < --preset < --config FILE < flags (or a resumed run's own)."""
     pre = argparse.ArgumentParser(add_help=False)
     for flag in ("--algo", "--resume", "--preset", "--config"):
-        pre.add_argument(flag, default=None)
+        pre.add_argument(flag, default=None, nargs="?")  # a missing value is left to tyro's one-line error
     known, _ = pre.parse_known_args(argv)
     saved = load_saved_run(Path(known.resume)) if known.resume else None
     file_settings = read_settings_file(known.config) if known.config else {}
     for name in ("algo", "preset"):  # the file may name them; a flag must then agree
         value = file_settings.pop(name, None)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError("config", f"{known.config}: {name} must be a name, got {value!r}")
         if value is not None and getattr(known, name) not in (None, value):
             raise ConfigError(name, f"{known.config} says {value!r}, got --{name} {getattr(known, name)}")
         setattr(known, name, getattr(known, name) or value)
@@ -155,6 +157,8 @@ def read_settings_file(path: str) -> dict[str, Any]:
         data = yaml.safe_load(Path(path).expanduser().read_text())
     except OSError as err:
         raise ConfigError("config", f"cannot read {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{path} is not a text file (YAML or JSON)") from None
     except yaml.YAMLError as err:
         raise ConfigError("config", f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     if data is None:
@@ -185,9 +189,13 @@ def settings_as_flags(settings: dict[str, Any], config_cls: type, source: str, p
             if not isinstance(value, dict):
                 raise ConfigError("config", f"{source}: {prefix}{name} must be a mapping of its fields")
             flags += settings_as_flags(value, hints[name], source, f"{prefix}{name}.")
-        elif hints[name] is bool and isinstance(value, bool):
+        elif hints[name] is bool:
+            if not isinstance(value, bool):
+                raise ConfigError("config", f"{source}: {prefix}{name} must be true or false, got {value!r}")
             flags.append(flag if value else flag_name(f"{prefix}no_{name}"))
         elif isinstance(value, (list, tuple)):
+            if typing.get_origin(hints[name]) not in (tuple, list):
+                raise ConfigError("config", f"{source}: {prefix}{name} takes one value, got the list {value!r}")
             flags += [flag, *map(str, value)]
         else:
             flags += [flag, str(value)]
@@ -204,12 +212,15 @@ def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
 
     try:
         data, config = read_run_config(run_dir)
-        seeds, grid = data["seeds"], data["sweep"]
+        saved_options = {k: v for k, v in data.get("options", {}).items() if k in SAVED_OPTIONS}
+        for name, value in saved_options.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"options.{name} must be an integer, got {value!r}")
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
         raise ConfigError("resume", f"{run_dir} is not a run directory this program can resume "
                                     f"({run_dir / 'config.json'}: {err})") from None
+    seeds, grid = data["seeds"], data["sweep"]
     sweep = tuple(f"{name}={','.join(f'{v:g}' for v in values)}" for name, values in grid.items())
-    saved_options = {k: v for k, v in data.get("options", {}).items() if k in SAVED_OPTIONS}
     options = RunOptions(algo=data["algo"], num_seeds=len(seeds), seed=seeds[0], run_dir=str(run_dir),
                          sweep=sweep, resume=str(run_dir), **saved_options)
     return options, config
@@ -357,8 +368,8 @@ def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False)
 
     if not isinstance(options.num_seeds, int) or options.num_seeds < 1:
         raise ConfigError("num_seeds", f"must be a positive integer, got {options.num_seeds!r}")
-    if options.seed < 0:
-        raise ConfigError("seed", f"must be >= 0, got {options.seed}")
+    if not 0 <= options.seed <= 2**32 - options.num_seeds:  # seeds are uint32 PRNG keys
+        raise ConfigError("seed", f"must be in 0 .. 2**32 - num_seeds = {2**32 - options.num_seeds}, got {options.seed}")
     if options.checkpoint_every < 0:
         raise ConfigError("checkpoint_every", f"must be >= 0 (0: only at the end), got {options.checkpoint_every}")
     if options.keep_checkpoints < 1:

@@ -86,6 +86,8 @@ BAD_CASES = [
     ("grpo-loss-type-unknown", ["--algo", "grpo", "--grpo.loss-type", "nope"], "--grpo.loss-type", ["nope", "dapo"]),
     ("conv-on-vector-obs", ["--conv-channels", "16"], "--conv-channels", ["image", "(4,)"]),
     ("config-file-missing", ["--config", "{file}.yaml"], "--config", ["cannot read"]),
+    ("config-without-value", ["--config"], "--config", ["Missing value"]),
+    ("seed-past-uint32", ["--seed", "4294967295", "--num-seeds", "2"], "--seed", ["4294967294", "4294967295"]),
     ("config-file-unknown-setting", ["--config", "{bad_yaml}"], "--config", ["unknown setting 'num_env'", "num_envs"]),
 ]
 RUN_DIR_CASES = {"run-dir-under-a-file", "run-dir-not-empty"}

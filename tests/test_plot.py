@@ -147,7 +147,10 @@ def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     write_run(tmp_path / "unfinished", ppo_rows([[NAN, NAN]]))
     good = write_run(tmp_path / "good", ppo_rows([[1.0]]))
+    (tmp_path / "binary").mkdir()
+    (tmp_path / "binary" / "metrics.csv").write_bytes(b"\x89PNG\x00\xff")
     cases = {
+        "not-text": ([str(tmp_path / "binary")], "not a text (CSV) file"),
         "missing": ([str(tmp_path / "nope")], "no such directory"),
         "no-csv": ([str(tmp_path / "empty")], "no metrics.csv"),
         "no-returns": ([str(tmp_path / "unfinished")], "no finite episode_return"),

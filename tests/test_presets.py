@@ -85,12 +85,39 @@ def test_a_run_config_json_can_be_read_as_settings(tmp_path):
     ("lr: [\n", [], "not valid YAML"),
     ("algo: grpo\ngrpo: 3\n", [], "grpo must be a mapping"),
     ("algo: grpo\n", ["--algo", "ppo"], "says 'grpo', got --algo ppo"),
+    ("preset: [cartpole-ppo]\n", [], "preset must be a name, got \\['cartpole-ppo'\\]"),
+    ("anneal_lr: 'yes'\n", [], "anneal_lr must be true or false, got 'yes'"),
+    ("lr: [1, 2]\n", [], "lr takes one value, got the list"),
+    ("\x89PNG\x00\xff\n", [], "is not a text file"),
 ])
 def test_bad_config_files_fail_with_the_field_named(tmp_path, text, flags, message):
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    path.write_bytes(text.encode("latin-1"))  # the last case: bytes that are not UTF-8
+    with pytest.raises(ConfigError, match=message) as err:
         parse(["--config", str(path), *flags])
+    assert err.value.field in ("config", "algo")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"seeds": 4}, "seeds must be a non-empty list"),
+    ({"seeds": [2**40]}, "0 .. 2\\*\\*32-1"),
+    ({"sweep": ["lr"]}, "sweep must map names"),
+    ({"sweep": {"lr": ["a"]}}, "sweep must map names"),
+    ({"options": [1]}, "options must be a mapping"),
+    ({"options": {"checkpoint_every": "x"}}, "options.checkpoint_every must be an integer"),
+])
+def test_resume_refuses_a_damaged_config_json_with_one_error(tmp_path, change, message):
+    from jaxrl_po.config import to_dict
+
+    saved = {"algo": "ppo", "seeds": [0, 1], "sweep": {}, **to_dict(PRESETS["cartpole-ppo"].config),
+             "options": {"checkpoint_every": 0, "keep_checkpoints": 3}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert parse(["--resume", str(tmp_path)])[0].num_seeds == 2  # the undamaged file is accepted
+    (tmp_path / "config.json").write_text(json.dumps({**saved, **change}))
+    with pytest.raises(ConfigError, match=message) as err:
+        parse(["--resume", str(tmp_path)])
+    assert err.value.field == "resume"
 
 
 def test_results_benchmark_runs_cut_presets_and_draws_the_table(tmp_path):
