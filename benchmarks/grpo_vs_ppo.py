@@ -184,6 +184,10 @@ def main() -> None:
     parser.add_argument("--ablation-seeds", type=int, default=MAIN_SEEDS,
                         help="seeds for the GRPO ablation rows (main rows always use 8)")
     args = parser.parse_args()
+    if args.only and not any(s in name for name, *_ in RUNS for s in args.only):
+        parser.error(f"--only: {' '.join(args.only)} matches no run; the runs are {', '.join(r[0] for r in RUNS)}")
+    if args.ablation_seeds < 1:
+        parser.error(f"--ablation-seeds: must be positive, got {args.ablation_seeds}")
     suffix = "-quick" if args.quick else ""
     out = Path(args.out or f"benchmarks/results/grpo_vs_ppo-{jax.devices()[0].platform}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

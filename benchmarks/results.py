@@ -179,15 +179,19 @@ def record_from_run(name: str, run_dir: Path, eval_episodes: int = EVAL_EPISODES
                                  f"(algo {trained.algo_name}; settings that differ: {', '.join(differ) or 'none'})")
     if trained.seeds != list(range(len(trained.seeds))) or any(trained.settings):
         raise ConfigError(field, f"{run_dir}: seeds must be 0..N-1 without a sweep, got {trained.seeds}")
-    if summary.get("interrupted", True):
+    if not isinstance(summary, dict) or summary.get("interrupted", True):
         raise ConfigError(field, f"{run_dir} did not finish; continue it with --resume")
-    sessions = summary.get("sessions", [])
-    if sum(s["env_steps"] or 0 for s in sessions) != summary["total_env_steps"]:
-        raise ConfigError(field, f"{run_dir}: summary.json's sessions do not cover all {summary['total_env_steps']} "
+    try:
+        sessions, total, devices = summary.get("sessions", []), summary["total_env_steps"], summary["num_devices"]
+        covered = sum(s["env_steps"] or 0 for s in sessions)
+        compile_s, run_s = sum(s["compile_s"] for s in sessions), sum(s["train_s"] for s in sessions)
+    except (KeyError, TypeError) as err:
+        raise ConfigError(field, f"{run_dir}: summary.json is not a finished run's summary ({err!r})") from None
+    if covered != total:
+        raise ConfigError(field, f"{run_dir}: summary.json's sessions do not cover all {total} "
                                  "env steps (a sitting was killed without Ctrl-C), so its time is unknown")
-    compile_s, run_s = sum(s["compile_s"] for s in sessions), sum(s["train_s"] for s in sessions)
     seconds = {"wall_s": compile_s + run_s, "compile_s": compile_s, "run_s": run_s}
-    record = make_record(name, trained, summary["num_devices"], seconds, eval_episodes)
+    record = make_record(name, trained, devices, seconds, eval_episodes)
     return {**record, "from_run": str(run_dir), "sessions": len(sessions)}
 
 
@@ -234,7 +238,15 @@ def eval_cell(record: dict | None, mode: str) -> str:
 
 def report(out_dir: Path) -> str:
     """Read every preset JSON in ``out_dir``; write table.md and one figure per env; return the table."""
-    records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
+    records = []
+    for path in sorted(out_dir.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError("out_dir", f"cannot read {path}: {err}") from None
+        if not isinstance(record, dict) or not {"preset", "env", "algo", "curves"} <= record.keys():
+            raise ConfigError("out_dir", f"{path} is not a preset record of this script; move it elsewhere")
+        records.append(record)
     by_env: dict[str, dict[str, dict]] = {}
     for record in records:
         by_env.setdefault(record["env"], {})[record["algo"]] = record
@@ -264,7 +276,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="*", default=list(PRESETS), choices=list(PRESETS), metavar="NAME",
                         help=f"presets to run (default: all): {', '.join(PRESETS)}")
-    parser.add_argument("--num-seeds", type=int, default=8)
+    parser.add_argument("--num-seeds", type=int, default=None, help="seeds per preset (default 8)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap each preset's per-seed budget")
     parser.add_argument("--out-dir", default=None, help="default benchmarks/results/suite-<platform>")
     parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES,
@@ -277,6 +289,10 @@ def main() -> None:
     parser.add_argument("--cpu-devices", type=int,
                         help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
     args = parser.parse_args()
+    if args.from_run is not None and (args.report_only or args.num_seeds or args.max_steps):
+        parser.error("--from-run: the run sets the seeds and budget, and it is not a report; "
+                     "drop --report-only, --num-seeds and --max-steps")
+    args.num_seeds = 8 if args.num_seeds is None else args.num_seeds
     if args.num_seeds < 1 or (args.max_steps is not None and args.max_steps < 1):
         parser.error("--num-seeds and --max-steps must be positive")
     try:  # before any training, not after it
@@ -301,7 +317,10 @@ def main() -> None:
             (out_dir / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
             print(f"  {cell(record)}; compile {record['compile_s']:.1f} s, {record['sps']:,.0f} SPS; final policy "
                   f"sampled {eval_cell(record, 'stochastic')}, greedy {eval_cell(record, 'greedy')}", flush=True)
-    print(report(out_dir))
+    try:
+        print(report(out_dir))
+    except ConfigError as err:
+        parser.error(f"--out-dir: {err.message}")
 
 
 if __name__ == "__main__":

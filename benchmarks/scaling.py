@@ -421,6 +421,8 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/results/scaling-{platform_name}{'-quick' if args.quick else ''}.json")
     png = out.with_suffix(".png")
     if args.plot_only:
+        if not out.is_file():
+            parser.error(f"--plot-only: no results at {out}; run without --plot-only first (or pass --out)")
         results = json.loads(out.read_text())
         results["points"].sort(key=point_order)
         plot(results, png)
@@ -437,6 +439,16 @@ def main() -> None:
     only = args.only if args.only else (list(QUICK_LINES) if args.quick else None)
     lines = [(a, e) for e in ENVS for a in ALGOS if selected(line_name(a, e), only)]
     envs = [e for e in ENVS if any(le == e for _, le in lines) or selected(line_name("random", e), only)]
+    if not envs:
+        names = ", ".join(line_name(a, e) for e in ENVS for a in ("random", *ALGOS))
+        parser.error(f"--only: {' '.join(only)} matches no line; the lines are {names}")
+    for name, value in (("--budget-s", args.budget_s), ("--max-update-s", args.max_update_s),
+                        ("--max-envs", args.max_envs), ("--max-seeds", args.max_seeds),
+                        ("--max-total-envs", args.max_total_envs), ("--envs-per-seed", args.envs_per_seed)):
+        if value <= 0:
+            parser.error(f"{name}: must be positive, got {value}")
+    if args.grpo_horizon is not None and args.grpo_horizon < 1:
+        parser.error(f"--grpo-horizon: must be positive, got {args.grpo_horizon}")
     todo = plan(args, lines, envs)
 
     templates = {algo: to_dict(make_config(algo, "CartPole-v1", 1024 if algo == "ppo" else 128, args.grpo_horizon))

@@ -221,12 +221,14 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     num_runs = len(runs.seeds)
     algo = make_algorithm(config)
     layout = job.layout or job_layout(config, num_runs, None)
+    checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints, create=not resume)
+    if resume and not checkpointer.steps():  # before compiling, and without making an empty checkpoints/
+        raise CheckpointError(f"no checkpoint in {checkpointer.directory}")
     mesh = make_mesh(layout)
     keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
     init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
     state = init(keys, hparams)
     row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
-    checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints)
     # Every process runs this loop on the same global arrays; only process 0 writes files and prints.
     primary = distributed.is_primary()
     csv_sink = logs.MetricsCSV(job.run_dir / "metrics.csv", row_shape._fields, runs.seeds,

@@ -108,13 +108,18 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
     config = json.loads((foreign / "config.json").read_text())
     (foreign / "config.json").write_text(json.dumps({**config, "gamma": 0.9}))
     before = {d: digest(d / "metrics.csv") for d in (corrupt, foreign)}
+    no_checkpoint = tmp_path / "no-checkpoint"
+    no_checkpoint.mkdir()
+    shutil.copy(base / "ref" / "config.json", no_checkpoint)
     cases = cli.run_cases({
+        "no-checkpoint": {"argv": ["--resume", str(no_checkpoint)], "cwd": str(tmp_path)},
         "corrupt": {"argv": ["--resume", str(corrupt), "--no-compile-cache"], "cwd": str(tmp_path)},
         "foreign": {"argv": ["--resume", str(foreign), "--no-compile-cache"], "cwd": str(tmp_path)},
         "changed-flag": {"argv": ["--resume", str(base / "ref"), "--lr", "0.1"], "cwd": str(tmp_path)},
         "not-a-run": {"argv": ["--resume", str(tmp_path / "nothing")], "cwd": str(tmp_path)},
     })
     expected = {
+        "no-checkpoint": f"no checkpoint in {no_checkpoint / 'checkpoints'}",
         "corrupt": "cannot read checkpoint",
         "foreign": "is from another run (gamma: checkpoint 0.99 vs run 0.9)",
         "changed-flag": "error: --lr: cannot change when resuming: the run used 0.002, got 0.1",
@@ -128,6 +133,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
     for d, value in before.items():
         assert digest(d / "metrics.csv") == value
     assert Checkpointer(corrupt).steps() == [1500, 2000]
+    assert sorted(p.name for p in no_checkpoint.iterdir()) == ["config.json"]  # refused before making anything
 
 
 def test_nonfinite_run_is_reported_stopped_and_others_kept(cli, tmp_path):
