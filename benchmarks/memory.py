@@ -55,9 +55,10 @@ CONFIG = PPOConfig(env="CartPole-v1", num_envs=64, num_steps=16, update_epochs=1
 def proc_status_bytes(field: str) -> int | None:
     """A ``kB`` field of /proc/self/status (VmRSS, VmHWM) in bytes; None where there is no /proc."""
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
@@ -225,8 +226,9 @@ def main() -> None:
     print(f"second-half slope: RSS {fmt(sl['rss_bytes_per_update'])} B/update; expected rows "
           f"{fmt(sl['expected_rows_bytes_per_update'])}, held {fmt(sl['expected_held_bytes_per_update'])} B/update"
           + (f"; device {fmt(sl['device_bytes_per_update'])} B/update" if sl["device_bytes_per_update"] is not None else ""))
+    peak = end["rss_peak_bytes"]  # None where there is no /proc
     print(f"RSS before compiling {rss_before / 2**20:.1f} MiB, after the job (checkpoint saved) {rss_after / 2**20:.1f} MiB, "
-          f"peak {end['rss_peak_bytes'] / 2**20:.1f} MiB")
+          f"peak {'n/a' if peak is None else f'{peak / 2**20:.1f} MiB'}")
     print(f"wrote {out}")
 
 

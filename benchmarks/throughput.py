@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -49,7 +47,7 @@ from jaxrl_po.logs import final_returns  # noqa: E402
 from jaxrl_po.networks import make_policy  # noqa: E402
 from jaxrl_po.rollout import init_env_carry, rollout  # noqa: E402
 from jaxrl_po.runner import job_layout  # noqa: E402
-from jaxrl_po.timing import compile_then_run, compile_then_run_over_devices  # noqa: E402
+from jaxrl_po.timing import compile_then_run, compile_then_run_over_devices, machine_info  # noqa: E402
 
 BASE = PPOConfig(
     env="CartPole-v1", num_envs=4, num_steps=128, update_epochs=4, num_minibatches=4,
@@ -113,17 +111,6 @@ def train_flops_per_step(config: PPOConfig, obs_dim: int = 4, actions: int = 2) 
     return actor + 2 * critic + config.update_epochs * 3 * (actor + critic)
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` knows."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="default: benchmarks/results/throughput-<platform>[-quick].json")
@@ -136,9 +123,7 @@ def main() -> None:
 
     flop_rate = dense_flop_rate()
     results = {
-        "machine": {"platform": jax.devices()[0].platform, "device": jax.devices()[0].device_kind,
-                    "processor": cpu_model(), "cpu_count": os.cpu_count(), "cpu_devices": jax.device_count(),
-                    "jax": jax.__version__},
+        "machine": machine_info(),
         "dense64_flops_per_s": flop_rate,
         "cases": {},
     }

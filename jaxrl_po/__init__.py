@@ -19,7 +19,12 @@ def make_algorithm(config):
 
 
 def make_train(config):
-    """``train(key, hparams=None) -> TrainOutput`` for a PPOConfig or a GRPOConfig."""
+    """``train(key, hparams=None) -> TrainOutput`` for a PPOConfig or a GRPOConfig.
+
+    ``hparams`` overrides the traced hyperparameters (a dict of scalars, see
+    ``config.hparams()``); ``jax.jit(jax.vmap(train))(keys)`` trains one seed per
+    key in one compiled call.
+    """
     from jaxrl_po.loop import make_train as make_loop_train
 
     return make_loop_train(make_algorithm(config))

@@ -35,13 +35,8 @@ def _is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def to_saveable(tree: Any) -> Any:
-    """PRNG key arrays -> their uint32 data (orbax stores plain arrays)."""
-    return jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
-
-
 def from_saveable(tree: Any, like: Any) -> Any:
-    """Inverse of :func:`to_saveable`: re-wrap key data where ``like`` (an abstract tree) holds keys.
+    """Re-wrap the saved uint32 key data where ``like`` (an abstract tree) holds PRNG keys.
 
     Keys are re-wrapped with JAX's default PRNG implementation, the one ``jax.random.key`` made them with.
     """
@@ -73,7 +68,9 @@ class Checkpointer:
     def save(self, step: int, state: Any, history: Any, meta: dict) -> Path:
         """Write checkpoint ``step`` (updates done); the oldest beyond ``keep`` are deleted.
 
-        A step that is already saved is left as it is (same updates done: same state).
+        ``state``: host arrays, PRNG keys as their uint32 data (what ``distributed.fetch``
+        gives; orbax stores plain arrays). A step that is already saved is left as it is
+        (same updates done: same state).
         """
         ocp = self._ocp
         if step in self.steps():
@@ -82,7 +79,7 @@ class Checkpointer:
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(to_saveable(state)),
+                state=ocp.args.StandardSave(state),
                 history=ocp.args.StandardSave(history),
                 meta=ocp.args.JsonSave({**meta, "num_rows": int(next(iter(history.values())).shape[1])}),
             ),
@@ -105,11 +102,9 @@ class Checkpointer:
         of one metrics row (a NamedTuple of scalars; gives the history's columns and dtypes).
         """
         ocp = self._ocp
-        rows = int(meta.get("num_rows", -1))
-        history_target = {
-            name: np.zeros((num_runs, rows), column.dtype) for name, column in abstract_row._asdict().items()
-        }
-        try:
+        try:  # a checkpoint without (or with a bad) num_rows is as damaged as one orbax cannot read
+            history_target = {name: np.zeros((num_runs, int(meta["num_rows"])), column.dtype)
+                              for name, column in abstract_row._asdict().items()}
             restored = self._manager.restore(
                 step,
                 args=ocp.args.Composite(

@@ -81,10 +81,6 @@ class BaseConfig:
         """Environment steps collected per update (per seed)."""
         raise NotImplementedError
 
-    @property
-    def num_updates(self) -> int:
-        return self.total_timesteps // self.steps_per_update
-
     def hparams(self) -> dict[str, jnp.ndarray]:
         """The traced hyperparameters as float32 scalars (the default ``train`` input)."""
         return {f.name: jnp.float32(getattr(self, f.name)) for f in traced_fields(self)}
@@ -165,6 +161,11 @@ class PPOConfig(BaseConfig):
     @property
     def steps_per_update(self) -> int:
         return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        """Updates in the budget (a part-update left over is not run)."""
+        return self.total_timesteps // self.steps_per_update
 
     @property
     def minibatch_size(self) -> int:
@@ -270,7 +271,7 @@ class GRPOOptions:
     advantage: Literal["outcome", "rtg"] = "outcome"
     """outcome: group-normalised episode return on every step; rtg: return-to-go minus the leave-one-out mean of the group's."""
     scale: Literal["group", "batch", "none"] = "group"
-    """divide advantages by the group's std, the batch's std, or not at all."""
+    """divide advantages by the group's spread, the batch's, or not at all (std for outcome, RMS for rtg)."""
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "grpo"
     """how per-step losses are averaged (see README)."""
     importance_sampling: Literal["token", "sequence"] = "token"

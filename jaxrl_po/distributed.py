@@ -60,9 +60,3 @@ def any_process(flag: bool) -> bool:
     if jax.process_count() == 1:
         return flag
     return bool(np.any(multihost_utils.process_allgather(np.bool_(flag))))
-
-
-def barrier(name: str) -> None:
-    """Wait until every process gets here (e.g. the run directory exists before anyone uses it)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)

@@ -175,7 +175,7 @@ def load_run(run_dir: str | os.PathLike):
         raise ConfigError("run_dir", f"{run_dir} is not a directory")
     if not (run_dir / "config.json").is_file():
         raise ConfigError("run_dir", f"{run_dir} is not a run directory (no config.json)")
-    # Checked here because the checkpointer would create an empty checkpoints/ in a read-only use.
+    # Checked here, before load_trained builds the algorithm and traces its init to restore into.
     ckpt = run_dir / CHECKPOINT_DIR
     if not ckpt.is_dir() or not any(p.name.isdigit() for p in ckpt.iterdir()):
         raise ConfigError("run_dir", f"no checkpoint in {ckpt}")
@@ -292,7 +292,7 @@ def check_renderable(env_name: str, available: Callable[[str], bool] | None = No
     ``available(module) -> bool`` tells whether a module can be imported (default: importlib's find_spec).
     """
     available = available or _module_available
-    env, _ = _gymnax_env(env_name)
+    env = make_vec_env(env_name, 1).env
     if env.name not in DRAWABLE:
         raise ConfigError("render", f"gymnax cannot draw {env_name}; drawable: {', '.join(DRAWABLE)}")
     needed = dict(RENDER_MODULES)
@@ -376,11 +376,6 @@ def render_episode(run_dir: str | os.PathLike, out_path: str | os.PathLike, run:
 
 def _module_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
-
-
-def _gymnax_env(name: str) -> tuple[Any, Any]:
-    vec = make_vec_env(name, 1)
-    return vec.env, vec.params
 
 
 # ---- output ---------------------------------------------------------------------------

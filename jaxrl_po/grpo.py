@@ -108,9 +108,8 @@ def make_algorithm(config: GRPOConfig) -> loop.Algorithm:
         )
         alive = episodes.alive.astype(jnp.float32)
         alive_steps = alive.sum().astype(jnp.int32)
-        all_returns = to_groups((episodes.reward * alive), num_groups * opts.oversample).sum(-1)
-
         group = lambda x: to_groups(x, num_groups * opts.oversample)
+        all_returns = group(episodes.reward * alive).sum(-1)
         obs = stats.normalize(episodes.obs) if normalize_obs else episodes.obs
         data = dict(obs=group(obs), action=group(episodes.action), log_prob=group(episodes.log_prob),
                     reward=group(episodes.reward), mask=group(alive))
@@ -172,8 +171,3 @@ def make_algorithm(config: GRPOConfig) -> loop.Algorithm:
         return jnp.logical_or(state.env_steps >= config.total_timesteps, state.update >= config.max_updates)
 
     return loop.Algorithm(init, update, finished, config.max_updates)
-
-
-def make_train(config: GRPOConfig):
-    """Build ``train(key, hparams=None) -> TrainOutput`` for GRPO (see :func:`jaxrl_po.ppo.make_train`)."""
-    return loop.make_train(make_algorithm(config))

@@ -38,7 +38,7 @@ class Algorithm(NamedTuple):
 
 class TrainOutput(NamedTuple):
     state: Any
-    metrics: Any  # PPOMetrics | GRPOMetrics, each leaf [num_updates]; rows never run: env_steps 0, NaN
+    metrics: Any  # PPOMetrics | GRPOMetrics, each leaf [max_updates]; rows never run: env_steps 0, NaN
 
 
 def nonfinite_code(loss_info: Any, grad_norm: jax.Array, params: Any) -> jax.Array:

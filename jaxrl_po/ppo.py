@@ -12,7 +12,6 @@ from jaxrl_po.advantages import gae
 from jaxrl_po.config import PPOConfig
 from jaxrl_po.envs import make_vec_env
 from jaxrl_po.losses import PPOBatch, normalize, ppo_loss
-from jaxrl_po.loop import TrainOutput  # noqa: F401  (re-exported)
 from jaxrl_po.networks import policy_for
 from jaxrl_po.rollout import EnvCarry, finished_episode_stats, init_env_carry, rollout
 from jaxrl_po.update import grad_in_pieces, make_optimizer, pieces_for, sgd_epochs
@@ -139,13 +138,3 @@ def make_algorithm(config: PPOConfig) -> loop.Algorithm:
         return loop.keep_if_finite(state, new_state, code), metrics
 
     return loop.Algorithm(init, update, lambda state: state.update >= num_updates, num_updates)
-
-
-def make_train(config: PPOConfig):
-    """Build ``train(key, hparams=None) -> TrainOutput`` for PPO.
-
-    ``hparams`` overrides the traced hyperparameters (a dict of scalars, see
-    :meth:`PPOConfig.hparams`); ``jax.jit(jax.vmap(train))(keys)`` trains one
-    seed per key in one compiled call.
-    """
-    return loop.make_train(make_algorithm(config))

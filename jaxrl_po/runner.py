@@ -341,7 +341,7 @@ class TrainedRuns(NamedTuple):
     settings: list[dict[str, float]]  # swept values per run ({} without a sweep)
     state: Any  # batched training state, leading axis = run
     step: int  # updates done at the checkpoint
-    metrics: Any = None  # every metric row up to the checkpoint: each leaf [run, update]
+    metrics: Any  # every metric row up to the checkpoint: each leaf [run, update]
 
 
 def load_trained(run_dir: Path) -> TrainedRuns:

@@ -96,7 +96,7 @@ def sgd_epochs(
     lr: jax.Array,
     num_epochs: int,
     num_minibatches: int,
-) -> tuple[Any, Any, Any]:
+) -> tuple[Any, Any, Any, jax.Array]:
     """``num_epochs`` shuffled passes of ``num_minibatches`` gradient steps each.
 
     Args:

@@ -108,11 +108,16 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
     config = json.loads((foreign / "config.json").read_text())
     (foreign / "config.json").write_text(json.dumps({**config, "gamma": 0.9}))
     before = {d: digest(d / "metrics.csv") for d in (corrupt, foreign)}
+    no_rows = tmp_path / "no-rows"  # a checkpoint whose meta lacks num_rows (the history's length)
+    shutil.copytree(base / "ref", no_rows)
+    meta_file = no_rows / "checkpoints" / "2000" / "meta" / "metadata"
+    meta_file.write_text(json.dumps({k: v for k, v in json.loads(meta_file.read_text()).items() if k != "num_rows"}))
     no_checkpoint = tmp_path / "no-checkpoint"
     no_checkpoint.mkdir()
     shutil.copy(base / "ref" / "config.json", no_checkpoint)
     cases = cli.run_cases({
         "no-checkpoint": {"argv": ["--resume", str(no_checkpoint)], "cwd": str(tmp_path)},
+        "no-rows": {"argv": ["--resume", str(no_rows), "--no-compile-cache"], "cwd": str(tmp_path)},
         "corrupt": {"argv": ["--resume", str(corrupt), "--no-compile-cache"], "cwd": str(tmp_path)},
         "foreign": {"argv": ["--resume", str(foreign), "--no-compile-cache"], "cwd": str(tmp_path)},
         "changed-flag": {"argv": ["--resume", str(base / "ref"), "--lr", "0.1"], "cwd": str(tmp_path)},
@@ -120,6 +125,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
     })
     expected = {
         "no-checkpoint": f"no checkpoint in {no_checkpoint / 'checkpoints'}",
+        "no-rows": "cannot read checkpoint",
         "corrupt": "cannot read checkpoint",
         "foreign": "is from another run (gamma: checkpoint 0.99 vs run 0.9)",
         "changed-flag": "error: --lr: cannot change when resuming: the run used 0.002, got 0.1",

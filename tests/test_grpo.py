@@ -13,7 +13,8 @@ import pytest
 
 from jaxrl_po.config import ConfigError, GRPOConfig, GRPOOptions
 from jaxrl_po.envs import make_vec_env
-from jaxrl_po.grpo import GRPOMetrics, keep_widest_groups, make_train, to_groups
+from jaxrl_po import make_train
+from jaxrl_po.grpo import GRPOMetrics, keep_widest_groups, to_groups
 from jaxrl_po.networks import make_policy
 from jaxrl_po.rollout import episode_rollout, group_keys
 

@@ -1,4 +1,4 @@
-"""PPO trainer (jaxrl_po.ppo.make_train): metric shapes, determinism, compile-once, NaN stats.
+"""PPO trainer (jaxrl_po.make_train on a PPOConfig): metric shapes, determinism, compile-once, NaN stats.
 
 One real compilation (the module fixture) serves most tests; shape questions are answered
 with ``jax.eval_shape``, which traces without compiling.
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import jaxrl_po.ppo as ppo
-from jaxrl_po.ppo import PPOMetrics, make_train
+from jaxrl_po import make_train
+from jaxrl_po.ppo import PPOMetrics
 
 from conftest import fast_jit
 

@@ -10,7 +10,7 @@ import pytest
 from jaxrl_po.envs import ActionSpec
 from jaxrl_po.losses import PPOBatch, ppo_loss
 from jaxrl_po.networks import make_policy
-from jaxrl_po.ppo import make_train
+from jaxrl_po import make_train
 from jaxrl_po.update import grad_in_pieces, pieces_for, random_permutation
 
 from conftest import fast_jit
