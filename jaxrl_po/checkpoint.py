@@ -21,6 +21,12 @@ import numpy as np
 CHECKPOINT_DIR = "checkpoints"
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a saved step (cheap: no orbax, nothing created)."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable or from another run; the message says which."""
 

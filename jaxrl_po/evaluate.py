@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError
+from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError, has_checkpoint
 from jaxrl_po.config import ConfigError
 from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
 from jaxrl_po.loop import batched_under_vmap
@@ -176,9 +176,8 @@ def load_run(run_dir: str | os.PathLike):
     if not (run_dir / "config.json").is_file():
         raise ConfigError("run_dir", f"{run_dir} is not a run directory (no config.json)")
     # Checked here, before load_trained builds the algorithm and traces its init to restore into.
-    ckpt = run_dir / CHECKPOINT_DIR
-    if not ckpt.is_dir() or not any(p.name.isdigit() for p in ckpt.iterdir()):
-        raise ConfigError("run_dir", f"no checkpoint in {ckpt}")
+    if not has_checkpoint(run_dir):
+        raise ConfigError("run_dir", f"no checkpoint in {run_dir / CHECKPOINT_DIR}")
     return load_trained(run_dir)
 
 

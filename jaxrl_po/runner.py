@@ -222,8 +222,6 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     algo = make_algorithm(config)
     layout = job.layout or job_layout(config, num_runs, None)
     checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints, create=not resume)
-    if resume and not checkpointer.steps():  # before compiling, and without making an empty checkpoints/
-        raise CheckpointError(f"no checkpoint in {checkpointer.directory}")
     mesh = make_mesh(layout)
     keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
     init, segment, compile_s = compile_job(algo, keys, hparams, mesh)

@@ -208,6 +208,7 @@ SAVED_OPTIONS = ("checkpoint_every", "keep_checkpoints")
 
 def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
     """The options and config a run directory was started with (from its config.json)."""
+    from jaxrl_po.checkpoint import CHECKPOINT_DIR, has_checkpoint
     from jaxrl_po.logs import read_run_config
 
     try:
@@ -219,6 +220,8 @@ def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
         raise ConfigError("resume", f"{run_dir} is not a run directory this program can resume "
                                     f"({run_dir / 'config.json'}: {err})") from None
+    if not has_checkpoint(run_dir):
+        raise ConfigError("resume", f"{run_dir} has no checkpoint to resume from (none in {run_dir / CHECKPOINT_DIR})")
     seeds, grid = data["seeds"], data["sweep"]
     sweep = tuple(f"{name}={','.join(f'{v:g}' for v in values)}" for name, values in grid.items())
     options = RunOptions(algo=data["algo"], num_seeds=len(seeds), seed=seeds[0], run_dir=str(run_dir),

@@ -124,7 +124,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
         "not-a-run": {"argv": ["--resume", str(tmp_path / "nothing")], "cwd": str(tmp_path)},
     })
     expected = {
-        "no-checkpoint": f"no checkpoint in {no_checkpoint / 'checkpoints'}",
+        "no-checkpoint": f"error: --resume: {no_checkpoint} has no checkpoint to resume from",
         "no-rows": "cannot read checkpoint",
         "corrupt": "cannot read checkpoint",
         "foreign": "is from another run (gamma: checkpoint 0.99 vs run 0.9)",

@@ -113,6 +113,7 @@ def test_resume_refuses_a_damaged_config_json_with_one_error(tmp_path, change, m
     saved = {"algo": "ppo", "seeds": [0, 1], "sweep": {}, **to_dict(PRESETS["cartpole-ppo"].config),
              "options": {"checkpoint_every": 0, "keep_checkpoints": 3}}
     (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "checkpoints" / "100").mkdir(parents=True)  # parse only checks that a step exists
     assert parse(["--resume", str(tmp_path)])[0].num_seeds == 2  # the undamaged file is accepted
     (tmp_path / "config.json").write_text(json.dumps({**saved, **change}))
     with pytest.raises(ConfigError, match=message) as err:
