@@ -13,7 +13,7 @@ from jaxrl_po.config import PPOConfig
 from jaxrl_po.envs import make_vec_env
 from jaxrl_po.losses import PPOBatch, normalize, ppo_loss
 from jaxrl_po.networks import policy_for
-from jaxrl_po.rollout import EnvCarry, finished_episode_stats, init_env_carry, rollout
+from jaxrl_po.rollout import EnvCarry, Transition, finished_episode_stats, init_env_carry, rollout
 from jaxrl_po.update import grad_in_pieces, make_optimizer, pieces_for, sgd_epochs
 
 
@@ -67,6 +67,22 @@ def explained_variance(value: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.where(var_target > 0, 1.0 - (target - value).var() / var_target, jnp.nan)
 
 
+def rollout_advantages(
+    policy: Any, params: Any, traj: Transition, gamma: jax.Array, gae_lambda: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(value, advantage, target), each f[T, B], of a rollout ([T, B] transitions).
+
+    Every step bootstraps from V(final_obs): the next observation, except at an
+    episode's end, where it is the episode's last one (not the next episode's
+    first). So a truncated step keeps the value of where the episode was cut;
+    only ``terminated`` zeroes the bootstrap (in :func:`jaxrl_po.advantages.gae`).
+    """
+    value = policy.value(params, traj.obs)
+    next_value = policy.value(params, traj.final_obs)
+    advantage, target = gae(traj.reward, value, next_value, traj.terminated, traj.done, gamma, gae_lambda)
+    return value, advantage, target
+
+
 def make_algorithm(config: PPOConfig) -> loop.Algorithm:
     """PPO as :class:`jaxrl_po.loop.Algorithm` (init / update / finished)."""
     config.validate()
@@ -93,11 +109,7 @@ def make_algorithm(config: PPOConfig) -> loop.Algorithm:
             rollout_key, state.env, state.params, policy, env, config.num_steps,
             normalize_obs, scale_reward, hp["gamma"],
         )
-        value = policy.value(state.params, traj.obs)
-        next_value = policy.value(state.params, traj.final_obs)
-        advantage, target = gae(
-            traj.reward, value, next_value, traj.terminated, traj.done, hp["gamma"], hp["gae_lambda"]
-        )
+        value, advantage, target = rollout_advantages(policy, state.params, traj, hp["gamma"], hp["gae_lambda"])
         flat = lambda x: x.reshape((-1,) + x.shape[2:])  # [T, B, ...] -> [T*B, ...]
         batch = PPOBatch(
             obs=flat(traj.obs), action=flat(traj.action), log_prob=flat(traj.log_prob),

@@ -227,7 +227,10 @@ def test_seeds_spread_over_cpu_cores_train_like_one_device(cli_background):
     assert single["mesh"] == {"runs": 1, "envs": 1} and single["num_devices"] == 1
     a, b = (_metric_rows(cli_background.base / name) for name in ("ppo", "ppo-one-device"))
     assert [(r["seed"], r["update"], r["env_steps"]) for r in a] == [(r["seed"], r["update"], r["env_steps"]) for r in b]
+    # Only the first update: the layouts compile to other kernels, and once rounding flips a
+    # sampled action the runs part (README, Reproducibility).
     first = [(ra, rb) for ra, rb in zip(a, b) if ra["update"] == "1"]
+    assert len(first) == 2
     for ra, rb in first:  # the first update's episodes come from the same initial policy and keys
         assert ra["episode_return"] == rb["episode_return"] and ra["episodes"] == rb["episodes"]
         for name in ("policy_loss", "value_loss", "entropy", "grad_norm"):

@@ -262,6 +262,7 @@ def test_grpo_run_evaluates_with_hand_checkable_lengths(deepsea_grpo_run):
     result = evaluate.evaluate_run(deepsea_grpo_run, episodes=3, seed=1, write=True)
     assert set(result) == EVAL_KEYS and result["algo"] == "grpo" and result["seed"] == 1
     assert json.loads((deepsea_grpo_run / "eval.json").read_text()) == result
+    assert len(result["runs"]) == len(json.loads((deepsea_grpo_run / "config.json").read_text())["seeds"])
     for run in result["runs"]:
         for mode in ("greedy", "stochastic"):
             # DeepSea (size 8) always ends after 8 steps; the return is 1 for the treasure

@@ -262,6 +262,7 @@ def test_train_episode_statistics(tiny_run):
         assert np.all((m.zero_spread_frac[s, :n] >= 0) & (m.zero_spread_frac[s, :n] <= 1))
         np.testing.assert_allclose(m.lr[s, :n], TINY.lr, rtol=1e-6)  # anneal_lr is off
         assert np.all(m.kl_ref[s, :n] >= 0)  # measured (k3 >= 0) even with kl_coef 0
+        assert np.any(m.kl_ref[s, :n] > 0)  # the policy moves away from its reference
 
 
 def test_train_is_deterministic_and_seeds_differ(tiny_run):

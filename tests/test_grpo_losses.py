@@ -207,6 +207,43 @@ def test_masked_steps_change_neither_loss_nor_gradients(setup, loss_type, import
     assert abs(float(loss3) - float(loss)) > 1e-3
 
 
+def grpo_loss_by_hand(new_lp, batch, loss_type, sequence, eps_low, eps_high, kl_coef, apm):
+    """The clipped surrogate plus k3 KL, aggregated, one episode at a time in plain NumPy."""
+    old_lp, ref_lp, adv, mask = (np.asarray(x, np.float64) for x in (batch.log_prob, batch.ref_log_prob,
+                                                                      batch.advantage, batch.mask))
+    new_lp = np.asarray(new_lp, np.float64)
+    groups, members, horizon = mask.shape
+    sums, counts = [], []
+    for g in range(groups):
+        for k in range(members):
+            alive = mask[g, k] > 0
+            log_ratio = new_lp[g, k] - old_lp[g, k]
+            if sequence:  # GSPO: one ratio per episode, the geometric mean of its steps' ratios
+                log_ratio = np.full(horizon, log_ratio[alive].mean())
+            ratio, a = np.exp(log_ratio), adv[g, k]
+            surrogate = -np.minimum(ratio * a, np.clip(ratio, 1 - eps_low, 1 + eps_high) * a)
+            log_r = ref_lp[g, k] - new_lp[g, k]
+            kl = np.exp(log_r) - log_r - 1
+            sums.append((surrogate + kl_coef * kl)[alive].sum())
+            counts.append(alive.sum())
+    sums, counts = np.asarray(sums), np.asarray(counts)
+    return {"grpo": np.mean(sums / counts), "bnpo": sums.sum() / counts.sum(), "dapo": sums.sum() / apm,
+            "dr_grpo": sums.sum() / (groups * members * horizon)}[loss_type]
+
+
+@pytest.mark.parametrize("importance_sampling", ["token", "sequence"])
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_grpo_loss_away_from_the_acting_policy_matches_a_hand_loop(setup, loss_type, importance_sampling):
+    policy, _, moved, batch = setup
+    hp = hparams(kl_coef=0.3, eps=0.2, eps_high=0.28)
+    loss, _, _ = loss_and_grad(policy, moved, batch, hp, loss_type, importance_sampling, jnp.float32(5.0))
+    new_lp = policy.dist(moved, batch.obs).log_prob(batch.action)
+    ratio = np.exp(np.asarray(new_lp - batch.log_prob))[np.asarray(batch.mask) > 0]
+    assert (ratio < 0.8).any() and (ratio > 1.28).any()  # both clip edges are in play
+    want = grpo_loss_by_hand(new_lp, batch, loss_type, importance_sampling == "sequence", 0.2, 0.28, 0.3, 5.0)
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5, atol=1e-6)
+
+
 # ---- clip-higher --------------------------------------------------------------------------
 def test_clip_higher_raises_only_the_upper_clip():
     up = jnp.log(jnp.float32(1.25))

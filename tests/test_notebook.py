@@ -13,6 +13,9 @@ import re
 import sys
 from pathlib import Path
 
+import ipykernel  # noqa: F401  (the kernel the notebook runs in; a missing one must fail, not skip)
+import nbclient
+import nbformat
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "walkthrough.ipynb"
@@ -58,7 +61,6 @@ def _private_kernelspec(root: Path) -> Path:
 
 
 def test_notebook_is_stored_clean():
-    nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     assert nb.metadata["kernelspec"]["name"] == KERNEL_NAME
@@ -69,10 +71,6 @@ def test_notebook_is_stored_clean():
 
 @pytest.mark.learning
 def test_walkthrough_notebook_runs(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-
     out = tmp_path / "out"
     monkeypatch.setenv("JUPYTER_PATH", str(_private_kernelspec(tmp_path / "jupyter")))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
@@ -93,12 +91,15 @@ def test_walkthrough_notebook_runs(tmp_path, monkeypatch):
             assert output.get("output_type") != "error", f"cell raised: {output.get('ename')}: {output.get('evalue')}"
     text = _outputs_text(nb)
 
-    # Section 1: four PPO seeds at a quarter of the default budget learn (random play is ~22).
-    assert _number_after("PPO final return", text) > 150
-    # Section 2: GRPO at 10% of its budget is partial but has started to learn.
-    assert _number_after("GRPO final return", text) > 30
-    # Section 3: the sweep ranked both learning rates.
-    assert re.search(r"best lr: (0\.0003|0\.002)\b", text)
+    # Section 1: four PPO seeds at a quarter of the default budget learn (random play is ~22; here all 500).
+    assert _number_after("PPO final return", text) > 400
+    # Section 2: GRPO at 10% of its budget is partial but has clearly started to learn (here 150 and 230).
+    assert _number_after("GRPO final return", text) > 100
+    # Section 3: the sweep's table lists both learning rates, best first, and names the first one best.
+    rows = re.findall(r"^\s*(0\.0003|0\.002)\s+(-?[\d.]+)\s+±", text, re.M)
+    assert sorted(lr for lr, _ in rows) == ["0.0003", "0.002"], text[-3000:]
+    assert float(rows[0][1]) >= float(rows[1][1]), rows
+    assert re.search(rf"best lr: {re.escape(rows[0][0])}\b", text)
     # Section 4: the CLI run directory.
     run_dir = out / "ppo-cartpole"
     for name in ("config.json", "metrics.csv", "summary.json", "checkpoints"):
@@ -108,7 +109,8 @@ def test_walkthrough_notebook_runs(tmp_path, monkeypatch):
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "the learning curves were not displayed"
     # Section 6: evaluation and a GIF (CartPole where pygame is installed, else Breakout-MinAtar).
-    assert 8 <= _number_after("greedy evaluation return", text) <= 500
+    # Its two CartPole runs (a quarter of the default budget) both scored 500 greedy here; random play ~22.
+    assert _number_after("greedy evaluation return", text) > 400
     gifs = sorted(out.glob("*.gif"))
     assert len(gifs) == 1 and gifs[0].stat().st_size > 0
     assert any("image/gif" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))

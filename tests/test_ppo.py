@@ -183,3 +183,71 @@ def test_metrics_do_not_grow_with_steps_per_update(make_tiny_ppo_config, num_env
     shapes = jax.eval_shape(make_train(config), jax.random.key(0))
     for name, leaf in shapes.metrics._asdict().items():
         assert leaf.shape == (updates,), name
+
+
+def _gae_by_hand(reward, v_obs, v_final, terminated, truncated, gamma, lam):
+    """GAE from per-step values with the bootstrap chosen case by case (plain Python).
+
+    The next state's value is V(obs[t+1]) while the episode goes on, V(final_obs[t]) where it
+    was truncated (or at the rollout's last step) and 0 where it terminated.
+    """
+    T, B = reward.shape
+    advantage = np.zeros((T, B))
+    for b in range(B):
+        running = 0.0
+        for t in reversed(range(T)):
+            if terminated[t, b]:
+                next_value = 0.0
+            elif truncated[t, b] or t == T - 1:
+                next_value = v_final[t, b]
+            else:
+                next_value = v_obs[t + 1, b]
+            delta = reward[t, b] + gamma * next_value - v_obs[t, b]
+            ends = terminated[t, b] or truncated[t, b]
+            running = delta + gamma * lam * (0.0 if ends else running)
+            advantage[t, b] = running
+    return advantage
+
+
+def test_truncated_steps_bootstrap_from_the_final_observation():
+    """PPO's advantages on a real Pendulum rollout (episodes truncated at step 200) against a hand loop."""
+    from jaxrl_po.envs import make_vec_env
+    from jaxrl_po.networks import make_policy
+    from jaxrl_po.rollout import init_env_carry, rollout
+
+    env = make_vec_env("Pendulum-v1", 2)
+    policy = make_policy(env.action_spec, (16,), "tanh")
+    k_params, k_critic, k_env, k_roll = jax.random.split(jax.random.key(3), 4)
+    params = policy.init(k_params, env.obs_dim)
+    # A critic far from zero, so that which observation is bootstrapped from shows in the numbers.
+    params = jax.tree_util.tree_map(lambda p, q: p + q, params, policy.init(k_critic, env.obs_dim))
+    gamma, lam = 0.99, 0.95
+    carry = init_env_carry(k_env, env, False)
+    _, traj = fast_jit(lambda key: rollout(key, carry, params, policy, env, 210, False, False, jnp.float32(gamma)))(k_roll)
+    value, advantage, target = fast_jit(lambda t: ppo.rollout_advantages(policy, params, t, gamma, lam))(traj)
+
+    traj = jax.tree_util.tree_map(np.asarray, traj)
+    terminated, truncated = traj.terminated, traj.done & ~traj.terminated
+    assert truncated[199].all() and truncated.sum() == 2 and not terminated.any()  # Pendulum only truncates
+    v_obs = np.asarray(policy.value(params, traj.obs), np.float64)
+    v_final = np.asarray(policy.value(params, traj.final_obs), np.float64)
+    reward = traj.reward.astype(np.float64)
+    expected = _gae_by_hand(reward, v_obs, v_final, terminated, truncated, gamma, lam)
+    np.testing.assert_allclose(np.asarray(advantage), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(target), expected + v_obs, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(value), v_obs, rtol=1e-5, atol=1e-5)
+    # Bootstrapping from the next episode's first observation instead would be visibly wrong.
+    delta_if_reset_obs = reward[199] + gamma * v_obs[200] - v_obs[199]
+    assert np.abs(expected[199] - delta_if_reset_obs).min() > 1e-2
+
+
+def test_the_update_computes_its_advantages_with_rollout_advantages(monkeypatch):
+    calls = []
+    original = ppo.rollout_advantages
+    monkeypatch.setattr(ppo, "rollout_advantages", lambda *args: calls.append(args) or original(*args))
+    from jaxrl_po.config import PPOConfig
+
+    algo = ppo.make_algorithm(PPOConfig(num_envs=4, num_steps=8, num_minibatches=2, total_timesteps=64))
+    state = jax.eval_shape(algo.init, jax.random.key(0), {})
+    jax.eval_shape(algo.update, state, {})
+    assert len(calls) == 1
