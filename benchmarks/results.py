@@ -49,16 +49,12 @@ from pathlib import Path
 import jax
 
 from jaxrl_po.config import ConfigError
-from jaxrl_po.train import flag_name, split_cpu
+from jaxrl_po.train import split_cpu_or_exit
 
 # One JAX device per core, exactly as the CLI makes them, so the seeds are spread over the cores
 # (respecting --cpu-devices and a device count the user fixed); before the imports below start
 # the backend (gymnax creates arrays).
-try:
-    CORES_SPLIT = split_cpu(sys.argv[1:])
-except ConfigError as err:
-    print(f"error: {flag_name(err.field)}: {err.message}", file=sys.stderr)
-    sys.exit(2)
+CORES_SPLIT = split_cpu_or_exit(sys.argv[1:])
 
 import numpy as np  # noqa: E402
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import jax.numpy as jnp
+import numpy as np
 
 
 class ConfigError(ValueError):
@@ -228,6 +229,12 @@ def from_dict(cls: type[BaseConfig], data: dict[str, Any]) -> BaseConfig:
 # ---- small checks with uniform messages ----------------------------------------
 def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_seed(seed: Any, field: str = "seed") -> None:
+    """A PRNG seed: an integer that fits uint32 (``jax.random.key`` takes it as one)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ConfigError(field, f"must be an integer from 0 to 2**32 - 1, got {seed!r}")
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError, has_checkpoint
-from jaxrl_po.config import ConfigError
+from jaxrl_po.config import ConfigError, check_seed
 from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
 from jaxrl_po.loop import batched_under_vmap
 from jaxrl_po.networks import Policy, policy_for
@@ -275,11 +275,6 @@ def write_eval_json(run_dir: Path, result: dict[str, Any]) -> Path:
 def check_episodes(episodes: Any) -> None:
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or not 1 <= episodes <= MAX_EPISODES:
         raise ConfigError("episodes", f"must be an integer from 1 to {MAX_EPISODES:,}, got {episodes!r}")
-
-
-def check_seed(seed: Any, field: str = "seed") -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ConfigError(field, f"must be an integer from 0 to 2**32 - 1, got {seed!r}")
 
 
 # ---- rendering ------------------------------------------------------------------------

@@ -85,31 +85,26 @@ def read_run_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
 
     Raises OSError, ValueError, KeyError, TypeError or ConfigError when the file
     is missing or is not a run's config (callers turn these into their own errors).
-    ``seeds``, ``sweep`` and ``options`` are checked to have their shapes.
+    ``seeds`` (uint32 seeds), ``sweep`` (:func:`jaxrl_po.sweep.check_grid`) and ``options`` are checked.
     """
-    from jaxrl_po.config import config_class, from_dict
+    from jaxrl_po.config import check_seed, config_class, from_dict
+    from jaxrl_po.sweep import check_grid
 
     data = json.loads((Path(run_dir) / "config.json").read_text())
     if not isinstance(data, dict):
         raise ValueError(f"expected a mapping, got {type(data).__name__}")
     config = from_dict(config_class(data["algo"]), data)  # from_dict ignores algo, seeds, sweep, options
     seeds, sweep = data["seeds"], data["sweep"]
-    if not (isinstance(seeds, list) and seeds and all(_is_int(s) and 0 <= s < 2**32 for s in seeds)):
-        raise ValueError(f"seeds must be a non-empty list of integers in 0 .. 2**32-1, got {seeds!r}")
-    if not (isinstance(sweep, dict) and all(isinstance(v, list) and v and all(_is_number(x) for x in v)
-                                             for v in sweep.values())):
-        raise ValueError(f"sweep must map names to non-empty lists of numbers, got {sweep!r}")
+    if not (isinstance(seeds, list) and seeds):
+        raise ValueError(f"seeds must be a non-empty list, got {seeds!r}")
+    for seed in seeds:
+        check_seed(seed, "seeds")
+    if not (isinstance(sweep, dict) and all(isinstance(v, list) for v in sweep.values())):
+        raise ValueError(f"sweep must map names to lists of values, got {sweep!r}")
+    check_grid(config, sweep)
     if not isinstance(data.get("options", {}), dict):
         raise ValueError(f"options must be a mapping, got {data['options']!r}")
     return data, config
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def sessions_so_far(run_dir: Path) -> list[dict]:

@@ -283,6 +283,15 @@ JOIN_FLAGS = ("coordinator_address", "num_processes", "process_id")
 """RunOptions that say how to join a --distributed job."""
 
 
+def split_cpu_or_exit(argv: list[str]) -> bool:
+    """:func:`split_cpu` for a script: a bad ``--cpu-devices`` prints the CLI's one-line error and exits 2."""
+    try:
+        return split_cpu(argv)
+    except ConfigError as err:
+        print(f"error: {flag_name(err.field)}: {err.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def split_cpu(argv: list[str]) -> bool:
     """Make the CPU backend one JAX device per core (or ``--cpu-devices N``), before any backend starts.
 
