@@ -43,7 +43,7 @@ import numpy as np
 
 from jaxrl_po import GRPOConfig, PPOConfig, make_train
 from jaxrl_po.config import to_dict
-from jaxrl_po.logs import final_returns, none_if_nan
+from jaxrl_po.logs import downsample_curve, final_returns, mean_ci_text, none_if_nan
 from jaxrl_po.sweep import confidence_interval
 from jaxrl_po.timing import compile_then_run, machine_info
 
@@ -93,15 +93,6 @@ def first_reach(returns: np.ndarray, steps: np.ndarray, threshold: float) -> int
     return int(steps[hit[0]]) if hit.size else None
 
 
-def curve(returns: np.ndarray, steps: np.ndarray) -> dict:
-    """A downsampled learning curve of one seed (updates that ran)."""
-    ran = steps > 0
-    returns, steps = returns[ran], steps[ran]
-    idx = np.unique(np.linspace(0, len(steps) - 1, min(CURVE_POINTS, len(steps))).astype(int))
-    return {"env_steps": [int(s) for s in steps[idx]],
-            "episode_return": [None if np.isnan(r) else round(float(r), 2) for r in returns[idx]]}
-
-
 def tail_mean(values: np.ndarray, steps: np.ndarray, head: bool) -> float:
     """Mean of a metric over the first (head) or last 10% of the updates that ran."""
     v = values[steps > 0]
@@ -126,7 +117,7 @@ def run_one(name: str, algo: str, variant: str, config, num_seeds: int) -> dict:
     for i in range(num_seeds):
         seed = {"seed_index": i, "final_return": none_if_nan(float(finals[i])),
                 "steps_to_threshold": reach[i], "env_steps_used": int(used[i]),
-                "updates": int((steps[i] > 0).sum()), "curve": curve(returns[i], steps[i])}
+                "updates": int((steps[i] > 0).sum()), "curve": downsample_curve(returns[i], steps[i], CURVE_POINTS)}
         if algo == "GRPO":
             seed["padded_steps"] = float(np.nansum(np.asarray(m.padded_steps)[i]))
             zs = np.asarray(m.zero_spread_frac, float)[i]
@@ -163,8 +154,7 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        mean, half = r["final_return_mean"], r["final_return_ci95"]
-        final = "n/a" if mean is None else f"{mean:.1f}" + ("" if half is None else f" ± {half:.1f}")
+        final = mean_ci_text(r["final_return_mean"], r["final_return_ci95"])
         unit = "alive" if r["algo"] == "GRPO" else "steps"
         lines.append(
             f"| {r['env']} (≥ {r['threshold']:g}) | {r['algo']}: {r['variant']} "

@@ -62,11 +62,11 @@ from jaxrl_po import make_train  # noqa: E402
 from jaxrl_po.checkpoint import CheckpointError  # noqa: E402
 from jaxrl_po.config import to_dict  # noqa: E402
 from jaxrl_po.evaluate import check_episodes, evaluate_trained  # noqa: E402
-from jaxrl_po.logs import final_returns, none_if_nan  # noqa: E402
-from jaxrl_po.plot import Curve, common_grid, forward_fill, mean_and_ci, plot_curves  # noqa: E402
+from jaxrl_po.logs import downsample_curve, final_returns, mean_ci_text, none_if_nan  # noqa: E402
+from jaxrl_po.plot import Curve, common_grid, forward_fill, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
 from jaxrl_po.runner import TrainedRuns, job_layout, load_trained  # noqa: E402
-from jaxrl_po.sweep import confidence_interval  # noqa: E402
+from jaxrl_po.sweep import confidence_interval, mean_and_ci  # noqa: E402
 from jaxrl_po.timing import compile_then_run_over_devices, machine_info  # noqa: E402
 
 CURVE_POINTS = 100  # learning-curve points kept per seed
@@ -84,15 +84,6 @@ PUBLISHED = {
     "Asterix-MinAtar": ("15", 1e7, 15.0),
     "Freeway-MinAtar": ("58", 1e7, 58.0),
 }
-
-
-def downsample(returns: np.ndarray, steps: np.ndarray, points: int = CURVE_POINTS) -> dict:
-    """One seed's curve at <= ``points`` of the updates that ran. returns, steps: [U]."""
-    ran = steps > 0
-    returns, steps = returns[ran], steps[ran]
-    idx = np.unique(np.linspace(0, len(steps) - 1, min(points, len(steps))).astype(int))
-    return {"env_steps": [int(s) for s in steps[idx]],
-            "episode_return": [none_if_nan(round(float(r), 3)) for r in returns[idx]]}
 
 
 def evaluate_final(trained: TrainedRuns, episodes: int) -> dict:
@@ -134,7 +125,7 @@ def make_record(name: str, trained: TrainedRuns, devices: int, seconds: dict, ev
         "nonfinite_runs": int((np.asarray(metrics.nonfinite) != 0).any(axis=1).sum()),
         **seconds, "sps": float(used.sum()) / seconds["run_s"],
         "final_policy": final_policy,
-        "curves": [downsample(r, s) for r, s in zip(returns, steps)],
+        "curves": [downsample_curve(r, s, CURVE_POINTS) for r, s in zip(returns, steps)],
         "machine": machine_info(),
     }
 
@@ -204,11 +195,6 @@ def curve_of(record: dict) -> Curve:
 def steps_text(steps: float) -> str:
     """5e5, 1.5e6, 1e7."""
     return f"{steps:.2g}".replace("e+0", "e").replace("e+", "e")
-
-
-def mean_ci_text(mean: float | None, half: float | None) -> str:
-    """'-72.7 ± 3.5'; 'n/a' without a mean, the mean alone without a CI (one seed)."""
-    return "n/a" if mean is None else f"{mean:.1f}" + ("" if half is None else f" ± {half:.1f}")
 
 
 def cell(record: dict | None) -> str:

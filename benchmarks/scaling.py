@@ -53,12 +53,10 @@ pairs already in the output file are kept, so a long grid can be run in parts
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxrl_po.distributed import is_prng_key
+
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -37,21 +39,17 @@ class Restored(NamedTuple):
     step: int
 
 
-def _is_key(x: Any) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def from_saveable(tree: Any, like: Any) -> Any:
     """Re-wrap the saved uint32 key data where ``like`` (an abstract tree) holds PRNG keys.
 
     Keys are re-wrapped with JAX's default PRNG implementation, the one ``jax.random.key`` made them with.
     """
-    return jax.tree_util.tree_map(lambda x, ref: jax.random.wrap_key_data(x) if _is_key(ref) else x, tree, like)
+    return jax.tree_util.tree_map(lambda x, ref: jax.random.wrap_key_data(x) if is_prng_key(ref) else x, tree, like)
 
 
 def _numpy_target(abstract: Any) -> Any:
     """Zero numpy arrays shaped like ``abstract`` (ShapeDtypeStructs), so orbax restores to host memory."""
-    data = lambda s: jax.eval_shape(jax.random.key_data, s) if _is_key(s) else s
+    data = lambda s: jax.eval_shape(jax.random.key_data, s) if is_prng_key(s) else s
     return jax.tree_util.tree_map(lambda s: np.zeros(data(s).shape, data(s).dtype), abstract)
 
 

@@ -34,11 +34,16 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def is_prng_key(x: Any) -> bool:
+    """Whether ``x`` is an array (or abstract value) of typed PRNG keys."""
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
 def fetch(tree: Any) -> Any:
     """A numpy copy of every leaf, also of arrays spread over several processes; PRNG keys as their uint32 data."""
 
     def one(x):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        if is_prng_key(x):
             x = jax.random.key_data(x)
         if x.is_fully_addressable:
             # A copy: on CPU np.asarray can alias a device buffer that the next (donating) segment reuses.

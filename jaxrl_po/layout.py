@@ -23,6 +23,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxrl_po.config import BaseConfig, ConfigError, GRPOConfig
+from jaxrl_po.distributed import is_prng_key
 
 RUNS, ENVS = "runs", "envs"
 
@@ -153,7 +154,7 @@ def put_runs(tree: Any, shardings: Any, num_runs: int) -> Any:
     """
 
     def put(x, sharding):
-        is_key = jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+        is_key = is_prng_key(x)
         data = np.asarray(jax.random.key_data(x) if is_key else x)
         data = np.concatenate([data, np.repeat(data[-1:], num_runs - data.shape[0], axis=0)])
         placed = jax.device_put(data, sharding)

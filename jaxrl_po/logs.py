@@ -85,7 +85,9 @@ def read_run_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
 
     Raises OSError, ValueError, KeyError, TypeError or ConfigError when the file
     is missing or is not a run's config (callers turn these into their own errors).
-    ``seeds`` (uint32 seeds), ``sweep`` (:func:`jaxrl_po.sweep.check_grid`) and ``options`` are checked.
+    The config is validated, and ``seeds`` (uint32 seeds), ``sweep``
+    (:func:`jaxrl_po.sweep.check_grid`) and ``options`` are checked, so a damaged
+    file is named as such rather than as a flag the user never gave.
     """
     from jaxrl_po.config import check_seed, config_class, from_dict
     from jaxrl_po.sweep import check_grid
@@ -94,6 +96,7 @@ def read_run_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
     if not isinstance(data, dict):
         raise ValueError(f"expected a mapping, got {type(data).__name__}")
     config = from_dict(config_class(data["algo"]), data)  # from_dict ignores algo, seeds, sweep, options
+    config.validate()
     seeds, sweep = data["seeds"], data["sweep"]
     if not (isinstance(seeds, list) and seeds):
         raise ValueError(f"seeds must be a non-empty list, got {seeds!r}")
@@ -213,6 +216,23 @@ def none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
+def mean_ci_text(mean: float | None, half: float | None) -> str:
+    """'-72.7 ± 3.5'; 'n/a' without a mean, the mean alone without a CI (one seed)."""
+    return "n/a" if mean is None else f"{mean:.1f}" + ("" if half is None else f" ± {half:.1f}")
+
+
+def downsample_curve(returns: np.ndarray, steps: np.ndarray, points: int) -> dict[str, list]:
+    """One seed's learning curve at <= ``points`` of the updates that ran (``steps > 0``), for a JSON record.
+
+    returns, steps: [U]. Returns {"env_steps": [int], "episode_return": [float | None]}.
+    """
+    ran = steps > 0
+    returns, steps = returns[ran], steps[ran]
+    idx = np.unique(np.linspace(0, len(steps) - 1, min(points, len(steps))).astype(int))
+    return {"env_steps": [int(s) for s in steps[idx]],
+            "episode_return": [none_if_nan(round(float(r), 3)) for r in returns[idx]]}
+
+
 def print_summary(
     console: Console, summary: dict[str, Any], seeds: Sequence[int], settings: Sequence[dict] | None = None
 ) -> None:
@@ -234,8 +254,7 @@ def print_summary(
         table.add_column("final return", justify="right")
         table.add_column("seeds", justify="right")
         for row in summary["ranking"]:
-            mean, half = row["final_return_mean"], row["ci95"]
-            value = "n/a" if mean is None else f"{mean:.1f}" + ("" if half is None else f" ± {half:.1f}")
+            value = mean_ci_text(row["final_return_mean"], row["ci95"])
             table.add_row(*[f"{row['hparams'][n]:g}" for n in names], value, str(row["num_seeds"]))
     console.print(table)
     console.print(

@@ -2,7 +2,7 @@
 
 Each line is the mean episode return across seeds against env steps, with a
 95% Student-t confidence band across seeds (the interval of
-:func:`jaxrl_po.sweep.confidence_interval`). A plain run directory gives one
+:func:`jaxrl_po.sweep.mean_and_ci`). A plain run directory gives one
 line; a sweep directory (``hp_*`` columns in ``metrics.csv``) gives one line
 per swept configuration.
 
@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import scipy.stats
+
+from jaxrl_po.sweep import mean_and_ci
 
 DEFAULT_POINTS = 200
 REQUIRED_COLUMNS = ("seed", "update", "env_steps", "episode_return")
@@ -46,29 +46,6 @@ class Curve:
 
 
 # ---- numbers -------------------------------------------------------------------------------
-
-
-def mean_and_ci(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Column-wise ``(mean, half-width)`` of a Student-t interval across seeds, ignoring NaNs.
-
-    values: f[S, P]. Returns (f[P], f[P]). Same numbers as ``sweep.confidence_interval``
-    applied to each column: ``t.ppf(0.5 + level/2, n-1) * std(ddof=1) / sqrt(n)`` over the n
-    finite entries; the half-width is NaN for n < 2 and both are NaN for n == 0.
-    Vectorised because it runs on every grid point of every line.
-    """
-    values = np.asarray(values, float)
-    finite = ~np.isnan(values)
-    n = finite.sum(axis=0)
-    filled = np.where(finite, values, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = filled.sum(axis=0) / n
-        sq_dev = np.where(finite, (values - mean) ** 2, 0.0).sum(axis=0)
-        std = np.sqrt(sq_dev / (n - 1))
-        t = scipy.stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1))
-        half = t * std / np.sqrt(n)
-    mean = np.where(n > 0, mean, np.nan)
-    half = np.where(n > 1, half, np.nan)
-    return mean, half
 
 
 def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:

@@ -110,17 +110,32 @@ def make_runs(config: BaseConfig, seeds: Sequence[int], grid: dict[str, Sequence
     return Runs(keys, hparams, run_seeds, settings)
 
 
-def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """(mean, half-width) of a Student-t interval across seeds; half-width NaN for one value."""
+def mean_and_ci(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Column-wise ``(mean, half-width)`` of a Student-t interval across seeds, ignoring NaNs.
+
+    values: f[S, P]. Returns (f[P], f[P]): ``t.ppf(0.5 + level/2, n-1) * std(ddof=1) / sqrt(n)``
+    over each column's n finite entries; the half-width is NaN for n < 2 and both are NaN
+    for n == 0. Vectorised because plots run it on every grid point of every line.
+    """
     values = np.asarray(values, float)
-    values = values[~np.isnan(values)]
-    n = values.size
-    if n == 0:
-        return float("nan"), float("nan")
-    if n == 1:
-        return float(values[0]), float("nan")
-    half = scipy.stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return float(values.mean()), float(half)
+    finite = ~np.isnan(values)
+    n = finite.sum(axis=0)
+    filled = np.where(finite, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=0) / n
+        sq_dev = np.where(finite, (values - mean) ** 2, 0.0).sum(axis=0)
+        std = np.sqrt(sq_dev / (n - 1))
+        t = scipy.stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1))
+        half = t * std / np.sqrt(n)
+    mean = np.where(n > 0, mean, np.nan)
+    half = np.where(n > 1, half, np.nan)
+    return mean, half
+
+
+def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width) of :func:`mean_and_ci` for one set of values f[S]; half-width NaN for one value."""
+    mean, half = mean_and_ci(np.reshape(values, (-1, 1)), level)
+    return float(mean[0]), float(half[0])
 
 
 def rank_configs(settings: list[dict[str, float]], finals: np.ndarray) -> list[dict[str, Any]]:

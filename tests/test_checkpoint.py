@@ -11,7 +11,6 @@ import hashlib
 import json
 import shutil
 import signal
-import time
 
 import jax
 import numpy as np

@@ -269,6 +269,10 @@ def test_grpo_run_evaluates_with_hand_checkable_lengths(deepsea_grpo_run):
             # minus 0.01/8 per step to the right, so it lies in [-0.01, 1].
             assert run[mode]["lengths"] == [8, 8, 8]
             assert all(-0.01 - 1e-6 <= x <= 1.0 + 1e-6 for x in run[mode]["returns"])
+    # Each call replaces eval.json; the same episodes and seed give it back exactly (README).
+    other = evaluate.evaluate_run(deepsea_grpo_run, episodes=3, seed=2, write=True)
+    assert json.loads((deepsea_grpo_run / "eval.json").read_text()) == other != result
+    assert evaluate.evaluate_run(deepsea_grpo_run, episodes=3, seed=1, write=True) == result
 
 
 def test_unrenderable_env_is_one_line_error(deepsea_grpo_run, tmp_path, capsys):
@@ -290,11 +294,17 @@ def test_bad_inputs_are_one_line_errors(deepsea_grpo_run, breakout_run, tmp_path
     no_checkpoint = tmp_path / "no-checkpoint"
     no_checkpoint.mkdir()
     shutil.copy(deepsea_grpo_run / "config.json", no_checkpoint / "config.json")
+    damaged = tmp_path / "damaged"  # a run whose config.json was edited into an invalid config
+    shutil.copytree(deepsea_grpo_run, damaged)
+    saved = json.loads((damaged / "config.json").read_text())
+    (damaged / "config.json").write_text(json.dumps({**saved, "num_envs": -3}))
     run = str(deepsea_grpo_run)
     cases = {
         "missing dir": ([str(tmp_path / "nope")], "error: RUN_DIR: "),
         "empty dir": ([str(empty)], "error: RUN_DIR: "),
         "no checkpoint": ([str(no_checkpoint)], "error: RUN_DIR: no checkpoint in "),
+        "damaged config": ([str(damaged)], f"error: {damaged} is not a run directory "
+                                           f"({damaged / 'config.json'}: num_envs: must be a positive integer"),
         "episodes 0": ([run, "--episodes", "0"], "error: --episodes: must be an integer from 1"),
         "episodes abc": ([run, "--episodes", "abc"], "error: --episodes: invalid int value"),
         "negative seed": ([run, "--seed", "-1"], "error: --seed: "),

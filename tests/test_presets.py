@@ -107,6 +107,7 @@ def test_bad_config_files_fail_with_the_field_named(tmp_path, text, flags, messa
     ({"sweep": {"num_envs": [8]}}, "num_envs changes shapes"),
     ({"options": [1]}, "options must be a mapping"),
     ({"options": {"checkpoint_every": "x"}}, "options.checkpoint_every must be an integer"),
+    ({"num_envs": -3}, "config.json: num_envs: must be a positive integer, got -3"),  # not as --num-envs
 ])
 def test_resume_refuses_a_damaged_config_json_with_one_error(tmp_path, change, message):
     from jaxrl_po.config import to_dict
