@@ -132,5 +132,8 @@ def test_parse_and_rank_helpers():
         parse_sweep_spec("=1")
     mean, half = confidence_interval(np.array([1.0, 2.0, 3.0]))
     assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)  # t(0.975, 2)
+    assert np.isnan(confidence_interval(np.array([]))).all()  # no value: no mean, no interval
+    assert confidence_interval([5.0])[0] == 5.0 and np.isnan(confidence_interval([5.0])[1])  # one seed: no interval
+    assert confidence_interval([1.0, np.nan, 3.0]) == confidence_interval([1.0, 3.0])  # NaN seeds are left out
     table = rank_configs([{"lr": 1.0}, {"lr": 1.0}, {"lr": 2.0}, {"lr": 2.0}], np.array([1.0, 3.0, 5.0, 7.0]))
     assert [row["hparams"]["lr"] for row in table] == [2.0, 1.0] and table[0]["final_return_mean"] == 6.0
