@@ -38,9 +38,14 @@ class Progress:
         self.live = self.stream.isatty()
         self.start = (time.perf_counter(), 0 if start_steps is None else int(np.sum(start_steps)))
         self.next_plain_report = 0.1
+        # Each run's return of its latest finished episodes, kept across reports: long episodes
+        # (Freeway: 2,500 steps) end in few segments, and the line should not say n/a in between.
+        self.last_return = np.full(num_runs, np.nan)
 
     def report(self, env_steps: np.ndarray, update: int, latest_return: np.ndarray) -> None:
-        """env_steps: i[R] cumulative per run; latest_return: f[R] (NaN where unknown)."""
+        """env_steps: i[R] cumulative per run; latest_return: f[R] from this segment (NaN where none finished)."""
+        self.last_return = np.where(np.isnan(latest_return), self.last_return, latest_return)
+        latest_return = self.last_return
         total = self.steps_per_run * self.num_runs
         done = int(np.minimum(env_steps, self.steps_per_run).sum())
         fraction = done / total

@@ -247,3 +247,20 @@ def test_grpo_run_writes_summary(cli_background):
     assert len(summary["final_return_per_seed"]) == 2
     assert summary["total_timesteps"] >= 200
     assert (run_dir / "metrics.csv").exists() and (run_dir / "config.json").exists()
+
+
+def test_progress_line_shows_each_runs_latest_finished_return():
+    """Segments in which no episode ended (long episodes) keep the last value instead of n/a."""
+    import io
+
+    from jaxrl_po.logs import Progress
+
+    out = io.StringIO()  # not a terminal: one plain line per 10% step
+    progress = Progress(num_runs=2, steps_per_run=100, stream=out)
+    nan = np.nan
+    progress.report(np.array([20, 20]), 1, np.array([nan, nan]))  # nothing has finished yet
+    progress.report(np.array([50, 50]), 2, np.array([10.0, nan]))  # run 1 has not finished one yet
+    progress.report(np.array([60, 60]), 3, np.array([nan, nan]))  # none finished in this segment
+    progress.report(np.array([100, 100]), 4, np.array([nan, 30.0]))
+    returns = [line.split("mean return")[1].strip() for line in out.getvalue().splitlines()]
+    assert returns == ["n/a", "10.0", "10.0", "20.0"]
