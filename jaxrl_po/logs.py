@@ -45,14 +45,13 @@ class Progress:
     def report(self, env_steps: np.ndarray, update: int, latest_return: np.ndarray) -> None:
         """env_steps: i[R] cumulative per run; latest_return: f[R] from this segment (NaN where none finished)."""
         self.last_return = np.where(np.isnan(latest_return), self.last_return, latest_return)
-        latest_return = self.last_return
         total = self.steps_per_run * self.num_runs
         done = int(np.minimum(env_steps, self.steps_per_run).sum())
         fraction = done / total
         elapsed = time.perf_counter() - self.start[0]
         sps = (int(np.sum(env_steps)) - self.start[1]) / elapsed if elapsed > 0 else 0.0
-        returns = latest_return[~np.isnan(latest_return)]
-        ret = f"{returns.mean():8.1f}" if returns.size else "     n/a"
+        known = self.last_return[~np.isnan(self.last_return)]
+        ret = f"{known.mean():8.1f}" if known.size else "     n/a"
         line = (
             f"{fraction:5.0%}  update {update:>6}  env steps {done:>13,}  "
             f"SPS {sps:>11,.0f}  mean return {ret}"
