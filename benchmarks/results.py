@@ -2,7 +2,7 @@
 
     python benchmarks/results.py [--presets NAME ...] [--num-seeds 8] [--max-steps N]
                                  [--eval-episodes 128] [--out-dir benchmarks/results/suite-<platform>] [--report-only]
-                                 [--cpu-devices N] [--from-run RUN_DIR]
+                                 [--cpu-devices N] [--from-run RUN_DIR] [--overwrite]
 
 Each preset runs as one ``jax.jit(jax.vmap(train))`` call over its seeds (seed i
 is ``jax.random.key(i)``, as ``--seed 0 --num-seeds N`` on the CLI), the seeds
@@ -23,8 +23,10 @@ Writes ``<out-dir>/<preset>.json`` per preset (config, per-seed final returns,
 downsampled per-seed learning curves, wall/compile/run seconds, machine), then
 reads every preset JSON in ``out-dir`` and writes ``table.md`` and one figure per
 environment (``<env>.png`` / ``.svg``: mean episode return ± 95% CI over seeds,
-PPO and GRPO on the same axes). Runs can be done in pieces: each call adds or
-replaces its presets' JSON and redraws the whole table.
+PPO and GRPO on the same axes). Runs can be done in pieces: each call adds its
+presets' JSON and redraws the whole table. A preset that already has a JSON in
+``out-dir`` is refused before anything trains, unless ``--overwrite`` is given:
+a trial call (``--max-steps 4096``) must not replace hours of a full-budget record.
 
 Final return: mean episode return over the last 10% of updates (as the CLI's
 ``summary.json``), i.e. of the episodes the policy played while it was still
@@ -62,7 +64,7 @@ from jaxrl_po import make_train  # noqa: E402
 from jaxrl_po.checkpoint import CheckpointError  # noqa: E402
 from jaxrl_po.config import to_dict  # noqa: E402
 from jaxrl_po.evaluate import check_episodes, evaluate_trained  # noqa: E402
-from jaxrl_po.logs import downsample_curve, final_returns, mean_ci_text, none_if_nan  # noqa: E402
+from jaxrl_po.logs import downsample_curve, final_returns, mean_ci_text, none_if_nan, write_json  # noqa: E402
 from jaxrl_po.plot import Curve, common_grid, forward_fill, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
 from jaxrl_po.runner import TrainedRuns, job_layout, load_trained  # noqa: E402
@@ -254,6 +256,15 @@ def report(out_dir: Path) -> str:
     return table
 
 
+def describe_record(path: Path) -> str:
+    """``name.json (8 seeds, 1e7 steps)``: what the preset record at ``path`` holds, for the overwrite refusal."""
+    try:
+        record = json.loads(path.read_text())
+        return f"{path.name} ({record['num_seeds']} seeds, {steps_text(record['budget'])} steps)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return path.name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="*", default=list(PRESETS), choices=list(PRESETS), metavar="NAME",
@@ -270,6 +281,8 @@ def main() -> None:
                              "instead of training it")
     parser.add_argument("--cpu-devices", type=int,
                         help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the records of --presets already in --out-dir (otherwise they are refused)")
     args = parser.parse_args()
     if args.from_run is not None and (args.report_only or args.num_seeds or args.max_steps):
         parser.error("--from-run: the run sets the seeds and budget, and it is not a report; "
@@ -284,6 +297,11 @@ def main() -> None:
     if args.from_run is not None and len(args.presets) != 1:
         parser.error(f"--from-run: name the run's preset with --presets NAME (one), got {len(args.presets)}")
     out_dir = Path(args.out_dir or f"benchmarks/results/suite-{jax.devices()[0].platform}")
+    existing = [] if args.report_only or args.overwrite else [
+        describe_record(out_dir / f"{name}.json") for name in args.presets if (out_dir / f"{name}.json").exists()]
+    if existing:
+        parser.error(f"--out-dir: {out_dir} already holds {'; '.join(existing)}. Pass --overwrite to replace "
+                     f"{'it' if len(existing) == 1 else 'them'}, or give a trial run another --out-dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for name in args.presets:
@@ -296,7 +314,7 @@ def main() -> None:
             else:
                 print(f"{name}: {args.num_seeds} seeds ...", flush=True)
                 record = run_preset(name, args.num_seeds, args.max_steps, args.eval_episodes)
-            (out_dir / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+            write_json(out_dir / f"{name}.json", record)
             print(f"  {cell(record)}; compile {record['compile_s']:.1f} s, {record['sps']:,.0f} SPS; final policy "
                   f"sampled {eval_cell(record, 'stochastic')}, greedy {eval_cell(record, 'greedy')}", flush=True)
     try:

@@ -162,9 +162,10 @@ def cli():
 
 # ---- CLI runs started in the background -------------------------------------------------
 # Each CLI training run spends several seconds compiling in its own process (its compile cache
-# goes to the session's temporary directory, not ~/.cache). They are started
-# when the session begins (only if a selected test uses them), so that on the 2-core machine
-# they compile while the in-process tests run, and test_cli.py just collects their results.
+# goes to the session's temporary directory, not ~/.cache). In one process (`pytest -n 0`) they
+# are started when the session begins (only if a selected test uses them), so that on the 2-core
+# machine they compile while the in-process tests run, and test_cli.py just collects their
+# results; under pytest-xdist (the default) the other worker keeps the second core busy instead.
 #
 # --hidden-sizes 16 16 keeps these runs small (they only check the CLI's files and output).
 CLI_TIMEOUT_S = 180
@@ -222,5 +223,9 @@ def cli_background(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def _start_cli_background_early(request):
+    # Under pytest-xdist every worker collects every test but runs only some files, so starting
+    # early would train these runs once per worker; there they start when test_cli.py asks.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if any("cli_background" in item.fixturenames for item in request.session.items):
         request.getfixturevalue("cli_background")

@@ -157,17 +157,24 @@ def test_results_benchmark_runs_cut_presets_and_draws_the_table(tmp_path):
 
     # The same preset trained by the CLI and taken with --from-run gives the same runs as results.py
     # training it (test_checkpoint checks the sittings that summary.json lists across a resume).
-    trained = json.loads((tmp_path / "cartpole-ppo.json").read_text())
+    saved = (tmp_path / "cartpole-ppo.json").read_text()
+    trained = json.loads(saved)
     run_dir, from_run = tmp_path / "cli-run", tmp_path / "from-run"
     cli = subprocess.run([sys.executable, "-m", "jaxrl_po.train", "--preset", "cartpole-ppo", "--num-seeds", "2",
                           "--total-timesteps", "4096", "--run-dir", str(run_dir), "--no-progress",
                           "--no-compile-cache"], env=cli_env(), capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0, cli.stderr[-3000:]
-    taken = subprocess.run([sys.executable, str(script), "--presets", "cartpole-ppo", "--from-run", str(run_dir),
-                            "--eval-episodes", "4", "--out-dir", str(from_run)],
-                           env=cli_env(), capture_output=True, text=True, timeout=600)
+    take = [sys.executable, str(script), "--presets", "cartpole-ppo", "--from-run", str(run_dir),
+            "--eval-episodes", "4", "--out-dir", str(tmp_path)]
+    # A preset's record is never replaced without --overwrite, and the refusal comes before any work.
+    refused = subprocess.run(take, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"--out-dir: {tmp_path} already holds cartpole-ppo.json (2 seeds, 4.1e3 steps)" in refused.stderr
+    assert "Pass --overwrite to replace it" in refused.stderr
+    assert (tmp_path / "cartpole-ppo.json").read_text() == saved
+    taken = subprocess.run(take + ["--overwrite"], env=cli_env(), capture_output=True, text=True, timeout=600)
     assert taken.returncode == 0, taken.stderr[-3000:]
-    record = json.loads((from_run / "cartpole-ppo.json").read_text())
+    record = json.loads((tmp_path / "cartpole-ppo.json").read_text())
     for key in ("final_return_per_seed", "curves", "config", "budget", "env_steps_used_per_seed"):
         assert record[key] == trained[key], key
     assert record["final_policy"]["greedy"] == trained["final_policy"]["greedy"]
