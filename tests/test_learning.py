@@ -1,7 +1,6 @@
 """Learning: the trainers solve small tasks in one vmapped call (CPU-sized budgets)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -35,18 +34,6 @@ def test_ppo_acrobot_preset_solves_it():
     # before the minibatch shuffle changed to jaxrl_po.update.random_permutation).
     finals = train_seeds(PRESETS["acrobot-ppo"].config, 2)
     assert finals.mean() >= -80, finals
-
-
-@pytest.mark.learning
-def test_ppo_cli_defaults_solve_cartpole():
-    # The defaults of `python -m jaxrl_po.train --algo ppo`, with the CLI's seeds 0..3
-    # (key(seed + i)): 1024 envs x 16 steps, 2 epochs x 16 minibatches, 2e6 steps. Every seed
-    # must solve it. (With 1e6 steps one seed showed 266: each env had then run only ~1000
-    # steps, so the few episodes that ended in the last 10% of updates were the failures.)
-    keys = jax.vmap(jax.random.key)(jnp.arange(4, dtype=jnp.uint32))
-    out = jax.jit(jax.vmap(make_train(PPOConfig())))(keys)
-    finals = final_returns(np.asarray(out.metrics.episode_return), np.asarray(out.metrics.env_steps))
-    assert (finals >= 475).all(), finals
 
 
 @pytest.mark.learning
