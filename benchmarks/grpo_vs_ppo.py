@@ -1,6 +1,7 @@
 """Learning results: PPO against GRPO (and GRPO ablations), 8 seeds per run.
 
-    python benchmarks/grpo_vs_ppo.py [--out benchmarks/results/grpo_vs_ppo-cpu.json] [--quick]
+    python benchmarks/grpo_vs_ppo.py [--out benchmarks/results/grpo_vs_ppo-cpu.json] [--quick] [--only NAME ...]
+                                     [--overwrite]
                                      [--only SUBSTRING ...] [--ablation-seeds N]
 
 Each run is one ``jax.jit(jax.vmap(train))`` call over its seeds (seeds 0..N-1 via
@@ -27,6 +28,9 @@ outcome advantage does and only the per-step baseline differs).
 
 Writes the JSON (every per-seed number and each run's full config) to ``--out``
 and the markdown table beside it (same name, ``.md``), and prints the table.
+``--only`` re-runs some rows and keeps the others. A run that would replace
+rows already in ``--out`` is refused before any work unless ``--overwrite`` is
+given.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import numpy as np
 
 from jaxrl_po import GRPOConfig, PPOConfig, make_train
 from jaxrl_po.config import to_dict
-from jaxrl_po.logs import downsample_curve, final_returns, mean_ci_text, none_if_nan
+from jaxrl_po.logs import downsample_curve, final_returns, mean_ci_text, none_if_nan, replace_refusal, saved_on, saved_record
 from jaxrl_po.sweep import confidence_interval
 from jaxrl_po.timing import compile_then_run, machine_info
 
@@ -173,6 +177,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="run only the runs whose name contains one of these")
     parser.add_argument("--ablation-seeds", type=int, default=MAIN_SEEDS,
                         help="seeds for the GRPO ablation rows (main rows always use 8)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the rows at --out that this run re-runs (all of them without --only)")
     args = parser.parse_args()
     if args.only and not any(s in name for name, *_ in RUNS for s in args.only):
         parser.error(f"--only: {' '.join(args.only)} matches no run; the runs are {', '.join(r[0] for r in RUNS)}")
@@ -180,19 +186,28 @@ def main() -> None:
         parser.error(f"--ablation-seeds: must be positive, got {args.ablation_seeds}")
     suffix = "-quick" if args.quick else ""
     out = Path(args.out or f"benchmarks/results/grpo_vs_ppo-{jax.devices()[0].platform}{suffix}.json")
+    rerun = lambda name: not args.only or any(s in name for s in args.only)
+    previous = saved_record(out)
+    previous_runs = previous.get("runs") if previous else None
+    if not isinstance(previous_runs, list) or not all(isinstance(r, dict) and "name" in r for r in previous_runs):
+        previous_runs = None if previous is None else []  # an unreadable file is replaced whole, never merged
+    if previous is not None and not args.overwrite:  # adding rows is fine; replacing one needs --overwrite
+        replaced = [r["name"] for r in previous_runs if rerun(r["name"])]
+        if replaced or not previous_runs:
+            held = f"the row{'s' * (len(replaced) > 1)} {', '.join(replaced)}" if replaced else "a file that is not this benchmark's rows"
+            parser.error(replace_refusal("--out", out, f"{held} ({saved_on(previous)})", max(len(replaced), 1)))
     out.parent.mkdir(parents=True, exist_ok=True)
 
     results = {"machine": machine_info(), "quick": args.quick, "thresholds": THRESHOLDS,
                "seeds_main": 2 if args.quick else MAIN_SEEDS,
                "seeds_ablation": 2 if args.quick else args.ablation_seeds,
                "runs": []}
-    if args.only and out.exists():  # re-running some rows: keep the others from the last run
-        previous = json.loads(out.read_text())
-        results["runs"] = [r for r in previous["runs"] if not any(s in r["name"] for s in args.only)]
+    if args.only and previous_runs:  # re-running some rows: keep the others from the last run
+        results["runs"] = [r for r in previous_runs if not rerun(r["name"])]
         results["total_wall_s_previous"] = previous.get("total_wall_s")
     start = time.perf_counter()
     for name, algo, variant, config, main_row in RUNS:
-        if args.only and not any(s in name for s in args.only):
+        if not rerun(name):
             continue
         seeds = MAIN_SEEDS if main_row else args.ablation_seeds
         if args.quick:

@@ -1,6 +1,6 @@
 """Memory of a long run: does the CLI host loop grow host or device memory?
 
-    python benchmarks/memory.py [--updates 10000] [--num-seeds 1] [--quick] [--out PATH]
+    python benchmarks/memory.py [--updates 10000] [--num-seeds 1] [--quick] [--out PATH] [--overwrite]
 
 Trains a small PPO CartPole-v1 config (64 envs x 16 steps = 1,024 env steps per
 update, 1 epoch x 16 minibatches; 1e4 updates = 1.02e7 env steps per seed) through
@@ -26,7 +26,8 @@ Reported: RSS after the first segment ("start", compile done), at 10% and 50% of
 the updates and after the last segment ("end"), the growth start -> end and
 10% -> end next to the expected growth over the same updates, and the slope of
 RSS against updates over the second half of the run (least squares) next to
-the expected bytes per update. Writes ``benchmarks/results/memory-<platform>[-quick].json``.
+the expected bytes per update. Writes ``benchmarks/results/memory-<platform>[-quick].json``;
+a file already there is replaced only with ``--overwrite`` (refused before any work).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from rich.console import Console
 
 from jaxrl_po import PPOConfig
 from jaxrl_po.config import to_dict
-from jaxrl_po.logs import make_run_dir
+from jaxrl_po.logs import make_run_dir, replace_refusal, saved_on, saved_record
 from jaxrl_po.runner import MAX_SEGMENT_ROWS, JobSpec, train_job
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
@@ -153,9 +154,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 updates (a smoke run)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/memory-<platform>[-quick].json)")
     parser.add_argument("--run-dir", default=None, help="keep the run directory here (default: a temporary one)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results already at --out")
     args = parser.parse_args()
     if args.updates < 1 or args.num_seeds < 1:
         parser.error(f"--updates and --num-seeds must be positive, got {args.updates} and {args.num_seeds}")
+    platform_name = jax.devices()[0].platform
+    out = Path(args.out or f"benchmarks/results/memory-{platform_name}{'-quick' if args.quick else ''}.json")
+    previous = None if args.overwrite else saved_record(out)
+    if previous is not None:
+        held = previous.get("updates")
+        parser.error(replace_refusal("--out", out, f"a run of {f'{held:,}' if isinstance(held, int) else 'unknown'} "
+                                                   f"updates ({saved_on(previous)})"))
     if args.run_dir:
         try:
             make_run_dir(args.run_dir)  # a fresh directory: never another run's
@@ -164,8 +173,6 @@ def main() -> None:
     updates = 1_000 if args.quick else args.updates
     config = CONFIG.replace(total_timesteps=updates * CONFIG.steps_per_update)
     config.validate()
-    platform_name = jax.devices()[0].platform
-    out = Path(args.out or f"benchmarks/results/memory-{platform_name}{'-quick' if args.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
 
     seeds = list(range(args.num_seeds))

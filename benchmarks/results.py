@@ -64,7 +64,8 @@ from jaxrl_po import make_train  # noqa: E402
 from jaxrl_po.checkpoint import CheckpointError  # noqa: E402
 from jaxrl_po.config import to_dict  # noqa: E402
 from jaxrl_po.evaluate import check_episodes, evaluate_trained  # noqa: E402
-from jaxrl_po.logs import downsample_curve, final_returns, mean_ci_text, none_if_nan, write_json  # noqa: E402
+from jaxrl_po.logs import (  # noqa: E402
+    downsample_curve, final_returns, mean_ci_text, none_if_nan, replace_refusal, write_json)
 from jaxrl_po.plot import Curve, common_grid, forward_fill, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
 from jaxrl_po.runner import TrainedRuns, job_layout, load_trained  # noqa: E402
@@ -300,8 +301,7 @@ def main() -> None:
     existing = [] if args.report_only or args.overwrite else [
         describe_record(out_dir / f"{name}.json") for name in args.presets if (out_dir / f"{name}.json").exists()]
     if existing:
-        parser.error(f"--out-dir: {out_dir} already holds {'; '.join(existing)}. Pass --overwrite to replace "
-                     f"{'it' if len(existing) == 1 else 'them'}, or give a trial run another --out-dir")
+        parser.error(replace_refusal("--out-dir", out_dir, "; ".join(existing), len(existing)))
     out_dir.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for name in args.presets:

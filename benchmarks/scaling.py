@@ -3,6 +3,7 @@
     python benchmarks/scaling.py [--quick] [--only SUBSTRING ...] [--sweep {both,envs,seeds}]
                                  [--budget-s S] [--max-envs N] [--max-seeds N] [--max-total-envs N]
                                  [--envs-per-seed N] [--max-update-s S] [--grpo-horizon H] [--plot-only]
+                                 [--out PATH] [--overwrite]
 
 Two sweeps, for PPO and GRPO on CartPole-v1 and Breakout-MinAtar (64-64 tanh MLPs;
 Breakout's 10x10x4 observation is flattened to 400 inputs):
@@ -47,7 +48,9 @@ markdown table. ``--only`` runs some lines (``ppo/CartPole-v1``, ``grpo/Breakout
 ``random``, ``Breakout`` ...: any substring, case-insensitive; a line's env ceiling
 comes with it) and ``--sweep`` one sweep; the points of the other (sweep, line)
 pairs already in the output file are kept, so a long grid can be run in parts
-(``--plot-only`` redraws the plot and table from the file).
+(``--plot-only`` redraws the plot and table from the file). A run that would
+replace lines already in the file (or the whole file, when it is of the other
+kind, quick or full) is refused before any work unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ import numpy as np
 from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig, make_algorithm
 from jaxrl_po.config import MAX_TIMESTEPS, to_dict
 from jaxrl_po.envs import make_vec_env
+from jaxrl_po.logs import replace_refusal, saved_on, saved_record
 from jaxrl_po.runner import compile_job
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
@@ -415,6 +419,9 @@ def main() -> None:
     parser.add_argument("--grpo-horizon", type=int, default=None,
                         help="GRPO episode horizon (default: the env's, 500 CartPole / 1000 Breakout)")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot and table from the JSON")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the lines at --out that this run re-runs (the whole file if it is of the other "
+                             "kind, quick or full)")
     args = parser.parse_args()
     platform_name = jax.devices()[0].platform
     out = Path(args.out or f"benchmarks/results/scaling-{platform_name}{'-quick' if args.quick else ''}.json")
@@ -449,6 +456,18 @@ def main() -> None:
     if args.grpo_horizon is not None and args.grpo_horizon < 1:
         parser.error(f"--grpo-horizon: must be positive, got {args.grpo_horizon}")
     todo = plan(args, lines, envs)
+    previous = saved_record(out)
+    ran = {(p["sweep"], p["line"]) for p in todo}
+    kept = previous.get("points") if previous and previous.get("quick") == args.quick else None
+    if not isinstance(kept, list) or not all(isinstance(p, dict) and "sweep" in p and "line" in p for p in kept):
+        kept = []  # a file of the other kind, or unreadable: replaced whole, never merged
+    if previous is not None and not args.overwrite:  # adding lines is fine; replacing one needs --overwrite
+        replaced = sorted({f"{p['line']} ({p['sweep']} sweep)" for p in kept if (p["sweep"], p["line"]) in ran})
+        if replaced or not kept:
+            other_kind = f"a {'quick' if previous['quick'] else 'full'} run" if "quick" in previous else None
+            held = (f"the line{'s' * (len(replaced) > 1)} {', '.join(replaced)}" if replaced
+                    else other_kind or "a file that is not this benchmark's points")
+            parser.error(replace_refusal("--out", out, f"{held} ({saved_on(previous)})", max(len(replaced), 1)))
 
     templates = {algo: to_dict(make_config(algo, "CartPole-v1", 1024 if algo == "ppo" else 128, args.grpo_horizon))
                  for algo in ALGOS}
@@ -470,11 +489,7 @@ def main() -> None:
         },
         "points": [],
     }
-    if out.exists():  # keep the lines not re-run from the last run of the same kind
-        previous = json.loads(out.read_text())
-        if previous.get("quick") == args.quick:
-            ran = {(p["sweep"], p["line"]) for p in todo}
-            results["points"] = [p for p in previous["points"] if (p["sweep"], p["line"]) not in ran]
+    results["points"] = [p for p in kept if (p["sweep"], p["line"]) not in ran]  # the lines not re-run
     out.parent.mkdir(parents=True, exist_ok=True)
 
     done: dict = {}

@@ -1,6 +1,6 @@
 """Throughput of the PPO trainer, compile time apart from run time.
 
-    python benchmarks/throughput.py [--out benchmarks/results/throughput-cpu.json] [--quick]
+    python benchmarks/throughput.py [--out benchmarks/results/throughput-cpu.json] [--quick] [--overwrite]
 
 Cases (CartPole-v1, PPO with PureJaxRL's CartPole settings: 4 epochs x 4 minibatches,
 64-64 tanh MLPs, lr 2.5e-4 annealed, ent 0.01, value loss clipped):
@@ -16,6 +16,9 @@ Runs are laid out as the CLI lays them out: on a CPU host split into one JAX
 device per core (``train.split_cpu``), seeds are spread over the cores, so the
 16-seed case runs 8 seeds per core on 2 cores; it is also timed on one device
 (as ``jax.jit(jax.vmap(train))`` without a mesh runs) for comparison.
+
+Results already at ``--out`` are replaced only with ``--overwrite`` (refused
+before any work).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import numpy as np  # noqa: E402
 from jaxrl_po import PPOConfig, make_train  # noqa: E402
 from jaxrl_po.envs import make_vec_env  # noqa: E402
 from jaxrl_po.layout import Layout  # noqa: E402
-from jaxrl_po.logs import final_returns  # noqa: E402
+from jaxrl_po.logs import final_returns, replace_refusal, saved_on, saved_record  # noqa: E402
 from jaxrl_po.networks import make_policy  # noqa: E402
 from jaxrl_po.rollout import init_env_carry, rollout  # noqa: E402
 from jaxrl_po.runner import job_layout  # noqa: E402
@@ -114,9 +117,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10x smaller budgets (a smoke run)")
     parser.add_argument("--cpu-devices", type=int,
                         help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results already at --out")
     args = parser.parse_args()
     quick = "-quick" if args.quick else ""  # a smoke run never replaces the full results
     args.out = args.out or f"benchmarks/results/throughput-{jax.devices()[0].platform}{quick}.json"
+    previous = None if args.overwrite else saved_record(Path(args.out))
+    if previous is not None:
+        parser.error(replace_refusal("--out", Path(args.out),
+                                     f"a run of {len(previous.get('cases', {}))} cases ({saved_on(previous)})"))
 
     flop_rate = dense_flop_rate()
     results = {

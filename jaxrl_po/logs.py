@@ -137,6 +137,31 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def saved_record(path: Path) -> dict | None:
+    """The JSON object a benchmark saved at ``path``: None if there is no file, ``{}`` if it does not parse (a file
+    is still there, and must not be replaced unasked)."""
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def saved_on(record: dict) -> str:
+    """``made 2026-11-12``: the day a benchmark record was made, from its ``machine_info()``."""
+    date = record.get("machine", {}).get("date") if isinstance(record.get("machine"), dict) else None
+    return f"made {date[:10]}" if isinstance(date, str) else "date unknown"
+
+
+def replace_refusal(flag: str, path: Path, held: str, count: int = 1) -> str:
+    """The error for a benchmark run that would replace ``held`` (``count`` records: what ``path`` holds) and was
+    not given ``--overwrite``. Raised before any work, so a refusal costs nothing."""
+    return (f"{flag}: {path} already holds {held}. Pass --overwrite to replace {'it' if count == 1 else 'them'}, "
+            f"or give a trial run another {flag}")
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
