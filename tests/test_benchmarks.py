@@ -1,4 +1,4 @@
-"""The benchmark scripts never replace saved results unasked.
+"""The benchmark scripts: they never replace saved results unasked, and the throughput one runs PureJaxRL's config.
 
 A full benchmark run takes minutes to hours, and the committed results are
 what the README cites, so a rerun that would replace any of them is refused
@@ -8,13 +8,17 @@ file (``--only``) is allowed and keeps everything already there.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
+
+from jaxrl_po.ppo import uses_obs_normalization
 
 from conftest import cli_env
 
@@ -27,39 +31,53 @@ def run_benchmark(script: str, *args: str, timeout: float = 300) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout)
 
 
-def assert_refused(proc: subprocess.CompletedProcess, out: Path, held: str, saved: str) -> None:
-    """Exit 2 with one clear error naming --out and what it holds, and the file untouched."""
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    assert f"error: --out: {out} already holds {held}" in proc.stderr, proc.stderr
-    assert "Pass --overwrite to replace" in proc.stderr
-    assert out.read_text() == saved
+def load_benchmark(script: str):
+    """The benchmark script as a module, in this process (its ``main`` reads ``sys.argv``)."""
+    jax.devices()  # the backend is up: importing a script cannot change this process's devices
+    spec = importlib.util.spec_from_file_location(f"benchmark_{Path(script).stem}", BENCHMARKS / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def refusal(script: str, argv: list[str], monkeypatch, capsys) -> str:
+    """The one-line error ``script`` exits 2 with (in this process: the refusal comes before any work)."""
+    main = load_benchmark(script).main
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    return err
 
 
 @pytest.mark.parametrize("script, saved, args, held", [
     ("throughput.py", "throughput-cpu-zen1.json", [], "a run of 4 cases (made 2026-11-23)"),
     ("memory.py", "memory-cpu.json", ["--quick"], "a run of 10,000 updates (made 2026-11-22)"),
-    ("grpo_vs_ppo.py", "grpo_vs_ppo-cpu.json", ["--only", "acrobot-grpo-rtg"], "the row acrobot-grpo-rtg"),
+    ("grpo_vs_ppo.py", "grpo_vs_ppo-cpu.json", ["--only", "acrobot-grpo-rtg"],
+     "the row acrobot-grpo-rtg (date unknown)"),  # written before records carried their date
     ("grpo_vs_ppo.py", "grpo_vs_ppo-cpu.json", ["--only", "pendulum"],
-     "the rows pendulum-ppo, pendulum-grpo, pendulum-grpo-rtg, pendulum-grpo-small-rtg"),
+     "the rows pendulum-ppo, pendulum-grpo, pendulum-grpo-rtg, pendulum-grpo-small-rtg (date unknown)"),
     ("scaling.py", "scaling-cpu.json", ["--only", "grpo/CartPole"],
      "the lines grpo/CartPole-v1 (num_envs sweep), grpo/CartPole-v1 (seeds sweep), random/CartPole-v1 (num_envs "
      "sweep), random/CartPole-v1 (seeds sweep) (made 2026-11-22)"),  # a line re-runs its env's random ceiling
     ("scaling.py", "scaling-cpu.json", ["--quick"], "a full run (made 2026-11-22)"),  # a quick run would drop it all
 ])
-def test_benchmark_refuses_to_replace_saved_results(tmp_path, script, saved, args, held):
+def test_benchmark_refuses_to_replace_saved_results(tmp_path, monkeypatch, capsys, script, saved, args, held):
     out = tmp_path / saved
     shutil.copy(RESULTS / saved, out)
-    assert_refused(run_benchmark(script, "--out", str(out), *args), out, held, (RESULTS / saved).read_text())
+    err = refusal(script, ["--out", str(out), *args], monkeypatch, capsys)
+    assert f"error: --out: {out} already holds {held}. Pass --overwrite to replace" in err, err
+    assert out.read_text() == (RESULTS / saved).read_text()
 
 
 @pytest.mark.parametrize("script", ["throughput.py", "memory.py", "grpo_vs_ppo.py", "scaling.py"])
-def test_benchmark_refuses_to_replace_a_file_it_cannot_read(tmp_path, script):
+def test_benchmark_refuses_to_replace_a_file_it_cannot_read(tmp_path, monkeypatch, capsys, script):
     out = tmp_path / "notes.json"
     out.write_text("my notes, not JSON")
-    proc = run_benchmark(script, "--out", str(out), "--quick")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert f"error: --out: {out} already holds" in proc.stderr and "(date unknown)" in proc.stderr
+    err = refusal(script, ["--out", str(out), "--quick"], monkeypatch, capsys)
+    assert f"error: --out: {out} already holds" in err and "(date unknown)" in err, err
     assert out.read_text() == "my notes, not JSON"
 
 
@@ -92,3 +110,21 @@ def test_grpo_vs_ppo_adds_a_row_and_keeps_the_others(tmp_path):
     assert runs[:-1] == kept
     assert runs[-1]["name"] == "cartpole-ppo" and runs[-1]["num_seeds"] == 2
     assert "| CartPole-v1 (≥ 495) | PPO:" in (tmp_path / "grpo_vs_ppo.md").read_text()
+
+
+def test_throughput_benchmark_runs_purejaxrls_cartpole_config():
+    """benchmarks/throughput.py compares with PureJaxRL's figures, so it must run PureJaxRL's config.
+
+    The values of PureJaxRL's ppo.py CartPole config (commit 146b4856), typed in by hand;
+    its loss clips the value update to +-CLIP_EPS, so ``clip_value_loss`` is on.
+    """
+    base = load_benchmark("throughput.py").BASE
+    purejaxrl = dict(
+        env="CartPole-v1", num_envs=4, num_steps=128, total_timesteps=500_000, update_epochs=4,
+        num_minibatches=4, lr=2.5e-4, anneal_lr=True, gamma=0.99, gae_lambda=0.95, clip_eps=0.2,
+        ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, hidden_sizes=(64, 64), activation="tanh",
+        clip_value_loss=True, norm_adv=True,
+    )
+    assert {name: getattr(base, name) for name in purejaxrl} == purejaxrl
+    assert not uses_obs_normalization(base, discrete=True)
+    assert not base.normalize_reward  # None: off for discrete actions, as in PureJaxRL's CartPole
