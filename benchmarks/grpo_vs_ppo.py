@@ -1,8 +1,7 @@
 """Learning results: PPO against GRPO (and GRPO ablations), 8 seeds per run.
 
-    python benchmarks/grpo_vs_ppo.py [--out benchmarks/results/grpo_vs_ppo-cpu.json] [--quick] [--only NAME ...]
-                                     [--overwrite]
-                                     [--only SUBSTRING ...] [--ablation-seeds N]
+    python benchmarks/grpo_vs_ppo.py [--out benchmarks/results/grpo_vs_ppo-cpu.json] [--quick]
+                                     [--only SUBSTRING ...] [--ablation-seeds N] [--overwrite]
 
 Each run is one ``jax.jit(jax.vmap(train))`` call over its seeds (seeds 0..N-1 via
 ``jax.random.split(jax.random.key(0), N)``), compiled with ``.lower().compile()``
@@ -47,7 +46,8 @@ import numpy as np
 
 from jaxrl_po import GRPOConfig, PPOConfig, make_train
 from jaxrl_po.config import to_dict
-from jaxrl_po.logs import downsample_curve, final_returns, mean_ci_text, none_if_nan, replace_refusal, saved_on, saved_record
+from jaxrl_po.logs import (NOT_RESULTS, downsample_curve, final_returns, mean_ci_text, named, none_if_nan,
+                           replace_refusal, saved_entries, saved_on, saved_record)
 from jaxrl_po.sweep import confidence_interval
 from jaxrl_po.timing import compile_then_run, machine_info
 
@@ -188,13 +188,11 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/results/grpo_vs_ppo-{jax.devices()[0].platform}{suffix}.json")
     rerun = lambda name: not args.only or any(s in name for s in args.only)
     previous = saved_record(out)
-    previous_runs = previous.get("runs") if previous else None
-    if not isinstance(previous_runs, list) or not all(isinstance(r, dict) and "name" in r for r in previous_runs):
-        previous_runs = None if previous is None else []  # an unreadable file is replaced whole, never merged
+    previous_runs = saved_entries(previous, "runs", ("name",))
     if previous is not None and not args.overwrite:  # adding rows is fine; replacing one needs --overwrite
         replaced = [r["name"] for r in previous_runs if rerun(r["name"])]
         if replaced or not previous_runs:
-            held = f"the row{'s' * (len(replaced) > 1)} {', '.join(replaced)}" if replaced else "a file that is not this benchmark's rows"
+            held = named("row", replaced) if replaced else NOT_RESULTS
             parser.error(replace_refusal("--out", out, f"{held} ({saved_on(previous)})", max(len(replaced), 1)))
     out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -68,7 +68,7 @@ import numpy as np
 from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig, make_algorithm
 from jaxrl_po.config import MAX_TIMESTEPS, to_dict
 from jaxrl_po.envs import make_vec_env
-from jaxrl_po.logs import replace_refusal, saved_on, saved_record
+from jaxrl_po.logs import NOT_RESULTS, named, replace_refusal, saved_entries, saved_on, saved_record
 from jaxrl_po.runner import compile_job
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
@@ -458,15 +458,14 @@ def main() -> None:
     todo = plan(args, lines, envs)
     previous = saved_record(out)
     ran = {(p["sweep"], p["line"]) for p in todo}
-    kept = previous.get("points") if previous and previous.get("quick") == args.quick else None
-    if not isinstance(kept, list) or not all(isinstance(p, dict) and "sweep" in p and "line" in p for p in kept):
-        kept = []  # a file of the other kind, or unreadable: replaced whole, never merged
+    same_kind = previous is not None and previous.get("quick") == args.quick  # quick and full never merge
+    kept = saved_entries(previous, "points", ("sweep", "line")) if same_kind else []
     if previous is not None and not args.overwrite:  # adding lines is fine; replacing one needs --overwrite
         replaced = sorted({f"{p['line']} ({p['sweep']} sweep)" for p in kept if (p["sweep"], p["line"]) in ran})
         if replaced or not kept:
-            other_kind = f"a {'quick' if previous['quick'] else 'full'} run" if "quick" in previous else None
-            held = (f"the line{'s' * (len(replaced) > 1)} {', '.join(replaced)}" if replaced
-                    else other_kind or "a file that is not this benchmark's points")
+            held = (named("line", replaced) if replaced
+                    else f"a {'quick' if previous['quick'] else 'full'} run" if "quick" in previous and not same_kind
+                    else NOT_RESULTS)
             parser.error(replace_refusal("--out", out, f"{held} ({saved_on(previous)})", max(len(replaced), 1)))
 
     templates = {algo: to_dict(make_config(algo, "CartPole-v1", 1024 if algo == "ppo" else 128, args.grpo_horizon))

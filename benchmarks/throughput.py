@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from jaxrl_po import PPOConfig, make_train  # noqa: E402
 from jaxrl_po.envs import make_vec_env  # noqa: E402
 from jaxrl_po.layout import Layout  # noqa: E402
-from jaxrl_po.logs import final_returns, replace_refusal, saved_on, saved_record  # noqa: E402
+from jaxrl_po.logs import NOT_RESULTS, final_returns, replace_refusal, saved_on, saved_record  # noqa: E402
 from jaxrl_po.networks import make_policy  # noqa: E402
 from jaxrl_po.rollout import init_env_carry, rollout  # noqa: E402
 from jaxrl_po.runner import job_layout  # noqa: E402
@@ -123,8 +123,9 @@ def main() -> None:
     args.out = args.out or f"benchmarks/results/throughput-{jax.devices()[0].platform}{quick}.json"
     previous = None if args.overwrite else saved_record(Path(args.out))
     if previous is not None:
-        parser.error(replace_refusal("--out", Path(args.out),
-                                     f"a run of {len(previous.get('cases', {}))} cases ({saved_on(previous)})"))
+        cases = previous.get("cases")
+        held = f"a run of {len(cases)} cases" if isinstance(cases, dict) else NOT_RESULTS
+        parser.error(replace_refusal("--out", Path(args.out), f"{held} ({saved_on(previous)})"))
 
     flop_rate = dense_flop_rate()
     results = {

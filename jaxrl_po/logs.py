@@ -149,6 +149,22 @@ def saved_record(path: Path) -> dict | None:
     return record if isinstance(record, dict) else {}
 
 
+NOT_RESULTS = "a file that is not this benchmark's results"  # what a refusal says an unreadable file holds
+
+
+def saved_entries(record: dict | None, key: str, fields: Sequence[str]) -> list[dict]:
+    """``record[key]`` when it is a list of dicts that each have ``fields`` (rows a run can add to), else ``[]``:
+    a file that is not such a record is replaced whole, never merged."""
+    entries = record.get(key) if record else None
+    readable = isinstance(entries, list) and all(isinstance(e, dict) and all(f in e for f in fields) for e in entries)
+    return entries if readable else []
+
+
+def named(noun: str, names: Sequence[str]) -> str:
+    """``the row a`` or ``the rows a, b``: the records a refusal names."""
+    return f"the {noun}{'s' * (len(names) > 1)} {', '.join(names)}"
+
+
 def saved_on(record: dict) -> str:
     """``made 2026-11-12``: the day a benchmark record was made, from its ``machine_info()``."""
     date = record.get("machine", {}).get("date") if isinstance(record.get("machine"), dict) else None

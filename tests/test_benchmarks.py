@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 import pytest
 
+from jaxrl_po.logs import NOT_RESULTS
 from jaxrl_po.ppo import uses_obs_normalization
 
 from conftest import cli_env
@@ -77,7 +78,7 @@ def test_benchmark_refuses_to_replace_a_file_it_cannot_read(tmp_path, monkeypatc
     out = tmp_path / "notes.json"
     out.write_text("my notes, not JSON")
     err = refusal(script, ["--out", str(out), "--quick"], monkeypatch, capsys)
-    assert f"error: --out: {out} already holds" in err and "(date unknown)" in err, err
+    assert f"error: --out: {out} already holds {NOT_RESULTS} (date unknown). Pass --overwrite" in err, err
     assert out.read_text() == "my notes, not JSON"
 
 
