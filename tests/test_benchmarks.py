@@ -129,3 +129,27 @@ def test_throughput_benchmark_runs_purejaxrls_cartpole_config():
     assert {name: getattr(base, name) for name in purejaxrl} == purejaxrl
     assert not uses_obs_normalization(base, discrete=True)
     assert not base.normalize_reward  # None: off for discrete actions, as in PureJaxRL's CartPole
+
+
+def test_throughput_benchmark_writes_a_row_per_case(tmp_path, monkeypatch, capsys):
+    """``main`` end to end on one tiny case (2 vmapped seeds, laid out as the CLI lays them out):
+    every figure the README's table takes from the JSON is there and positive."""
+    throughput = load_benchmark("throughput.py")
+    tiny = throughput.BASE.replace(num_envs=4, num_steps=16, num_minibatches=2, total_timesteps=4 * 16 * 3)
+    monkeypatch.setattr(throughput, "CASES", {"2 seeds, 4 envs x 16": (tiny, 2, None)})
+    dense_rate = throughput.dense_flop_rate
+    monkeypatch.setattr(throughput, "dense_flop_rate", lambda: dense_rate(batch=64, iters=10))
+    out = tmp_path / "throughput.json"
+    monkeypatch.setattr(sys, "argv", ["throughput.py", "--out", str(out)])
+    throughput.main()
+
+    record = json.loads(out.read_text())
+    row = record["cases"]["2 seeds, 4 envs x 16"]
+    assert row["num_seeds"] == 2 and row["env_steps"] == 2 * 3 * 64
+    assert row["devices"] == min(2, jax.device_count())
+    for figure in (row["compile_s"], row["run_s"], row["sps"], row["rollout_only"]["sps"],
+                   row["fraction_of_rollout_only"], row["fraction_of_dense_flop_rate"], record["dense64_flops_per_s"]):
+        assert figure > 0
+    assert {"platform", "jax", "date"} <= record["machine"].keys()
+    printed = capsys.readouterr().out
+    assert "2 seeds, 4 envs x 16" in printed and f"wrote {out}" in printed
