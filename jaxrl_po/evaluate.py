@@ -299,12 +299,15 @@ def check_renderable(env_name: str, available: Callable[[str], bool] | None = No
                                      f"pip install {installs}")
 
 
-def check_render_path(out_path: str | os.PathLike) -> Path:
+def check_render_path(out_path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """The GIF path, or :class:`ConfigError` (field "render"); ``overwrite=False`` also refuses an existing file."""
     out = Path(out_path)
     if out.suffix.lower() != ".gif":
         raise ConfigError("render", f"the output must be a .gif file, got {str(out)!r}")
     if not out.parent.is_dir():
         raise ConfigError("render", f"cannot write {out}: no directory {out.parent}")
+    if not overwrite and out.exists():
+        raise ConfigError("render", f"{out} already exists; pass --overwrite to replace it, or name another file")
     return out
 
 
@@ -426,6 +429,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="evaluation seed: picks the episodes' starts (default 0)")
     p.add_argument("--render", metavar="OUT.gif", default=None,
                    help="also draw one greedy episode to this GIF (gymnax's visualiser)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --render GIF if it exists (without it an "
+                   "existing file is refused; eval.json is derived from the run and always replaced)")
     p.add_argument("--render-run", type=int, default=0, metavar="R", help="which run to draw (the table's run index, default 0)")
     p.add_argument("--render-seed", type=int, default=None, metavar="K",
                    help="seed of the drawn episode (default --seed: greedy episode 0 of the table)")
@@ -463,7 +468,7 @@ def run(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     render_seed = args.seed if args.render_seed is None else args.render_seed
     if args.render is not None:
-        check_render_path(args.render)
+        check_render_path(args.render, args.overwrite)
         check_seed(render_seed, "render_seed")
     trained = load_run(args.run_dir)
     if args.render is not None:  # before the evaluation, so a bad --render fails fast

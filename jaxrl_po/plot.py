@@ -263,7 +263,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (with metrics.csv)")
     parser.add_argument("--out", help="output file; writes PNG and SVG with this stem (default: RUN_DIR/curves.png "
-                        "of the first RUN_DIR)")
+                        "of the first RUN_DIR, which each call replaces)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out's PNG/SVG if they exist (without it an existing file is refused)")
     parser.add_argument("--title", help="plot title (default: the environment names)")
     parser.add_argument("--smooth", type=int, default=1, metavar="K",
                         help="rolling mean over K updates per seed (default 1: none)")
@@ -280,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
             return int(exit_.code or 0)
         if args.labels is not None and len(args.labels) != len(args.run_dirs):
             raise PlotError(f"--labels: got {len(args.labels)} label(s) for {len(args.run_dirs)} run dir(s)")
+        if args.out is not None and not args.overwrite:  # a file the user named is theirs: never replaced silently
+            taken = [str(path) for path in output_paths(args.out) if path.exists()]
+            if taken:
+                raise PlotError(f"--out: {' and '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; "
+                                f"pass --overwrite to replace {'it' if len(taken) == 1 else 'them'}, or name another file")
         curves, envs = [], []
         for i, run_dir in enumerate(args.run_dirs):
             curves += load_curves(run_dir, args.labels[i] if args.labels else None, smooth=args.smooth)

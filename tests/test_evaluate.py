@@ -247,8 +247,9 @@ def test_classic_control_render_without_pygame_is_one_line_error(cartpole_run, c
 
 def test_render_writes_a_gif_of_greedy_episode_zero(breakout_run, tmp_path):
     out = tmp_path / "breakout.gif"
-    proc = run_evaluate([str(breakout_run), "--episodes", "2", "--render", str(out), "--render-run", "1"],
-                        cwd=tmp_path)
+    out.write_bytes(b"an older GIF")  # --overwrite replaces it; without the flag it is refused (bad inputs below)
+    proc = run_evaluate([str(breakout_run), "--episodes", "2", "--render", str(out), "--render-run", "1",
+                         "--overwrite"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((breakout_run / "eval.json").read_text())
     frames = result["runs"][1]["greedy"]["lengths"][0]
@@ -310,6 +311,8 @@ def test_bad_inputs_are_one_line_errors(deepsea_grpo_run, breakout_run, tmp_path
     saved = json.loads((damaged / "config.json").read_text())
     (damaged / "config.json").write_text(json.dumps({**saved, "num_envs": -3}))
     run = str(deepsea_grpo_run)
+    mine = tmp_path / "mine.gif"
+    mine.write_bytes(b"a GIF the user made")
     cases = {
         "missing dir": ([str(tmp_path / "nope")], "error: RUN_DIR: "),
         "empty dir": ([str(empty)], "error: RUN_DIR: "),
@@ -320,6 +323,8 @@ def test_bad_inputs_are_one_line_errors(deepsea_grpo_run, breakout_run, tmp_path
         "episodes abc": ([run, "--episodes", "abc"], "error: --episodes: invalid int value"),
         "negative seed": ([run, "--seed", "-1"], "error: --seed: "),
         "not a gif": ([run, "--render", str(tmp_path / "x.png")], "error: --render: the output must be a .gif"),
+        "existing gif": ([str(breakout_run), "--render", str(mine)],
+                         f"error: --render: {mine} already exists; pass --overwrite to replace it, or name another file"),
         "no such run": ([str(breakout_run), "--render", str(tmp_path / "x.gif"), "--render-run", "2"],
                         "error: --render-run: must be a run index from 0 to 1 (this directory has 2 run(s)), got 2"),
         "unknown flag": ([run, "--frobnicate"], "error: unrecognized arguments"),
@@ -333,6 +338,7 @@ def test_bad_inputs_are_one_line_errors(deepsea_grpo_run, breakout_run, tmp_path
         assert "Traceback" not in captured.err + captured.out, name
     assert not (no_checkpoint / "checkpoints").exists()  # evaluating changed nothing there
     assert not list(tmp_path.glob("x.*"))
+    assert mine.read_bytes() == b"a GIF the user made"
 
 
 def test_bad_input_through_python_m(tmp_path):

@@ -131,11 +131,24 @@ def test_main_writes_png_and_svg_with_one_line_per_curve(tmp_path, monkeypatch, 
     assert labels == ["PPO CartPole-v1 (2 seeds)", "PPO CartPole-v1 lr=0.001 (1 seed)", "PPO CartPole-v1 lr=0.01 (1 seed)"]
     assert len(ax.collections) == 1  # only the two-seed line has a band
 
+    # A named --out that exists is refused before any work, and kept; --overwrite replaces it.
+    svg.write_text("the user's edited figure")
+    assert main([str(single), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: --out: {png} and {svg} already exist; pass --overwrite to replace "
+                                       "them, or name another file\n")
+    assert svg.read_text() == "the user's edited figure" and len(figures) == 1
+    png.unlink()
+    assert main([str(single), "--out", str(out)]) == 2
+    assert f"error: --out: {svg} already exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert main([str(single), "--out", str(out), "--overwrite"]) == 0
+    assert "<svg" in svg.read_text() and png.stat().st_size > 1000
+
     # Defaults: next to the first run dir; --labels renames each run dir's lines.
     assert main([str(single), "--labels", "mine"]) == 0
     assert (single / "curves.png").stat().st_size > 0 and (single / "curves.svg").stat().st_size > 0
     assert [line.get_label() for line in figures[-1].axes[0].get_lines()] == ["mine (2 seeds)"]
     assert figures[-1].axes[0].get_title() == "CartPole-v1"
+    assert main([str(single)]) == 0  # the default curves.png is derived from the run: each call replaces it
 
 
 def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
