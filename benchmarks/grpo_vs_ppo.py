@@ -47,7 +47,7 @@ import numpy as np
 from jaxrl_po import GRPOConfig, PPOConfig, make_train
 from jaxrl_po.config import to_dict
 from jaxrl_po.logs import (NOT_RESULTS, downsample_curve, final_returns, mean_ci_text, named, none_if_nan,
-                           replace_refusal, saved_entries, saved_on, saved_record)
+                           replace_refusal, saved_entries, saved_record)
 from jaxrl_po.sweep import confidence_interval
 from jaxrl_po.timing import compile_then_run, machine_info
 
@@ -193,7 +193,7 @@ def main() -> None:
         replaced = [r["name"] for r in previous_runs if rerun(r["name"])]
         if replaced or not previous_runs:
             held = named("row", replaced) if replaced else NOT_RESULTS
-            parser.error(replace_refusal("--out", out, f"{held} ({saved_on(previous)})", max(len(replaced), 1)))
+            parser.error(replace_refusal("--out", out, held, max(len(replaced), 1), record=previous))
     out.parent.mkdir(parents=True, exist_ok=True)
 
     results = {"machine": machine_info(), "quick": args.quick, "thresholds": THRESHOLDS,

@@ -45,7 +45,7 @@ from rich.console import Console
 
 from jaxrl_po import PPOConfig
 from jaxrl_po.config import to_dict
-from jaxrl_po.logs import NOT_RESULTS, make_run_dir, replace_refusal, saved_on, saved_record
+from jaxrl_po.logs import NOT_RESULTS, make_run_dir, replace_refusal, saved_record
 from jaxrl_po.runner import MAX_SEGMENT_ROWS, JobSpec, train_job
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
@@ -164,7 +164,7 @@ def main() -> None:
     if previous is not None:
         updates = previous.get("updates")
         held = f"a run of {updates:,} updates" if isinstance(updates, int) else NOT_RESULTS
-        parser.error(replace_refusal("--out", out, f"{held} ({saved_on(previous)})"))
+        parser.error(replace_refusal("--out", out, held, record=previous))
     if args.run_dir:
         try:
             make_run_dir(args.run_dir)  # a fresh directory: never another run's

@@ -68,7 +68,7 @@ import numpy as np
 from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig, make_algorithm
 from jaxrl_po.config import MAX_TIMESTEPS, to_dict
 from jaxrl_po.envs import make_vec_env
-from jaxrl_po.logs import NOT_RESULTS, named, replace_refusal, saved_entries, saved_on, saved_record
+from jaxrl_po.logs import NOT_RESULTS, named, replace_refusal, saved_entries, saved_record
 from jaxrl_po.runner import compile_job
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
@@ -466,7 +466,7 @@ def main() -> None:
             held = (named("line", replaced) if replaced
                     else f"a {'quick' if previous['quick'] else 'full'} run" if "quick" in previous and not same_kind
                     else NOT_RESULTS)
-            parser.error(replace_refusal("--out", out, f"{held} ({saved_on(previous)})", max(len(replaced), 1)))
+            parser.error(replace_refusal("--out", out, held, max(len(replaced), 1), record=previous))
 
     templates = {algo: to_dict(make_config(algo, "CartPole-v1", 1024 if algo == "ppo" else 128, args.grpo_horizon))
                  for algo in ALGOS}

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from jaxrl_po import PPOConfig, make_train  # noqa: E402
 from jaxrl_po.envs import make_vec_env  # noqa: E402
 from jaxrl_po.layout import Layout  # noqa: E402
-from jaxrl_po.logs import NOT_RESULTS, final_returns, replace_refusal, saved_on, saved_record  # noqa: E402
+from jaxrl_po.logs import NOT_RESULTS, final_returns, replace_refusal, saved_record  # noqa: E402
 from jaxrl_po.networks import make_policy  # noqa: E402
 from jaxrl_po.rollout import init_env_carry, rollout  # noqa: E402
 from jaxrl_po.runner import job_layout  # noqa: E402
@@ -125,7 +125,7 @@ def main() -> None:
     if previous is not None:
         cases = previous.get("cases")
         held = f"a run of {len(cases)} cases" if isinstance(cases, dict) else NOT_RESULTS
-        parser.error(replace_refusal("--out", Path(args.out), f"{held} ({saved_on(previous)})"))
+        parser.error(replace_refusal("--out", Path(args.out), held, record=previous))
 
     flop_rate = dense_flop_rate()
     results = {

@@ -171,9 +171,12 @@ def saved_on(record: dict) -> str:
     return f"made {date[:10]}" if isinstance(date, str) else "date unknown"
 
 
-def replace_refusal(flag: str, path: Path, held: str, count: int = 1) -> str:
+def replace_refusal(flag: str, path: Path, held: str, count: int = 1, record: dict | None = None) -> str:
     """The error for a benchmark run that would replace ``held`` (``count`` records: what ``path`` holds) and was
-    not given ``--overwrite``. Raised before any work, so a refusal costs nothing."""
+    not given ``--overwrite``; ``record``, the JSON at ``path``, adds the day it was made. Raised before any work,
+    so a refusal costs nothing."""
+    if record is not None:
+        held = f"{held} ({saved_on(record)})"
     return (f"{flag}: {path} already holds {held}. Pass --overwrite to replace {'it' if count == 1 else 'them'}, "
             f"or give a trial run another {flag}")
 
