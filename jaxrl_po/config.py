@@ -119,6 +119,9 @@ class BaseConfig:
         _check_range("gamma", self.gamma, 0.0, 1.0)
         _check_range("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True, high_open=True)
         _check_range("ent_coef", self.ent_coef, 0.0, None)
+        if not is_finite_number(self.log_std_init):
+            raise ConfigError("log_std_init", f"must be a finite number, got {self.log_std_init!r}")
+        _check_range("log_std_init", self.log_std_init, -20.0, 5.0)  # std from 2e-9 to 148
         if self.total_timesteps > MAX_TIMESTEPS:
             raise ConfigError(
                 "total_timesteps",
@@ -190,6 +193,12 @@ class PPOConfig(BaseConfig):
                 f"num_envs * num_steps = {self.num_envs} * {self.num_steps} = {batch} "
                 f"is not divisible by num_minibatches = {self.num_minibatches}",
             )
+        if self.norm_adv and batch == self.num_minibatches:
+            raise ConfigError(
+                "num_minibatches",
+                f"num_envs * num_steps = {batch} samples in {self.num_minibatches} minibatches is 1 sample each: "
+                "norm_adv would set every advantage to 0 (no policy gradient); use larger minibatches or --no-norm-adv",
+            )
 
 
 def traced_fields(config: Any) -> list[dataclasses.Field]:
@@ -258,8 +267,8 @@ def _check_range(
     too_low = low is not None and (value < low or (low_open and value == low))
     too_high = high is not None and (value > high or (high_open and value == high))
     if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         raise ConfigError(name, f"must be in {left}{lo}, {hi}{right}, got {value!r}")
@@ -274,7 +283,7 @@ class GRPOOptions:
     horizon: int | None = None
     """max steps per episode (default: the env's max_steps_in_episode); shorter horizons cut episodes."""
     chunk_size: int = 50
-    """steps per rollout chunk; rollouts stop after the first chunk in which every episode has ended."""
+    """steps per rollout chunk (at most the horizon); rollouts stop after the first chunk in which every episode has ended."""
     advantage: Literal["outcome", "rtg"] = "outcome"
     """outcome: group-normalised episode return on every step; rtg: return-to-go minus the leave-one-out mean of the group's."""
     scale: Literal["group", "batch", "none"] = "group"

@@ -91,7 +91,8 @@ class VecEnv:
 
     @property
     def action_spec(self) -> ActionSpec:
-        space = self.env.action_space(self.params)
+        with jax.ensure_compile_time_eval():  # some envs build their bounds with jnp ops; they must be concrete
+            space = self.env.action_space(self.params)
         if isinstance(space, spaces.Discrete):
             return ActionSpec(discrete=True, num_actions=int(space.n))
         if isinstance(space, spaces.Box):
@@ -128,7 +129,10 @@ class VecEnv:
 
 def make_vec_env(name: str, num_envs: int) -> VecEnv:
     check_env_name(name)
-    env, params = gymnax.make(name)
+    try:
+        env, params = gymnax.make(name)
+    except OSError as err:  # MNISTBandit downloads its data when it is made
+        raise ConfigError("env", f"gymnax could not make {name}: {err}") from None
     return VecEnv(env=env, params=params, num_envs=num_envs)
 
 

@@ -149,6 +149,13 @@ def group_keys(key: jax.Array, num_groups: int, group_size: int) -> jax.Array:
     return jnp.repeat(jax.random.split(key, num_groups), group_size, axis=0)
 
 
+def episode_buffer_length(horizon: int, chunk_size: int) -> int:
+    """Time steps of :func:`episode_rollout`'s buffer: whole chunks covering ``horizon``, a chunk
+    never longer than the horizon (a longer one would only hold padding)."""
+    chunk_size = min(chunk_size, horizon)
+    return -(-horizon // chunk_size) * chunk_size
+
+
 def episode_rollout(
     key: jax.Array,
     params: Any,
@@ -163,7 +170,7 @@ def episode_rollout(
 ) -> tuple[Episodes, jax.Array]:
     """Reset every group of ``group_size`` envs to one start state and play until all episodes end.
 
-    The horizon is run in chunks of ``chunk_size`` steps; after a chunk in which
+    The horizon is run in chunks of ``chunk_size`` steps (at most ``horizon``); after a chunk in which
     every episode has ended (or the horizon is reached) the rollout stops, so
     padding costs at most one chunk. Steps after an env's first ``done`` (and
     steps past ``horizon``) have ``alive = False``.
@@ -174,7 +181,8 @@ def episode_rollout(
     """
     num_envs = env.num_envs
     num_groups = num_envs // group_size
-    num_chunks = -(-horizon // chunk_size)
+    chunk_size = min(chunk_size, horizon)
+    num_chunks = episode_buffer_length(horizon, chunk_size) // chunk_size
     norm = (lambda x: x) if obs_stats is None else obs_stats.normalize
     reset_key, key = jax.random.split(key)
     reset_keys = group_keys(reset_key, num_groups, group_size) if shared_reset else jax.random.split(reset_key, num_envs)

@@ -115,17 +115,20 @@ def rollout_buffer_bytes(config: Any) -> int:
     """A lower bound on one run's device memory: the experience buffer of one update.
 
     PPO keeps [num_steps, num_envs] transitions (obs and final obs, action, log-prob,
-    reward, flags, values, advantages, targets); GRPO keeps [horizon, candidates]
-    steps (obs, normalised obs, action, log-probs, reference log-probs, reward, mask,
-    advantage). Parameters, optimiser state and XLA temporaries come on top.
+    reward, flags, values, advantages, targets); GRPO keeps [horizon rounded up to
+    whole chunks, candidates] steps (obs, normalised obs, action, log-probs,
+    reference log-probs, reward, mask, advantage). Parameters, optimiser state and
+    XLA temporaries come on top.
     """
     from jaxrl_po.config import GRPOConfig
     from jaxrl_po.envs import make_vec_env
+    from jaxrl_po.rollout import episode_buffer_length
 
     env = make_vec_env(config.env, 1)
     obs, action = env.obs_dim, env.action_spec.dim if not env.action_spec.discrete else 1
     if isinstance(config, GRPOConfig):
-        steps = (config.grpo.horizon or env.max_episode_steps) * config.num_envs * config.grpo.oversample
+        horizon = config.grpo.horizon or env.max_episode_steps
+        steps = episode_buffer_length(horizon, config.grpo.chunk_size) * config.num_envs * config.grpo.oversample
         return 4 * steps * (2 * obs + action + 6)
     return 4 * config.num_steps * config.num_envs * (2 * obs + action + 9)
 

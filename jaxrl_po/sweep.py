@@ -72,6 +72,16 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
                 _with_value(config, name, float(value)).validate()
             except ConfigError as err:
                 raise ConfigError("sweep", f"{name}={value:g}: {err}") from None
+    if len(grid) > 1:  # values valid alone can still clash (GRPO's clip_eps_high >= clip_eps)
+        for combo in itertools.product(*grid.values()):
+            point = config
+            for name, value in zip(grid, combo):
+                point = _with_value(point, name, float(value))
+            try:
+                point.validate()
+            except ConfigError as err:
+                where = ", ".join(f"{name}={value:g}" for name, value in zip(grid, combo))
+                raise ConfigError("sweep", f"{where}: {err}") from None
 
 
 def _all_fields(config: BaseConfig) -> list[dataclasses.Field]:

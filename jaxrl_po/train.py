@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -247,9 +248,38 @@ def check_unchanged(saved: tuple[RunOptions, BaseConfig], options: RunOptions, c
             raise ConfigError(name, f"cannot change when resuming: the run used {before!r}, got {after!r}")
 
 
+def whole_number(text: str) -> int:
+    """An integer flag's value: ``500000``, ``500_000``, or a float literal that is a whole number (``5e5``)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not value.is_integer():
+        raise ValueError(f"must be an integer (500000, 500_000 or 5e5), got {text!r}")
+    return int(value)
+
+
+INTEGER_FLAGS = tyro.constructors.ConstructorRegistry()
+"""Integer flags (and YAML values) also take ``5e5``: step budgets are commonly written so."""
+
+
+@INTEGER_FLAGS.primitive_rule
+def _integer_rule(info: tyro.constructors.PrimitiveTypeInfo) -> tyro.constructors.PrimitiveConstructorSpec | None:
+    if info.type is not int:
+        return None
+    return tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1, metavar="INT", instance_from_str=lambda args: whole_number(args[0]),
+        is_instance=lambda x: isinstance(x, int) and not isinstance(x, bool), str_from_instance=lambda x: [str(x)],
+    )
+
+
 def _tyro_cli(cls: type, argv: list[str], defaults: dict):
     """tyro.cli, but its boxed error message is condensed to one line."""
-    kwargs = dict(args=argv, default=cls(**defaults), prog="python -m jaxrl_po.train")
+    kwargs = dict(args=argv, default=cls(**defaults), prog="python -m jaxrl_po.train", registry=INTEGER_FLAGS)
     if "-h" in argv or "--help" in argv:
         return tyro.cli(cls, **kwargs)
     captured = io.StringIO()
@@ -260,7 +290,8 @@ def _tyro_cli(cls: type, argv: list[str], defaults: dict):
         if exit_.code == 0:
             sys.stdout.write(captured.getvalue())
             raise
-        raise UsageError(_one_line(captured.getvalue()) or f"invalid arguments: {' '.join(argv)}") from None
+        message = re.sub(r"^Error parsing (--[\w.-]+): ", r"\1: ", _one_line(captured.getvalue()))
+        raise UsageError(message or f"invalid arguments: {' '.join(argv)}") from None
 
 
 def _one_line(message: str) -> str:

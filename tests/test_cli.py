@@ -43,6 +43,12 @@ BAD_CASES = [
         ["--num-envs", "6", "--num-steps", "5", "--num-minibatches", "4"],
         "--num-minibatches", ["30", "4"],
     ),
+    (
+        "minibatch-of-one-sample",  # norm_adv would zero every advantage
+        ["--num-envs", "2", "--num-steps", "2", "--num-minibatches", "4", "--total-timesteps", "8"],
+        "--num-minibatches", ["1 sample each", "--no-norm-adv"],
+    ),
+    ("log-std-init-nan", ["--log-std-init", "nan"], "--log-std-init", ["finite", "nan"]),
     ("clip-eps-zero", ["--clip-eps", "0"], "--clip-eps", []),
     ("clip-eps-big", ["--clip-eps", "1.5"], "--clip-eps", ["1.5"]),
     ("gamma-big", ["--gamma", "1.5"], "--gamma", ["1.5"]),

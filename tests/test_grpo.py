@@ -187,6 +187,22 @@ def test_rollout_steps_beyond_horizon_not_alive(pendulum_rollout):
     assert not episodes.alive[horizon:].any()
 
 
+def test_a_chunk_longer_than_the_horizon_is_cut_to_it():
+    """chunk_size 2000 with horizon 20 runs 20 steps (not 2000, 1980 of them padding), and the
+    memory check counts the buffer the rollout really keeps: whole chunks covering the horizon."""
+    from jaxrl_po.rollout import episode_buffer_length
+    from jaxrl_po.runner import rollout_buffer_bytes
+
+    _, _, _, episodes, steps_run = rollout("Pendulum-v1", num_groups=1, group_size=2, horizon=20, chunk_size=2000)
+    assert steps_run == 20 and episodes.alive.shape[0] == 20 and episodes.alive.all()
+    assert [episode_buffer_length(20, c) for c in (2000, 20, 8, 1)] == [20, 20, 24, 20]
+    config = GRPOConfig(env="Pendulum-v1", num_envs=4, num_minibatches=1, total_timesteps=8,
+                        grpo=GRPOOptions(group_size=2, horizon=20, chunk_size=2000))
+    per_step = rollout_buffer_bytes(config.replace(grpo=dataclasses.replace(config.grpo, chunk_size=20))) // 20
+    assert rollout_buffer_bytes(config) == 20 * per_step
+    assert rollout_buffer_bytes(config.replace(grpo=dataclasses.replace(config.grpo, chunk_size=8))) == 24 * per_step
+
+
 def test_to_groups_layout():
     H, B, D, K = 3, 6, 2, 3
     x = np.arange(H * B * D).reshape(H, B, D)
@@ -364,6 +380,8 @@ def test_valid_config_passes():
         (dict(horizon=0), "grpo.horizon"),
         (dict(ref_mixup_alpha=0.0), "grpo.ref_mixup_alpha"),
         (dict(ref_sync_every=-1), "grpo.ref_sync_every"),
+        (dict(log_std_init=float("nan")), "log_std_init"),
+        (dict(log_std_init=10.0), "log_std_init"),
     ],
     ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={v}" for k, v in v.items()),
 )

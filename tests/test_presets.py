@@ -12,7 +12,7 @@ import pytest
 from jaxrl_po import make_train
 from jaxrl_po.config import ConfigError, GRPOConfig
 from jaxrl_po.presets import PRESETS, get_preset
-from jaxrl_po.train import parse
+from jaxrl_po.train import UsageError, parse
 
 from conftest import fast_jit
 
@@ -68,6 +68,21 @@ def test_config_file_sits_between_preset_and_flags(tmp_path):
     preset = PRESETS["cartpole-grpo"].config
     assert config.total_timesteps == preset.total_timesteps  # untouched fields come from the preset
     assert config.grpo.chunk_size == preset.grpo.chunk_size
+
+
+def test_integer_settings_take_whole_numbers_written_as_floats(tmp_path):
+    """Budgets are commonly written 5e5; YAML reads ``5e5`` as text and ``64.0`` as a float."""
+    path = tmp_path / "budget.yaml"
+    path.write_text("total_timesteps: 5e5\nnum_envs: 64.0\n")
+    options, config = parse(["--config", str(path), "--num-steps", "1.28e2", "--hidden-sizes", "6.4e1", "32",
+                             "--num-seeds", "2e0", "--grad-piece-size", "1_024"])
+    assert (config.total_timesteps, config.num_envs, config.num_steps) == (500_000, 64, 128)
+    assert config.hidden_sizes == (64, 32) and config.grad_piece_size == 1024 and options.num_seeds == 2
+    assert all(type(x) is int for x in (config.total_timesteps, config.num_envs, *config.hidden_sizes))
+    for bad in ("1.5", "2.5e-1", "abc", "1e400", "nan"):
+        with pytest.raises(UsageError, match=f"^--num-envs: must be an integer \\(500000, 500_000 or 5e5\\), "
+                                             f"got '{bad}'$"):
+            parse(["--num-envs", bad])
 
 
 def test_a_run_config_json_can_be_read_as_settings(tmp_path):

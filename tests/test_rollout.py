@@ -3,6 +3,8 @@ auto-reset observations, action clipping and the running observation statistics.
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -231,3 +233,51 @@ def test_running_mean_std_scalar_stream():
     assert np.shape(stats.mean) == () and np.shape(stats.var) == ()
     np.testing.assert_allclose(float(stats.mean), data.mean(), rtol=1e-4)
     np.testing.assert_allclose(float(stats.var), data.var(), rtol=1e-4)
+
+
+# ---- every registered environment -----------------------------------------------------------
+DOWNLOADS = {"MNISTBandit-bsuite"}  # gymnax fetches MNIST when this env is made: not on an offline CI
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_every_registered_env_traces_through_init_and_update(algo):
+    """'Any id in gymnax.registered_envs': a bug here is a JAX traceback at the user's first run.
+    (Reacher, Swimmer and PointRobot build their action bounds with jnp ops, which are tracers
+    inside a trace unless the bounds are read at compile time.) PPO takes every env; GRPO, whose
+    env calls are the same VecEnv's, the continuous ones, where the bounds are used."""
+    import gymnax
+
+    from jaxrl_po import grpo, ppo
+    from jaxrl_po.config import GRPOConfig, PPOConfig
+
+    names = sorted(set(gymnax.registered_envs) - DOWNLOADS)
+    if algo == "grpo":
+        names = [name for name in names if not make_vec_env(name, 1).action_spec.discrete]
+        assert len(names) == 5, names  # Pendulum, MountainCarContinuous, PointRobot, Reacher, Swimmer
+    for name in names:
+        if algo == "ppo":
+            algorithm = ppo.make_algorithm(PPOConfig(env=name, num_envs=4, num_steps=8, num_minibatches=2,
+                                                     total_timesteps=64))
+        else:
+            config = GRPOConfig(env=name, num_envs=4, num_minibatches=1, total_timesteps=64)
+            config = config.replace(grpo=dataclasses.replace(config.grpo, group_size=2, horizon=20, chunk_size=10))
+            algorithm = grpo.make_algorithm(config)
+        state = jax.eval_shape(algorithm.init, jax.random.key(0), {})
+        new_state, _ = jax.eval_shape(algorithm.update, state, {})
+        assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state), name
+
+
+def test_an_env_gymnax_cannot_make_is_a_config_error(monkeypatch):
+    import urllib.error
+
+    import gymnax
+
+    from jaxrl_po.config import ConfigError
+
+    def offline(name):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(gymnax, "make", offline)
+    with pytest.raises(ConfigError, match="^env: gymnax could not make MNISTBandit-bsuite: <urlopen error") as err:
+        make_vec_env("MNISTBandit-bsuite", 4)
+    assert err.value.field == "env"

@@ -107,6 +107,16 @@ def test_bad_sweep_specs_fail_with_one_line(tmp_path, spec, message):
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
 
 
+def test_every_grid_point_is_validated_not_only_each_value():
+    from jaxrl_po.config import ConfigError, GRPOConfig
+    from jaxrl_po.sweep import check_grid
+
+    check_grid(GRPOConfig(), {"clip_eps": [0.1, 0.2], "clip_eps_high": [0.25]})
+    with pytest.raises(ConfigError, match=r"^sweep: clip_eps=0.3, clip_eps_high=0.25: grpo.clip_eps_high: ") as err:
+        check_grid(GRPOConfig(), {"clip_eps": [0.1, 0.3], "clip_eps_high": [0.25]})  # each value is valid alone
+    assert "0.3" in str(err.value) and err.value.field == "sweep"
+
+
 def test_compile_cache_is_populated_and_reused(tmp_path):
     cache = tmp_path / "cache"
     # With the progress line on: it is drawn between compiled segments, so the programs have no
