@@ -51,7 +51,7 @@ from pathlib import Path
 import jax
 
 from jaxrl_po.config import ConfigError
-from jaxrl_po.train import split_cpu_or_exit
+from jaxrl_po.train import split_cpu_or_exit, whole_number
 
 # One JAX device per core, exactly as the CLI makes them, so the seeds are spread over the cores
 # (respecting --cpu-devices and a device count the user fixed); before the imports below start
@@ -266,12 +266,21 @@ def describe_record(path: Path) -> str:
         return path.name
 
 
+def step_budget(text: str) -> int:
+    """``--max-steps``: an integer, also written ``5e5`` as the train CLI takes it."""
+    try:
+        return whole_number(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="*", default=list(PRESETS), choices=list(PRESETS), metavar="NAME",
                         help=f"presets to run (default: all): {', '.join(PRESETS)}")
     parser.add_argument("--num-seeds", type=int, default=None, help="seeds per preset (default 8)")
-    parser.add_argument("--max-steps", type=int, default=None, help="cap each preset's per-seed budget")
+    parser.add_argument("--max-steps", type=step_budget, default=None,
+                        help="cap each preset's per-seed budget (e.g. 4096 or 5e5)")
     parser.add_argument("--out-dir", default=None, help="default benchmarks/results/suite-<platform>")
     parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES,
                         help="final-policy episodes per seed and mode (sampled, greedy)")
