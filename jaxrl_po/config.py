@@ -119,8 +119,6 @@ class BaseConfig:
         _check_range("gamma", self.gamma, 0.0, 1.0)
         _check_range("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True, high_open=True)
         _check_range("ent_coef", self.ent_coef, 0.0, None)
-        if not is_finite_number(self.log_std_init):
-            raise ConfigError("log_std_init", f"must be a finite number, got {self.log_std_init!r}")
         _check_range("log_std_init", self.log_std_init, -20.0, 5.0)  # std from 2e-9 to 148
         if self.total_timesteps > MAX_TIMESTEPS:
             raise ConfigError(
@@ -264,6 +262,8 @@ def _check_range(
     low_open: bool = False,
     high_open: bool = False,
 ) -> None:
+    if not is_finite_number(value):  # NaN passes every comparison below
+        raise ConfigError(name, f"must be a finite number, got {value!r}")
     too_low = low is not None and (value < low or (low_open and value == low))
     too_high = high is not None and (value > high or (high_open and value == high))
     if too_low or too_high:
