@@ -186,7 +186,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.run_dir or tmp)
         job = JobSpec(algo_name="ppo", config=config, runs=runs, run_dir=run_dir, meta=meta,
-                      progress=False, sinks=[sampler])
+                      progress=False, make_sinks=lambda resumed_env_steps: [sampler])
         summary, code = train_job(job, Console(quiet=True))
     rss_after = rss_bytes()
 

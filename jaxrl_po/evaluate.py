@@ -37,6 +37,7 @@ from jaxrl_po.config import ConfigError, check_seed
 from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
 from jaxrl_po.loop import batched_under_vmap
 from jaxrl_po.networks import Policy, policy_for
+from jaxrl_po.sweep import value_text
 
 DEFAULT_EPISODES = 10
 MAX_EPISODES = 100_000
@@ -391,7 +392,7 @@ def results_table(result: dict[str, Any]):
     for column in ("greedy", "stochastic", "greedy length"):
         table.add_column(column, justify="right")
     for row in result["runs"]:
-        table.add_row(str(row["run"]), str(row["seed"]), *[f"{row['settings'][n]:g}" for n in names],
+        table.add_row(str(row["run"]), str(row["seed"]), *[value_text(row['settings'][n]) for n in names],
                       _mean_std(row["greedy"]), _mean_std(row["stochastic"]), f"{row['greedy']['mean_length']:.1f}")
     if len(result["runs"]) > 1:
         table.add_row("all", "", *[""] * len(names),

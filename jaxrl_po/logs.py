@@ -69,19 +69,27 @@ class Progress:
             self.stream.flush()
 
 
-def make_run_dir(path: str | os.PathLike) -> Path:
-    """Create a fresh run directory; refuse an existing non-empty one or an unwritable place.
+def make_run_dir(path: str | os.PathLike) -> bool:
+    """Take a fresh run directory for one run; returns whether it was made here (else it existed, empty).
 
-    Raises ``OSError``/``FileExistsError`` with a readable message.
+    Refuses an existing non-empty one or an unwritable place. Taking it is
+    atomic: of two runs started at once on the same directory, exactly one gets
+    it (the one whose ``mkdir`` of the checkpoint directory succeeds), so they
+    never mix their files. Raises ``OSError``/``FileExistsError`` with a readable message.
     """
+    from jaxrl_po.checkpoint import CHECKPOINT_DIR
+
     run_dir = Path(path)
+    taken = FileExistsError(f"{run_dir} already exists and is not empty; pick another --run-dir")
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise FileExistsError(f"{run_dir} already exists and is not empty; pick another --run-dir")
+        raise taken
+    made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    probe = run_dir / ".write-test"
-    probe.write_text("")
-    probe.unlink()
-    return run_dir
+    try:
+        (run_dir / CHECKPOINT_DIR).mkdir()
+    except FileExistsError:
+        raise taken from None
+    return made
 
 
 def read_run_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
@@ -114,15 +122,29 @@ def read_run_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
     return data, config
 
 
+def read_summary(run_dir: Path) -> dict:
+    """``run_dir/summary.json`` ({} when there is none or it cannot be read)."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def finished_at(run_dir: Path, step: int) -> bool:
+    """Whether ``run_dir``'s summary says training ended (not interrupted) with checkpoint ``step``."""
+    summary = read_summary(run_dir)
+    return summary.get("interrupted") is False and Path(str(summary.get("checkpoint"))).name == str(step)
+
+
 def sessions_so_far(run_dir: Path) -> list[dict]:
     """The invocations recorded in ``run_dir/summary.json`` before a resume (oldest first; [] if none).
 
     Each is ``{compile_s, train_s, env_steps, interrupted}``; a summary written
     before sessions were recorded counts as one session with unknown env steps.
     """
-    try:
-        previous = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
+    previous = read_summary(run_dir)
+    if not previous:
         return []
     if "sessions" in previous:
         return previous["sessions"]
@@ -285,6 +307,8 @@ def print_summary(
     console: Console, summary: dict[str, Any], seeds: Sequence[int], settings: Sequence[dict] | None = None
 ) -> None:
     """The final table: return per seed (or, for a sweep, per configuration with a 95% CI)."""
+    from jaxrl_po.sweep import value_text
+
     title = f"{summary['algo'].upper()} on {summary['env']}"
     if settings is None:
         table = Table(title=f"{title}: final return (last 10% of updates)")
@@ -303,10 +327,14 @@ def print_summary(
         table.add_column("seeds", justify="right")
         for row in summary["ranking"]:
             value = mean_ci_text(row["final_return_mean"], row["ci95"])
-            table.add_row(*[f"{row['hparams'][n]:g}" for n in names], value, str(row["num_seeds"]))
+            table.add_row(*[value_text(row["hparams"][n]) for n in names], value, str(row["num_seeds"]))
     console.print(table)
+    # train_s, sps and compile_s are this invocation's; after a resume so are its env steps.
+    steps, total = summary["sessions"][-1]["env_steps"], summary["total_env_steps"]
+    steps_text = f"{steps:,}" if steps == total else f"{steps:,} this session ({total:,} in all)"
+    sps = "n/a" if summary["sps"] is None else f"{summary['sps']:,.0f}"
     console.print(
-        f"env steps {summary['total_env_steps']:,} in {summary['train_s']:.1f} s "
-        f"({summary['sps']:,.0f} SPS), compile {summary['compile_s']:.1f} s, "
+        f"env steps {steps_text} in {summary['train_s']:.1f} s "
+        f"({sps} SPS), compile {summary['compile_s']:.1f} s, "
         f"total {summary['total_s']:.1f} s -> {summary['run_dir']}"
     )

@@ -23,10 +23,11 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxrl_po.sweep import mean_and_ci
+from jaxrl_po.sweep import mean_and_ci, value_text
 
 DEFAULT_POINTS = 200
 REQUIRED_COLUMNS = ("seed", "update", "env_steps", "episode_return")
+OPTIONAL_COLUMNS = ("nonfinite",)  # > 0 on the update that stopped a run (jaxrl_po.loop.describe_nonfinite)
 
 
 class PlotError(Exception):
@@ -82,24 +83,29 @@ def forward_fill(values: np.ndarray) -> np.ndarray:
 
 
 def common_grid(
-    steps: Sequence[np.ndarray], returns: Sequence[np.ndarray], points: int = DEFAULT_POINTS
+    steps: Sequence[np.ndarray], returns: Sequence[np.ndarray], points: int = DEFAULT_POINTS,
+    stopped: Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Put each seed's curve on one env-step grid. Returns (grid f[P], returns f[S, P]).
 
     steps[i], returns[i]: f[U_i] cumulative env steps and (forward-filled) return of seed i.
-    When every seed logged the same env steps (PPO) they are the grid and nothing is
-    interpolated. Otherwise (GRPO counts alive steps, which differ per seed) the grid is
-    ``points`` evenly spaced steps from 0 to the smallest final step count, so every seed
-    covers all of it, and each seed is linearly interpolated; before a seed's first logged
-    step its value is NaN (no extrapolation).
+    stopped[i]: seed i stopped early on non-finite values; it does not bound the grid and
+    is NaN after its last step. When every other seed logged the same env steps (PPO)
+    they are the grid and nothing is interpolated. Otherwise (GRPO counts alive steps,
+    which differ per seed) the grid is ``points`` evenly spaced steps from 0 to the
+    smallest final step count of those seeds, so each of them covers all of it, and each
+    seed is linearly interpolated; before a seed's first logged step its value is NaN
+    (no extrapolation).
     """
-    first = np.asarray(steps[0], float)
-    if all(len(s) == len(first) and np.array_equal(s, first) for s in steps):
-        return first.copy(), np.stack([np.asarray(r, float) for r in returns])
-    end = min(float(s[-1]) for s in steps)
-    grid = np.linspace(0.0, end, points)
-    rows = [np.interp(grid, np.asarray(s, float), np.asarray(r, float), left=np.nan) for s, r in zip(steps, returns)]
-    return grid, np.stack(rows)
+    steps = [np.asarray(s, float) for s in steps]
+    returns = [np.asarray(r, float) for r in returns]
+    stopped = [False] * len(steps) if stopped is None else list(stopped)
+    bounding = [s for s, early in zip(steps, stopped) if not early] or steps
+    first = bounding[0]
+    if all(np.array_equal(s, first) for s in bounding) and all(np.array_equal(s, first[: len(s)]) for s in steps):
+        return first.copy(), np.stack([np.pad(r, (0, len(first) - len(r)), constant_values=np.nan) for r in returns])
+    grid = np.linspace(0.0, min(s[-1] for s in bounding), points)
+    return grid, np.stack([np.interp(grid, s, r, left=np.nan, right=np.nan) for s, r in zip(steps, returns)])
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -123,7 +129,7 @@ def _read_metrics(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     if not data:
         raise PlotError(f"{path}: no data rows")
     hp_names = [c for c in header if c.startswith("hp_")]
-    wanted = [*REQUIRED_COLUMNS, *hp_names]
+    wanted = [*REQUIRED_COLUMNS, *hp_names, *[c for c in OPTIONAL_COLUMNS if c in header]]
     index = {name: header.index(name) for name in wanted}
     columns = {name: np.empty(len(data)) for name in wanted}
     for line, row in enumerate(data, start=2):
@@ -151,7 +157,7 @@ def _read_config_label(run_dir: Path) -> tuple[str, str | None]:
 
 
 def _format_setting(names: Sequence[str], values: Sequence[float]) -> str:
-    return ", ".join(f"{name[3:]}={value:g}" for name, value in zip(names, values))
+    return ", ".join(f"{name[3:]}={value_text(value)}" for name, value in zip(names, values))
 
 
 def load_curves(
@@ -186,13 +192,14 @@ def load_curves(
 
     curves = []
     for setting, runs in configs.items():
-        steps, returns = [], []
+        steps, returns, stopped = [], [], []
         for rows in runs.values():
             rows = np.asarray(rows)
             rows = rows[np.argsort(columns["update"][rows], kind="stable")]
             steps.append(columns["env_steps"][rows])
             returns.append(forward_fill(trailing_mean(columns["episode_return"][rows], smooth)))
-        grid, on_grid = common_grid(steps, returns, points)
+            stopped.append("nonfinite" in columns and columns["nonfinite"][rows[-1]] > 0)
+        grid, on_grid = common_grid(steps, returns, points, stopped)
         mean, half = mean_and_ci(on_grid)
         name = f"{label} {_format_setting(hp_names, setting)}" if hp_names else label
         curves.append(Curve(name, grid, mean, half, len(runs), on_grid))
@@ -213,7 +220,9 @@ def draw_curves(curves: Sequence[Curve], title: str | None = None):
     ax = fig.add_subplot()
     for curve in curves:
         seeds = f"{curve.num_seeds} seed" + ("s" if curve.num_seeds != 1 else "")
-        (line,) = ax.plot(curve.env_steps, curve.mean, label=f"{curve.label} ({seeds})", linewidth=1.5)
+        alone = np.isfinite(curve.mean).sum() < 2  # a line needs two points; one is drawn as a marker
+        (line,) = ax.plot(curve.env_steps, curve.mean, label=f"{curve.label} ({seeds})", linewidth=1.5,
+                          marker="o" if alone else None)
         band = np.isfinite(curve.half_width)
         if band.any():
             ax.fill_between(

@@ -27,7 +27,7 @@ import numpy as np
 from jaxrl_po import distributed, logs, loop
 from jaxrl_po.checkpoint import CheckpointError, Checkpointer, Restored
 from jaxrl_po.layout import RUNS, Layout, check_layout, choose_layout, make_mesh, on_run_axis, put_runs, run_sharding
-from jaxrl_po.sweep import Runs, rank_configs
+from jaxrl_po.sweep import Runs, rank_configs, value_text
 
 SEGMENT_SECONDS = 1.0
 """Target wall time of one compiled segment: how often progress, metrics and Ctrl-C are handled."""
@@ -50,7 +50,9 @@ class JobSpec:
     checkpoint_every: int = 0  # updates; 0: only at the end and on Ctrl-C
     keep_checkpoints: int = 3
     progress: bool = True
-    sinks: list = field(default_factory=list)  # TensorBoardSink, WandbSink, ... (process 0 only)
+    # make_sinks(resumed_env_steps) -> [TensorBoardSink, WandbSink, ...] (process 0 only), called once
+    # training is about to start; resumed_env_steps: each run's env steps at the checkpoint, None if fresh.
+    make_sinks: Callable[[np.ndarray | None], list] = lambda resumed_env_steps: []
     layout: Layout | None = None  # devices per mesh axis; None: job_layout(config, runs, env_shards=None)
     compile_cache: str | None = None  # the persistent compile cache directory in use (recorded in summary.json)
 
@@ -216,7 +218,10 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     """Run (or, with ``resume``, continue from the latest checkpoint) every run of ``job``.
 
     Returns (summary, exit code). Raises :class:`CheckpointError` before
-    anything in the run directory changes when the checkpoint cannot be used.
+    anything in the run directory changes when the checkpoint cannot be used
+    (a checkpoint of another run is found before compiling). Resuming a run
+    that had finished (its summary.json says so, with the latest checkpoint)
+    changes nothing and returns that summary.
     """
     from jaxrl_po import make_algorithm
 
@@ -225,6 +230,13 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     algo = make_algorithm(config)
     layout = job.layout or job_layout(config, num_runs, None)
     checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints, create=not resume)
+    if resume:
+        latest = check_checkpoint_meta(checkpointer, job.meta)
+        if logs.finished_at(job.run_dir, latest):
+            summary = logs.read_summary(job.run_dir)
+            console.print(f"{job.run_dir} already finished training (checkpoint {latest}); nothing to do")
+            return summary, EXIT_NONFINITE if summary.get("stopped_nonfinite") else EXIT_OK
+    console.print("compiling...")
     mesh = make_mesh(layout)
     keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
     init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
@@ -232,9 +244,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
     # Every process runs this loop on the same global arrays; only process 0 writes files and prints.
     primary = distributed.is_primary()
-    csv_sink = logs.MetricsCSV(job.run_dir / "metrics.csv", row_shape._fields, runs.seeds,
-                               {f"hp_{n}": [s[n] for s in runs.settings] for n in job.meta["sweep"]})
-    writers = ([csv_sink] if primary else []) + job.sinks
+    reported_failures: dict[int, dict] = {}
     if resume:
         real_runs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((num_runs,) + x.shape[1:], x.dtype), state)
         restored = restore(checkpointer, job.meta, real_runs, row_shape)
@@ -244,23 +254,29 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         history = History(num_runs, restored.history)
         start_rows = restored.history
         console.print(f"resumed from {checkpointer.directory / str(restored.step)} (update {restored.step})")
+        # Runs that had already stopped on non-finite values stay stopped and reported (exit code 3).
+        _report_failures(console, restored.history, np.ones(num_runs, np.int64), runs, reported_failures)
     else:
         history = History(num_runs)
         start_rows = empty_history(row_shape, num_runs)
-    if primary:
-        csv_sink.rewrite(start_rows)
-        logs.write_json(job.run_dir / "config.json", {**job.meta, "options": job.options})
-    progress = logs.Progress(num_runs, config.total_timesteps, start_steps=distributed.fetch(state.env_steps)[:num_runs]) \
-        if job.progress and primary else None
-    reported_failures: dict[int, dict] = {}
+    start_env_steps = distributed.fetch(state.env_steps)[:num_runs]
     interrupted = False
     seg_len = 1
     every = job.checkpoint_every
     is_running = jax.jit(jax.vmap(functools.partial(loop.running, algo)))
-    start_steps = int(distributed.fetch(state.env_steps)[:num_runs].sum())
-    loop_start = time.perf_counter()  # train_s: the loop's wall time, host work between segments included
+    start_steps = int(start_env_steps.sum())
 
+    # From here on Ctrl-C saves a checkpoint (after the files below are written, so the run can resume).
     with Interrupt(console) as interrupt:
+        csv_sink = logs.MetricsCSV(job.run_dir / "metrics.csv", row_shape._fields, runs.seeds,
+                                   {f"hp_{n}": [s[n] for s in runs.settings] for n in job.meta["sweep"]})
+        writers = [csv_sink] + job.make_sinks(start_env_steps if resume else None) if primary else []
+        if primary:
+            csv_sink.rewrite(start_rows)
+            logs.write_json(job.run_dir / "config.json", {**job.meta, "options": job.options})
+        progress = logs.Progress(num_runs, config.total_timesteps, start_steps=start_env_steps) \
+            if job.progress and primary else None
+        loop_start = time.perf_counter()  # train_s: the loop's wall time, host work between segments included
         while True:
             update = distributed.fetch(state.update)[:num_runs]
             active = distributed.fetch(is_running(state))[:num_runs]
@@ -304,7 +320,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     summary["sessions"] = (logs.sessions_so_far(job.run_dir) if resume else []) + [this_session]
     if primary:
         logs.write_json(job.run_dir / "summary.json", summary)
-    for sink in job.sinks:
+    for sink in writers[1:]:
         sink.close()
     if interrupted:
         console.print(f"[yellow]interrupted at update {step}; checkpoint {path}[/]\n"
@@ -314,23 +330,31 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     return summary, EXIT_NONFINITE if reported_failures else EXIT_OK
 
 
-def restore(checkpointer: Checkpointer, meta: dict, abstract_state: Any, row_shape: Any) -> Restored:
-    """The latest checkpoint, checked against the run's ``meta`` (algo, config, seeds, sweep).
+def check_checkpoint_meta(checkpointer: Checkpointer, meta: dict) -> int:
+    """The latest checkpoint's step, after checking that it is of the run ``meta`` describes (algo, config, seeds, sweep).
 
-    abstract_state: the batched state of the real runs (ShapeDtypeStructs or arrays).
+    Cheap (reads its metadata only), so a resume can be refused before compiling.
     """
     steps = checkpointer.steps()
     if not steps:
         raise CheckpointError(f"no checkpoint in {checkpointer.directory}")
-    saved_meta = checkpointer.read_meta(steps[-1])
-    saved = {k: v for k, v in saved_meta.items() if k != "num_rows"}
+    saved = {k: v for k, v in checkpointer.read_meta(steps[-1]).items() if k != "num_rows"}
     if saved != meta:
         diff = sorted(k for k in set(saved) | set(meta) if saved.get(k) != meta.get(k))
         shown = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs run {meta.get(k)!r}" for k in diff[:3])
         raise CheckpointError(f"checkpoint {checkpointer.directory / str(steps[-1])} is from another run ({shown})")
+    return steps[-1]
+
+
+def restore(checkpointer: Checkpointer, meta: dict, abstract_state: Any, row_shape: Any) -> Restored:
+    """The latest checkpoint, checked against the run's ``meta`` (:func:`check_checkpoint_meta`).
+
+    abstract_state: the batched state of the real runs (ShapeDtypeStructs or arrays).
+    """
+    step = check_checkpoint_meta(checkpointer, meta)
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
     num_runs = jax.tree_util.tree_leaves(abstract)[0].shape[0]
-    return checkpointer.restore(steps[-1], saved_meta, abstract, row_shape, num_runs)
+    return checkpointer.restore(step, checkpointer.read_meta(step), abstract, row_shape, num_runs)
 
 
 class TrainedRuns(NamedTuple):
@@ -399,7 +423,7 @@ def _report_failures(console, rows: Any, first_update: np.ndarray, runs: Runs, r
         what = loop.describe_nonfinite(int(codes[run, i]))
         update = int(first_update[run] + i)
         reported[run] = {"seed": runs.seeds[run], "hparams": runs.settings[run], "update": update, "nonfinite": what}
-        setting = "".join(f" {k}={v:g}" for k, v in runs.settings[run].items())
+        setting = "".join(f" {k}={value_text(v)}" for k, v in runs.settings[run].items())
         console.print(
             f"[red]seed {runs.seeds[run]}{setting}: non-finite {what} at update {update}; "
             f"that run stopped and keeps its last good state (update {update - 1})[/]"

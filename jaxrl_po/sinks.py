@@ -27,10 +27,12 @@ def require(module: str, flag: str, extra: str):
 
 
 def run_labels(seeds: Sequence[int], settings: Sequence[dict[str, float]]) -> list[str]:
-    """One readable name per run: ``seed0`` or ``lr=0.001,ent_coef=0-seed0``."""
+    """One readable name per run: ``seed0`` or ``lr=0.001,ent_coef=0-seed0`` (distinct for distinct runs)."""
+    from jaxrl_po.sweep import value_text
+
     labels = []
     for seed, setting in zip(seeds, settings):
-        prefix = ",".join(f"{k}={v:g}" for k, v in setting.items())
+        prefix = ",".join(f"{k}={value_text(v)}" for k, v in setting.items())
         labels.append(f"{prefix}-seed{seed}" if prefix else f"seed{seed}")
     return labels
 
@@ -46,20 +48,30 @@ def _rows(segment: Any, first_update: np.ndarray):
 
 
 class TensorBoardSink:
-    """Event files under ``RUN_DIR/tensorboard/<run label>/``; tags ``train/<metric>``, step = env steps."""
+    """Event files under ``RUN_DIR/tensorboard/<run label>/``; tags ``train/<metric>``, step = env steps.
 
-    def __init__(self, run_dir: Path, labels: Sequence[str]):
+    ``resumed_env_steps`` (int[R], each run's env steps at the checkpoint a
+    resumed run starts from): TensorBoard then hides what an earlier session
+    logged after that checkpoint (tensorboardX's ``purge_step``), as
+    ``metrics.csv`` drops those rows. NaN values (an update in which no episode
+    finished) are left out, not plotted as gaps with a warning each.
+    """
+
+    def __init__(self, run_dir: Path, labels: Sequence[str], resumed_env_steps: Sequence[int] | None = None):
         tensorboardX = require("tensorboardX", "tensorboard", "tensorboard")
         root = Path(run_dir) / "tensorboard"
+        purge = [None] * len(labels) if resumed_env_steps is None else [int(s) + 1 for s in resumed_env_steps]
         self.writers = [
-            tensorboardX.SummaryWriter(str(root / re.sub(r"[^\w.,=+-]", "_", label))) for label in labels
+            tensorboardX.SummaryWriter(str(root / re.sub(r"[^\w.,=+-]", "_", label)), purge_step=step)
+            for label, step in zip(labels, purge)
         ]
 
     def append(self, segment: Any, first_update: np.ndarray) -> None:
         for run, update, env_steps, values in _rows(segment, first_update):
             writer = self.writers[run]
             for name, value in values.items():
-                writer.add_scalar(f"train/{name}", value, global_step=env_steps)
+                if not np.isnan(value):
+                    writer.add_scalar(f"train/{name}", value, global_step=env_steps)
             writer.add_scalar("train/update", update, global_step=env_steps)
         for writer in self.writers:
             writer.flush()

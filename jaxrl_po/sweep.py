@@ -34,6 +34,16 @@ def traced_names(config: BaseConfig) -> list[str]:
     return sorted(config.hparams())
 
 
+def value_text(value: float) -> str:
+    """A swept value as text: short (``%g``) where that reads back as the same number, else exact (repr).
+
+    Used wherever runs are told apart by their values (labels, tables, a
+    resumed run's ``--sweep``), so two values never print the same.
+    """
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 def parse_sweep_spec(spec: str) -> tuple[str, list[float]]:
     """``"lr=1e-4,3e-4"`` -> ("lr", [1e-4, 3e-4]); raises ConfigError("sweep", ...)."""
     name, sep, values = spec.partition("=")
@@ -47,7 +57,21 @@ def parse_sweep_spec(spec: str) -> tuple[str, list[float]]:
         numbers = [float(v) for v in items]
     except ValueError:
         raise ConfigError("sweep", f"{name}: values must be numbers, got {values!r}") from None
+    repeated = next((v for i, v in enumerate(numbers) if v in numbers[:i]), None)
+    if repeated is not None:  # it would train the same runs twice and count them as more seeds
+        raise ConfigError("sweep", f"{name}: {value_text(repeated)} is given twice; for more seeds use --num-seeds")
     return name, numbers
+
+
+def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
+    """``("lr=1e-4,3e-4", "ent_coef=0,0.01")`` -> the grid {name: values}; a name may appear once."""
+    grid: dict[str, list[float]] = {}
+    for spec in specs:
+        name, values = parse_sweep_spec(spec)
+        if name in grid:
+            raise ConfigError("sweep", f"{name} is given twice; put all its values in one --sweep {name}=V1,V2,...")
+        grid[name] = values
+    return grid
 
 
 def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
@@ -71,7 +95,7 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
             try:
                 _with_value(config, name, float(value)).validate()
             except ConfigError as err:
-                raise ConfigError("sweep", f"{name}={value:g}: {err}") from None
+                raise ConfigError("sweep", f"{name}={value_text(value)}: {err}") from None
     if len(grid) > 1:  # values valid alone can still clash (GRPO's clip_eps_high >= clip_eps)
         for combo in itertools.product(*grid.values()):
             point = config
@@ -80,7 +104,7 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
             try:
                 point.validate()
             except ConfigError as err:
-                where = ", ".join(f"{name}={value:g}" for name, value in zip(grid, combo))
+                where = ", ".join(f"{name}={value_text(value)}" for name, value in zip(grid, combo))
                 raise ConfigError("sweep", f"{where}: {err}") from None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import io
 import json
 import math
@@ -140,11 +141,14 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
     defaults = dict(algo=algo, preset=known.preset)
     if preset:
         defaults["settings"] = preset.config
-    if saved:
-        defaults.update({f.name: getattr(saved[0], f.name) for f in dataclasses.fields(RunOptions)}, settings=saved[1])
+    if saved:  # not its sweep: tyro would append a repeated --sweep to it rather than replace it
+        defaults.update({f.name: getattr(saved[0], f.name) for f in dataclasses.fields(RunOptions)}, settings=saved[1],
+                        sweep=())
     file_flags = settings_as_flags(file_settings, config_cls, known.config) if file_settings else []
     args = _tyro_cli(cli_type(config_cls), file_flags + argv, defaults)  # later flags win
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
+    if saved and not options.sweep:
+        options = dataclasses.replace(options, sweep=saved[0].sweep)
     if saved:
         check_unchanged(saved, options, args.settings)
     return options, args.settings
@@ -211,6 +215,7 @@ def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
     """The options and config a run directory was started with (from its config.json)."""
     from jaxrl_po.checkpoint import CHECKPOINT_DIR, has_checkpoint
     from jaxrl_po.logs import read_run_config
+    from jaxrl_po.sweep import value_text
 
     try:
         data, config = read_run_config(run_dir)
@@ -224,7 +229,7 @@ def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
     if not has_checkpoint(run_dir):
         raise ConfigError("resume", f"{run_dir} has no checkpoint to resume from (none in {run_dir / CHECKPOINT_DIR})")
     seeds, grid = data["seeds"], data["sweep"]
-    sweep = tuple(f"{name}={','.join(f'{v:g}' for v in values)}" for name, values in grid.items())
+    sweep = tuple(f"{name}={','.join(map(value_text, values))}" for name, values in grid.items())
     options = RunOptions(algo=data["algo"], num_seeds=len(seeds), seed=seeds[0], run_dir=str(run_dir),
                          sweep=sweep, resume=str(run_dir), **saved_options)
     return options, config
@@ -232,11 +237,11 @@ def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
 
 def check_unchanged(saved: tuple[RunOptions, BaseConfig], options: RunOptions, config: BaseConfig) -> None:
     """Resuming continues the same runs: the config, seeds and sweep cannot change."""
-    from jaxrl_po.sweep import parse_sweep_spec
+    from jaxrl_po.sweep import parse_sweep
 
     old_options, old_config = saved
     pairs = [(name, getattr(old_options, name), getattr(options, name)) for name in ("num_seeds", "seed", "run_dir")]
-    pairs.append(("sweep", dict(map(parse_sweep_spec, old_options.sweep)), dict(map(parse_sweep_spec, options.sweep))))
+    pairs.append(("sweep", parse_sweep(old_options.sweep), parse_sweep(options.sweep)))
     old, new = to_dict(old_config), to_dict(config)
     for name in old:
         if isinstance(old[name], dict):  # nested options (config.grpo): compare field by field
@@ -398,19 +403,19 @@ def join_processes(argv: list[str]) -> None:
 
 def _optional_int(name: str, text: str | None) -> int | None:
     try:
-        return None if text is None else int(text)
-    except ValueError:
-        raise ConfigError(name, f"must be an integer, got {text!r}") from None
+        return None if text is None else whole_number(text)
+    except ValueError as err:
+        raise ConfigError(name, str(err)) from None
 
 
 def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False) -> dict[str, list[float]]:
     """Check everything before compiling; returns the sweep grid (name -> values)."""
     from jaxrl_po import sinks
     from jaxrl_po.runner import check_fits, job_layout
-    from jaxrl_po.sweep import check_grid, parse_sweep_spec
+    from jaxrl_po.sweep import check_grid, parse_sweep
 
-    if not isinstance(options.num_seeds, int) or options.num_seeds < 1:
-        raise ConfigError("num_seeds", f"must be a positive integer, got {options.num_seeds!r}")
+    if not isinstance(options.num_seeds, int) or not 1 <= options.num_seeds <= 2**32:  # seeds are uint32 keys
+        raise ConfigError("num_seeds", f"must be an integer in 1 .. 2**32, got {options.num_seeds!r}")
     if not 0 <= options.seed <= 2**32 - options.num_seeds:  # seeds are uint32 PRNG keys
         raise ConfigError("seed", f"must be in 0 .. 2**32 - num_seeds = {2**32 - options.num_seeds}, got {options.seed}")
     if options.checkpoint_every < 0:
@@ -422,7 +427,7 @@ def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False)
     if options.wandb:
         sinks.require("wandb", "wandb", "wandb")
     config.validate()
-    grid = dict(parse_sweep_spec(spec) for spec in options.sweep)
+    grid = parse_sweep(options.sweep)
     check_grid(config, grid)
     num_runs = options.num_seeds * int(np.prod([len(values) for values in grid.values()]))
     check_fits(config, num_runs, job_layout(config, num_runs, options.env_shards, cores_split))
@@ -436,23 +441,57 @@ def default_run_dir(options: RunOptions, config: BaseConfig) -> Path:
     return Path("runs") / f"{options.algo}-{config.env}-{stamp}"
 
 
-def open_run_dir(options: RunOptions, config: BaseConfig) -> Path:
-    """The run directory: the resumed one, or a new empty one (made by process 0; the others wait for it)."""
+def open_run_dir(options: RunOptions, config: BaseConfig) -> tuple[Path, bool]:
+    """(run directory, whether this call made it): the resumed one, or one taken for this run alone.
+
+    Process 0 takes it (:func:`jaxrl_po.logs.make_run_dir`); the others wait for
+    it. A default name that another run took first (two runs started in the
+    same second) gets a suffix: ``...-120000-2``.
+    """
     from jaxrl_po import distributed
     from jaxrl_po.logs import make_run_dir
 
     if options.resume:
-        return Path(options.resume)
-    run_dir = Path(options.run_dir) if options.run_dir else default_run_dir(options, config)
-    problem = ""
-    if distributed.is_primary():
+        return Path(options.resume), False
+    base = Path(options.run_dir) if options.run_dir else default_run_dir(options, config)
+    problem, made, suffix = "", False, 1
+    while distributed.is_primary():
+        run_dir = base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")
         try:
-            make_run_dir(run_dir)
+            made = make_run_dir(run_dir)
+            break
+        except FileExistsError as err:
+            if options.run_dir or suffix == 100:
+                problem = f"cannot use {run_dir}: {err}"
+                break
+            suffix += 1
         except OSError as err:
             problem = f"cannot use {run_dir}: {err.strerror or err}"
+            break
     if not distributed.from_primary(int(problem == "")):
-        raise ConfigError("run_dir", problem or f"process 0 cannot use {run_dir}")
-    return run_dir
+        raise ConfigError("run_dir", problem or f"process 0 cannot use {base}")
+    suffix = distributed.from_primary(suffix)
+    return (base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")), made
+
+
+def leave_run_dir(run_dir: Path, made: bool) -> str:
+    """After Ctrl-C before training started: undo :func:`open_run_dir` and say so; one line.
+
+    Only its empty checkpoint directory (and the run directory, if made for this
+    run) is removed: anything else there was written by the run or a user and stays.
+    """
+    from jaxrl_po.checkpoint import CHECKPOINT_DIR
+
+    checkpoints = run_dir / CHECKPOINT_DIR
+    try:
+        if [p.name for p in run_dir.iterdir()] == [CHECKPOINT_DIR] and not any(checkpoints.iterdir()):
+            checkpoints.rmdir()
+            if made:
+                run_dir.rmdir()
+            return "interrupted (Ctrl-C) before training started; nothing was saved"
+    except OSError:
+        pass
+    return f"interrupted (Ctrl-C); {run_dir} keeps what was written before"
 
 
 def enable_compile_cache(directory: str) -> None:
@@ -460,7 +499,13 @@ def enable_compile_cache(directory: str) -> None:
     import jax
 
     path = Path(directory).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied")
+    except OSError as err:
+        raise ConfigError("compile_cache_dir", f"cannot use {path}: {err.strerror or err} "
+                                               "(or turn the cache off: --no-compile-cache)") from None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -482,30 +527,31 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
     primary = distributed.is_primary()
     console = Console(quiet=not primary)  # only process 0 prints
     compile_cache = str(Path(options.compile_cache_dir).expanduser()) if options.compile_cache else None
-    if compile_cache:
-        enable_compile_cache(compile_cache)
     runs = make_runs(config, seeds_of(options), grid)
     meta = json.loads(json.dumps({"algo": options.algo, "seeds": seeds_of(options), "sweep": grid or {}, **to_dict(config)}))
     saved_options = {name: getattr(options, name) for name in SAVED_OPTIONS}
     labels = sinks.run_labels(runs.seeds, runs.settings)
-    job_sinks = []
-    if options.tensorboard and primary:
-        job_sinks.append(sinks.TensorBoardSink(run_dir, labels))
-    if options.wandb and primary:
-        job_sinks.append(sinks.WandbSink(run_dir, labels, meta, options.wandb_project, options.wandb_entity))
+
+    def make_sinks(resumed_env_steps: np.ndarray | None) -> list:
+        job_sinks = []
+        if options.tensorboard:
+            job_sinks.append(sinks.TensorBoardSink(run_dir, labels, resumed_env_steps))
+        if options.wandb:
+            job_sinks.append(sinks.WandbSink(run_dir, labels, meta, options.wandb_project, options.wandb_entity))
+        return job_sinks
     num_runs = len(runs.seeds)
     layout = job_layout(config, num_runs, options.env_shards, cores_split)
     job = JobSpec(
         algo_name=options.algo, config=config, runs=runs, run_dir=run_dir, meta=meta, options=saved_options,
         checkpoint_every=options.checkpoint_every, keep_checkpoints=options.keep_checkpoints,
-        progress=options.progress, sinks=job_sinks, layout=layout, compile_cache=compile_cache,
+        progress=options.progress, make_sinks=make_sinks, layout=layout, compile_cache=compile_cache,
     )
     grid_text = f" x {num_runs // options.num_seeds} configs" if grid else ""
     hosts = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     console.print(
         f"[bold]{options.algo.upper()}[/] on {config.env}: {options.num_seeds} seed(s){grid_text}, "
         f"{config.total_timesteps:,} env steps each, on {layout.devices} {jax.devices()[0].platform} "
-        f"device(s){hosts} (mesh: runs {layout.runs} x envs {layout.envs}); compiling..."
+        f"device(s){hosts} (mesh: runs {layout.runs} x envs {layout.envs})"
     )
     _, code = train_job(job, console, resume=bool(options.resume))
     return code
@@ -513,18 +559,25 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    run_dir = made = None
     try:
         cores_split = split_cpu(argv)
         join_processes(argv)
         options, config = parse(argv)
         grid = validate(options, config, cores_split)
-        return run(options, config, open_run_dir(options, config), grid, cores_split)
+        if options.compile_cache:
+            enable_compile_cache(options.compile_cache_dir)
+        run_dir, made = open_run_dir(options, config)
+        return run(options, config, run_dir, grid, cores_split)
     except ConfigError as err:
         print(f"error: {flag_name(err.field)}: {err.message}", file=sys.stderr)
         return 2
     except (UsageError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before training started (from then on the runner saves a checkpoint), or a 2nd Ctrl-C
+        print(f"\n{leave_run_dir(run_dir, made) if run_dir else 'interrupted (Ctrl-C)'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

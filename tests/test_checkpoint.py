@@ -7,6 +7,7 @@ the first one compiles.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -45,7 +46,7 @@ def runs(tmp_path_factory, cli):
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     # The same run, stopped with Ctrl-C once training is under way.
-    proc = cli.start([*FLAGS, *cache, "--run-dir", str(base / "cut")], cwd=base)
+    proc = cli.start([*FLAGS, *cache, "--run-dir", str(base / "cut"), "--tensorboard"], cwd=base)
     for line in proc.stdout:
         if "update" in line:  # the first progress line: segments are running
             break
@@ -53,7 +54,7 @@ def runs(tmp_path_factory, cli):
     out, err = proc.communicate(timeout=120)
     interrupted = (proc.returncode, out, err)
     summary_at_stop = json.loads((base / "cut" / "summary.json").read_text())
-    resumed = cli.run(["--resume", str(base / "cut"), *cache], cwd=base, timeout=300)
+    resumed = cli.run(["--resume", str(base / "cut"), *cache, "--tensorboard"], cwd=base, timeout=300)
     return {"base": base, "reference": reference, "interrupted": interrupted,
             "summary_at_stop": summary_at_stop, "resumed": resumed}
 
@@ -67,6 +68,19 @@ def test_ctrl_c_saves_a_loadable_checkpoint_and_exits_130(runs):
     assert summary["interrupted"] is True
     stopped_at = int(summary["checkpoint"].rsplit("/", 1)[1])
     assert 0 < stopped_at < 2000, "the run was not stopped part way"
+
+
+def test_ctrl_c_while_compiling_leaves_nothing_behind(cli, tmp_path):
+    """Before training starts there is nothing to save: one line, exit 130, and the run directory is gone."""
+    proc = cli.start([*FLAGS, "--no-compile-cache", "--run-dir", str(tmp_path / "run")], cwd=tmp_path)
+    for line in proc.stdout:
+        if "compiling" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip() == "interrupted (Ctrl-C) before training started; nothing was saved", err[-3000:]
+    assert not (tmp_path / "run").exists()  # so the same command can simply be run again
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(runs):
@@ -95,6 +109,17 @@ def test_latest_k_checkpoints_are_kept(runs):
     assert steps == [1500, 2000]  # every 500 updates, --keep-checkpoints 2
 
 
+def test_resuming_a_finished_run_changes_nothing(runs, cli, tmp_path):
+    done = tmp_path / "done"
+    shutil.copytree(runs["base"] / "ref", done)
+    before = {p: digest(p) for p in done.rglob("*") if p.is_file()}
+    result = cli.run(["--resume", str(done), "--tensorboard"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already finished training (checkpoint 2000); nothing to do" in result.stdout
+    assert "resumed from" not in result.stdout
+    assert {p: digest(p) for p in done.rglob("*") if p.is_file()} == before
+
+
 def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs, cli, tmp_path):
     base = runs["base"]
     corrupt = tmp_path / "corrupt"
@@ -106,11 +131,13 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
     shutil.copytree(base / "ref", foreign)
     config = json.loads((foreign / "config.json").read_text())
     (foreign / "config.json").write_text(json.dumps({**config, "gamma": 0.9}))
-    before = {d: digest(d / "metrics.csv") for d in (corrupt, foreign)}
     no_rows = tmp_path / "no-rows"  # a checkpoint whose meta lacks num_rows (the history's length)
     shutil.copytree(base / "ref", no_rows)
     meta_file = no_rows / "checkpoints" / "2000" / "meta" / "metadata"
     meta_file.write_text(json.dumps({k: v for k, v in json.loads(meta_file.read_text()).items() if k != "num_rows"}))
+    for killed in (corrupt, no_rows):  # as a killed run left them: no summary.json, so they would resume
+        (killed / "summary.json").unlink()
+    before = {d: {p: digest(p) for p in d.rglob("*") if p.is_file()} for d in (corrupt, foreign)}
     no_checkpoint = tmp_path / "no-checkpoint"
     no_checkpoint.mkdir()
     shutil.copy(base / "ref" / "config.json", no_checkpoint)
@@ -118,7 +145,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
         "no-checkpoint": {"argv": ["--resume", str(no_checkpoint)], "cwd": str(tmp_path)},
         "no-rows": {"argv": ["--resume", str(no_rows), "--no-compile-cache"], "cwd": str(tmp_path)},
         "corrupt": {"argv": ["--resume", str(corrupt), "--no-compile-cache"], "cwd": str(tmp_path)},
-        "foreign": {"argv": ["--resume", str(foreign), "--no-compile-cache"], "cwd": str(tmp_path)},
+        "foreign": {"argv": ["--resume", str(foreign), "--no-compile-cache", "--tensorboard"], "cwd": str(tmp_path)},
         "changed-flag": {"argv": ["--resume", str(base / "ref"), "--lr", "0.1"], "cwd": str(tmp_path)},
         "not-a-run": {"argv": ["--resume", str(tmp_path / "nothing")], "cwd": str(tmp_path)},
     })
@@ -135,8 +162,9 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
         assert result["rc"] == 2, (name, result)
         lines = result["stderr"].strip().splitlines()
         assert len(lines) == 1 and text in lines[0], (name, result["stderr"])
-    for d, value in before.items():
-        assert digest(d / "metrics.csv") == value
+    for d, files in before.items():  # no file added or changed (foreign's --tensorboard made no event file)
+        assert {p: digest(p) for p in d.rglob("*") if p.is_file()} == files, d
+    assert "resumed from" not in cases["foreign"]["stdout"]  # refused before compiling
     assert Checkpointer(corrupt).steps() == [1500, 2000]
     assert sorted(p.name for p in no_checkpoint.iterdir()) == ["config.json"]  # refused before making anything
 
@@ -144,7 +172,8 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
 def test_nonfinite_run_is_reported_stopped_and_others_kept(cli, tmp_path):
     flags = ["--num-envs", "8", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
              "--hidden-sizes", "16", "16", "--total-timesteps", "2048", "--num-seeds", "1",
-             "--sweep", "lr=1e-3,1e30", "--run-dir", str(tmp_path / "run"), "--no-compile-cache"]
+             "--sweep", "lr=1e-3,1e30", "--checkpoint-every", "8", "--keep-checkpoints", "2",
+             "--run-dir", str(tmp_path / "run"), "--no-compile-cache"]
     result = cli.run(flags, cwd=tmp_path, timeout=300)
     assert result.returncode == 3, result.stderr[-3000:]
     assert "seed 0 lr=1e+30: non-finite" in result.stdout and "at update 1" in result.stdout
@@ -160,10 +189,33 @@ def test_nonfinite_run_is_reported_stopped_and_others_kept(cli, tmp_path):
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert sum(1 for row in rows[1:] if row.split(",")[1] == "1e+30") == 1  # one failed update recorded
 
+    # Resumed from a checkpoint taken after the failure, the run stays stopped and reported.
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "run", cut)
+    shutil.rmtree(cut / "checkpoints" / "16")
+    (cut / "summary.json").unlink()  # as a killed run leaves it
+    resumed = cli.run(["--resume", str(cut), "--no-compile-cache"], cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 3, resumed.stderr[-3000:]
+    assert "seed 0 lr=1e+30: non-finite" in resumed.stdout
+    resumed_summary = json.loads((cut / "summary.json").read_text())
+    for key in ("stopped_nonfinite", "final_return_per_seed", "ranking"):
+        assert resumed_summary[key] == summary[key], key
+    # Resuming the finished run again changes nothing and keeps its exit code.
+    again = cli.run(["--resume", str(tmp_path / "run")], cwd=tmp_path, timeout=120)
+    assert again.returncode == 3 and "nothing to do" in again.stdout, again.stderr[-3000:]
+
 
 def test_cli_tensorboard_flag_streams_event_files(runs):
-    from test_sinks import read_scalars
+    from test_sinks import read_scalars, visible_scalars
 
-    (events,) = (runs["base"] / "ref" / "tensorboard" / "seed1").glob("events.out.tfevents.*")
-    steps = [step for tag, step, _ in read_scalars(events) if tag == "train/episode_return"]
-    assert len(steps) == 2000 and steps[-1] == 256000
+    base = runs["base"]
+    (events,) = (base / "ref" / "tensorboard" / "seed1").glob("events.out.tfevents.*")
+    returns = [(step, value) for tag, step, value in read_scalars(events) if tag == "train/episode_return"]
+    # One point per update in which an episode finished (metrics.csv's non-NaN returns), as float32.
+    with open(base / "ref" / "metrics.csv") as fh:
+        rows = [row for row in csv.DictReader(fh) if row["seed"] == "1" and row["episode_return"] != "nan"]
+    assert [step for step, _ in returns] == [int(row["env_steps"]) for row in rows] and len(returns) > 500
+    assert np.allclose([value for _, value in returns], [float(row["episode_return"]) for row in rows], rtol=1e-5)
+    # The interrupted and resumed run shows TensorBoard the same points, none twice.
+    resumed = [item for item in visible_scalars(base / "cut" / "tensorboard" / "seed1") if item[0] == "train/episode_return"]
+    assert [(step, value) for _, step, value in resumed] == returns

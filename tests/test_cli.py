@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import tomllib
+from datetime import datetime
 from pathlib import Path
 
 import jax
@@ -94,6 +95,12 @@ BAD_CASES = [
     ("config-file-missing", ["--config", "{file}.yaml"], "--config", ["cannot read"]),
     ("config-without-value", ["--config"], "--config", ["Missing value"]),
     ("seed-past-uint32", ["--seed", "4294967295", "--num-seeds", "2"], "--seed", ["4294967294", "4294967295"]),
+    ("num-seeds-past-uint32", ["--num-seeds", "5e9"], "--num-seeds", ["2**32", "5000000000"]),
+    # A repeated --sweep name would silently drop the first values; a repeated value trains twice.
+    ("sweep-name-twice", ["--sweep", "lr=1e-3,2e-3", "--sweep", "lr=5e-3"], "--sweep", ["lr is given twice"]),
+    ("sweep-value-twice", ["--sweep", "lr=1e-3,0.001"], "--sweep", ["0.001 is given twice", "--num-seeds"]),
+    ("compile-cache-dir-under-a-file", ["--compile-cache-dir", "{file}/cache"], "--compile-cache-dir",
+     ["--no-compile-cache"]),
     ("config-file-unknown-setting", ["--config", "{bad_yaml}"], "--config", ["unknown setting 'num_env'", "num_envs"]),
 ]
 RUN_DIR_CASES = {"run-dir-under-a-file", "run-dir-not-empty"}
@@ -151,6 +158,28 @@ def test_existing_run_dir_is_left_untouched(bad_inputs):
     assert (full_dir / "keep.txt").read_text() == "precious\n"
     assert bad_inputs["a_file"].read_text() == "not a directory\n"
     assert not (bad_inputs["base"] / "runs").exists()
+
+
+def test_a_run_directory_is_taken_by_one_run_only(tmp_path, monkeypatch):
+    """Two runs started together never share a directory: the second gets another default name or an error."""
+    from jaxrl_po import train
+    from jaxrl_po.logs import make_run_dir
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert make_run_dir(empty) is False and make_run_dir(tmp_path / "new") is True
+    for taken in (empty, tmp_path / "new"):  # already taken (its checkpoint directory exists), though nothing is saved yet
+        with pytest.raises(FileExistsError, match="already exists and is not empty"):
+            make_run_dir(taken)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train.time, "time", lambda: 1.8e9)  # both start in the same second
+    options, config = train.parse(["--num-seeds", "1"])
+    first, second = train.open_run_dir(options, config), train.open_run_dir(options, config)
+    name = f"runs/ppo-CartPole-v1-{datetime.fromtimestamp(1.8e9):%Y%m%d-%H%M%S}"
+    assert first == (Path(name), True) and second == (Path(f"{name}-2"), True)
+    named = train.parse(["--run-dir", str(empty)])[0]
+    with pytest.raises(train.ConfigError, match="already exists and is not empty"):
+        train.open_run_dir(named, config)
 
 
 def test_help(bad_inputs):

@@ -84,6 +84,32 @@ def test_grpo_seeds_are_interpolated_onto_a_common_grid(tmp_path):
     assert default.env_steps.shape == (200,) and default.env_steps[-1] == 40
 
 
+def test_a_seed_stopped_on_nonfinite_values_does_not_cut_the_line(tmp_path):
+    """Seed 1 stopped at update 2 (its last row has a nonfinite code): seed 0's later updates stay."""
+    rows = [(0, u, 100 * u, float(u), 0) for u in (1, 2, 3, 4)] + [(1, 1, 100, 10.0, 0), (1, 2, 200, NAN, 4)]
+    run = tmp_path / "stopped"
+    write_run(run, [])
+    lines = ["seed,update,env_steps,episode_return,nonfinite"] + [",".join(map(str, row)) for row in rows]
+    (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    (curve,) = load_curves(run)
+    np.testing.assert_array_equal(curve.env_steps, [100, 200, 300, 400])  # PPO steps: still no interpolation
+    np.testing.assert_array_equal(curve.returns[1], [10.0, 10.0, NAN, NAN])  # nothing after it stopped
+    np.testing.assert_allclose(curve.mean, [5.5, 6.0, 3.0, 4.0])
+    # The same with GRPO's uneven steps: the grid ends at the longest-running seed that did not stop.
+    grid, on_grid = common_grid([np.array([10.0, 20, 30, 40]), np.array([15.0]), np.array([12.0, 35])],
+                                [np.ones(4), np.ones(1), np.ones(2)], points=5, stopped=[False, True, False])
+    np.testing.assert_allclose(grid, [0, 8.75, 17.5, 26.25, 35])
+    np.testing.assert_array_equal(on_grid[1], [NAN, NAN, NAN, NAN, NAN])  # 15 is not on the grid: no value, no guess
+
+
+def test_a_curve_of_one_point_is_drawn_as_a_marker(tmp_path):
+    (curve,) = load_curves(write_run(tmp_path / "short", ppo_rows([[5.0], [7.0]])))
+    (line,) = draw_curves([curve]).axes[0].get_lines()
+    assert line.get_marker() == "o" and list(line.get_ydata()) == [6.0]
+    (long,) = load_curves(write_run(tmp_path / "long", ppo_rows([[5.0, 6.0]])))
+    assert draw_curves([long]).axes[0].get_lines()[0].get_marker() in ("None", "", None)
+
+
 def test_sweep_gives_one_line_per_configuration(tmp_path):
     rows = (
         ppo_rows([[1.0, 2.0], [3.0, 4.0]], hp=(0.001, 0.0))

@@ -12,7 +12,7 @@ import pytest
 from jaxrl_po import make_train
 from jaxrl_po.config import ConfigError, GRPOConfig
 from jaxrl_po.presets import PRESETS, get_preset
-from jaxrl_po.train import UsageError, parse
+from jaxrl_po.train import UsageError, _optional_int, parse
 
 from conftest import fast_jit
 
@@ -83,6 +83,25 @@ def test_integer_settings_take_whole_numbers_written_as_floats(tmp_path):
         with pytest.raises(UsageError, match=f"^--num-envs: must be an integer \\(500000, 500_000 or 5e5\\), "
                                              f"got '{bad}'$"):
             parse(["--num-envs", bad])
+    # Flags read before the others (they must act before JAX starts) take the same forms.
+    assert _optional_int("cpu_devices", "2e0") == 2 and _optional_int("cpu_devices", None) is None
+    with pytest.raises(ConfigError, match="must be an integer .* got '1.5'"):
+        _optional_int("cpu_devices", "1.5")
+
+
+def test_resume_keeps_swept_values_exactly_and_takes_the_same_sweep_again(tmp_path):
+    from jaxrl_po.config import to_dict
+    from jaxrl_po.sweep import parse_sweep
+
+    grid = {"lr": [0.00123456789, 0.002]}  # more digits than %g keeps
+    saved = {"algo": "ppo", "seeds": [0], "sweep": grid, **to_dict(PRESETS["cartpole-ppo"].config), "options": {}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "checkpoints" / "100").mkdir(parents=True)  # parse only checks that a step exists
+    assert parse_sweep(parse(["--resume", str(tmp_path)])[0].sweep) == grid
+    again = parse(["--resume", str(tmp_path), "--sweep", "lr=0.00123456789,0.002"])[0]  # the same sweep, restated
+    assert parse_sweep(again.sweep) == grid
+    with pytest.raises(ConfigError, match="sweep: cannot change when resuming"):
+        parse(["--resume", str(tmp_path), "--sweep", "lr=0.00123457,0.002"])
 
 
 def test_a_run_config_json_can_be_read_as_settings(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import sys
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -19,8 +20,8 @@ class Rows(NamedTuple):
     policy_loss: np.ndarray
 
 
-def read_scalars(path) -> list[tuple[str, int, float]]:
-    """(tag, step, value) of every scalar in a TensorBoard event file (TFRecord framing, read by hand)."""
+def read_events(path) -> list:
+    """Every event of a TensorBoard event file (TFRecord framing, read by hand)."""
     from tensorboardX.proto import event_pb2
 
     data, out, offset = path.read_bytes(), [], 0
@@ -28,10 +29,31 @@ def read_scalars(path) -> list[tuple[str, int, float]]:
         (length,) = struct.unpack("<Q", data[offset:offset + 8])
         record = data[offset + 12: offset + 12 + length]  # skip the length's CRC
         offset += 12 + length + 4  # and the record's CRC
-        event = event_pb2.Event.FromString(record)
-        for value in event.summary.value:
-            out.append((value.tag, event.step, value.simple_value))
+        out.append(event_pb2.Event.FromString(record))
     return out
+
+
+def read_scalars(path) -> list[tuple[str, int, float]]:
+    """(tag, step, value) of every scalar in a TensorBoard event file."""
+    return [(value.tag, event.step, value.simple_value) for event in read_events(path) for value in event.summary.value]
+
+
+def visible_scalars(directory) -> list[tuple[str, int, float]]:
+    """The scalars TensorBoard shows for one run directory of event files, oldest file first.
+
+    A session-start event at step T (a writer's ``purge_step``) hides every
+    event logged before it at a step >= T, as TensorBoard's loader does.
+    """
+    from tensorboardX.proto import event_pb2
+
+    shown = []
+    files = [read_events(path) for path in directory.glob("events.out.tfevents.*")]
+    for events in sorted(files, key=lambda events: events[0].wall_time):
+        for event in events:
+            if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+                shown = [item for item in shown if item[1] < event.step]
+            shown += [(value.tag, event.step, value.simple_value) for value in event.summary.value]
+    return shown
 
 
 def test_tensorboard_sink_writes_one_event_file_per_run_with_the_metric_tags(tmp_path):
@@ -49,15 +71,34 @@ def test_tensorboard_sink_writes_one_event_file_per_run_with_the_metric_tags(tmp
     seed0 = read_scalars(files["seed0"])
     assert ("train/policy_loss", 20, pytest.approx(0.2)) in seed0
     assert ("train/update", 30, 3.0) in seed0
-    returns = [(step, value) for tag, step, value in seed0 if tag == "train/episode_return"]
-    assert [s for s, _ in returns] == [10, 20, 30] and np.isnan(returns[1][1])
+    # No episode finished in the second update: its NaN return is left out (tensorboardX would warn).
+    assert [(step, value) for tag, step, value in seed0 if tag == "train/episode_return"] == [(10, 1.0), (30, 3.0)]
     seed1 = read_scalars(files["seed1"])
     assert {step for _, step, _ in seed1} == {10}
+
+
+def test_resumed_tensorboard_sink_hides_what_was_logged_after_the_checkpoint(tmp_path):
+    """A session killed after its checkpoint at 20 env steps logged up to 40; the resumed one logs 30 and 40 again."""
+    rows = lambda steps: Rows(env_steps=np.array([steps], np.int32), episode_return=np.array([steps], np.float32),
+                              policy_loss=np.zeros((1, len(steps)), np.float32))
+    first = sinks.TensorBoardSink(tmp_path, ["seed0"])
+    first.append(rows([10, 20, 30, 40]), first_update=np.array([1]))
+    first.close()
+    time.sleep(1.1)  # event file names carry the second they were made in; a resume comes later than this
+    resumed = sinks.TensorBoardSink(tmp_path, ["seed0"], resumed_env_steps=[20])
+    resumed.append(rows([30, 40]), first_update=np.array([3]))
+    resumed.close()
+    shown = [(step, value) for tag, step, value in visible_scalars(tmp_path / "tensorboard" / "seed0")
+             if tag == "train/episode_return"]
+    assert shown == [(10, 10.0), (20, 20.0), (30, 30.0), (40, 40.0)]  # once each
 
 
 def test_run_labels_name_seed_and_swept_values():
     assert sinks.run_labels([0, 1], [{"lr": 0.001, "ent_coef": 0.0}] * 2) == [
         "lr=0.001,ent_coef=0-seed0", "lr=0.001,ent_coef=0-seed1"]
+    # Values that %g would round alike stay apart (each label is one TensorBoard directory).
+    assert sinks.run_labels([0, 0], [{"lr": 1.0000001e-3}, {"lr": 1.0000002e-3}]) == [
+        "lr=0.0010000001-seed0", "lr=0.0010000002-seed0"]
 
 
 @pytest.mark.parametrize("module, flag", [("wandb", "wandb"), ("tensorboardX", "tensorboard")])

@@ -12,7 +12,7 @@ import pytest
 
 from jaxrl_po import PPOConfig, make_train
 from jaxrl_po.config import ConfigError
-from jaxrl_po.sweep import confidence_interval, make_runs, parse_sweep_spec, rank_configs
+from jaxrl_po.sweep import confidence_interval, make_runs, parse_sweep, parse_sweep_spec, rank_configs, value_text
 
 from conftest import FAST_XLA_FLAGS, cli_env, fast_jit
 
@@ -140,6 +140,14 @@ def test_parse_and_rank_helpers():
     assert parse_sweep_spec("ent-coef=0, 0.01") == ("ent_coef", [0.0, 0.01])
     with pytest.raises(ConfigError):
         parse_sweep_spec("=1")
+    with pytest.raises(ConfigError, match="lr is given twice"):
+        parse_sweep(["lr=1e-3", "ent_coef=0", "lr=2e-3"])
+    assert parse_sweep(["lr=1e-3,2e-3", "ent-coef=0"]) == {"lr": [1e-3, 2e-3], "ent_coef": [0.0]}
+    # Swept values print short where that is exact, else in full: never two runs under one label.
+    assert [value_text(v) for v in (0.001, 2.5e-4, 1e30, 3.0, 0.00123456789)] == [
+        "0.001", "0.00025", "1e+30", "3", "0.00123456789"]
+    rng = np.random.default_rng(0)
+    assert all(float(value_text(v)) == v for v in rng.lognormal(-5, 3, 1000))
     mean, half = confidence_interval(np.array([1.0, 2.0, 3.0]))
     assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)  # t(0.975, 2)
     assert np.isnan(confidence_interval(np.array([]))).all()  # no value: no mean, no interval
