@@ -173,7 +173,7 @@ def test_nonfinite_run_is_reported_stopped_and_others_kept(cli, tmp_path):
     flags = ["--num-envs", "8", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
              "--hidden-sizes", "16", "16", "--total-timesteps", "2048", "--num-seeds", "1",
              "--sweep", "lr=1e-3,1e30", "--checkpoint-every", "8", "--keep-checkpoints", "2",
-             "--run-dir", str(tmp_path / "run"), "--no-compile-cache"]
+             "--run-dir", str(tmp_path / "run"), "--compile-cache-dir", str(tmp_path / "xla")]
     result = cli.run(flags, cwd=tmp_path, timeout=300)
     assert result.returncode == 3, result.stderr[-3000:]
     assert "seed 0 lr=1e+30: non-finite" in result.stdout and "at update 1" in result.stdout
@@ -194,7 +194,7 @@ def test_nonfinite_run_is_reported_stopped_and_others_kept(cli, tmp_path):
     shutil.copytree(tmp_path / "run", cut)
     shutil.rmtree(cut / "checkpoints" / "16")
     (cut / "summary.json").unlink()  # as a killed run leaves it
-    resumed = cli.run(["--resume", str(cut), "--no-compile-cache"], cwd=tmp_path, timeout=300)
+    resumed = cli.run(["--resume", str(cut), "--compile-cache-dir", str(tmp_path / "xla")], cwd=tmp_path, timeout=300)
     assert resumed.returncode == 3, resumed.stderr[-3000:]
     assert "seed 0 lr=1e+30: non-finite" in resumed.stdout
     resumed_summary = json.loads((cut / "summary.json").read_text())
