@@ -264,7 +264,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     seg_len = 1
     every = job.checkpoint_every
     is_running = jax.jit(jax.vmap(functools.partial(loop.running, algo)))
-    start_steps = int(start_env_steps.sum())
+    start_steps = _logged_env_steps(start_rows)
 
     # From here on Ctrl-C saves a checkpoint (after the files below are written, so the run can resume).
     with Interrupt(console) as interrupt:
@@ -309,7 +309,9 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         if progress is not None:
             progress.close()
         train_s = time.perf_counter() - loop_start
-        session_steps = int(distributed.fetch(state.env_steps)[:num_runs].sum()) - start_steps
+        # As summary.json's total counts them: from the metric rows, so the steps of an update
+        # discarded for non-finite values (its row is kept) count in the session and the total alike.
+        session_steps = _logged_env_steps(history.stacked()) - start_steps
         step = int(distributed.fetch(state.update)[:num_runs].max())
         path = _save(checkpointer, state, history, job.meta, step, num_runs)
 
@@ -394,6 +396,11 @@ def load_trained(run_dir: Path) -> TrainedRuns:
 
 def empty_history(row_shape: Any, num_runs: int) -> Any:
     return type(row_shape)(*[np.zeros((num_runs, 0), s.dtype) for s in row_shape])
+
+
+def _logged_env_steps(rows: Any) -> int:
+    """Env steps of every run as its metric rows ([R, U] leaves) last logged them, summed."""
+    return int(np.asarray(rows.env_steps).max(axis=1, initial=0).sum())
 
 
 def _latest(rows: Any) -> np.ndarray:

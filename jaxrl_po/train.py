@@ -581,4 +581,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == 130:
+        # Ctrl-C: XLA may still be compiling on its own threads (a Ctrl-C while compiling), and tearing
+        # the interpreter down under them can crash (SIGABRT, SIGSEGV). Everything is saved by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
