@@ -131,9 +131,8 @@ def read_summary(run_dir: Path) -> dict:
     return summary if isinstance(summary, dict) else {}
 
 
-def finished_at(run_dir: Path, step: int) -> bool:
-    """Whether ``run_dir``'s summary says training ended (not interrupted) with checkpoint ``step``."""
-    summary = read_summary(run_dir)
+def finished_at(summary: dict, step: int) -> bool:
+    """Whether a run's ``summary`` (:func:`read_summary`) says training ended (not interrupted) with checkpoint ``step``."""
     return summary.get("interrupted") is False and Path(str(summary.get("checkpoint"))).name == str(step)
 
 

@@ -231,9 +231,9 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     layout = job.layout or job_layout(config, num_runs, None)
     checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints, create=not resume)
     if resume:
-        latest = check_checkpoint_meta(checkpointer, job.meta)
-        if logs.finished_at(job.run_dir, latest):
-            summary = logs.read_summary(job.run_dir)
+        latest, _ = check_checkpoint_meta(checkpointer, job.meta)
+        summary = logs.read_summary(job.run_dir)
+        if logs.finished_at(summary, latest):
             console.print(f"{job.run_dir} already finished training (checkpoint {latest}); nothing to do")
             return summary, EXIT_NONFINITE if summary.get("stopped_nonfinite") else EXIT_OK
     console.print("compiling...")
@@ -332,20 +332,22 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     return summary, EXIT_NONFINITE if reported_failures else EXIT_OK
 
 
-def check_checkpoint_meta(checkpointer: Checkpointer, meta: dict) -> int:
-    """The latest checkpoint's step, after checking that it is of the run ``meta`` describes (algo, config, seeds, sweep).
+def check_checkpoint_meta(checkpointer: Checkpointer, meta: dict) -> tuple[int, dict]:
+    """(step, saved metadata) of the latest checkpoint, after checking that it is of the run ``meta``
+    describes (algo, config, seeds, sweep).
 
     Cheap (reads its metadata only), so a resume can be refused before compiling.
     """
     steps = checkpointer.steps()
     if not steps:
         raise CheckpointError(f"no checkpoint in {checkpointer.directory}")
-    saved = {k: v for k, v in checkpointer.read_meta(steps[-1]).items() if k != "num_rows"}
+    saved_meta = checkpointer.read_meta(steps[-1])
+    saved = {k: v for k, v in saved_meta.items() if k != "num_rows"}
     if saved != meta:
         diff = sorted(k for k in set(saved) | set(meta) if saved.get(k) != meta.get(k))
         shown = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs run {meta.get(k)!r}" for k in diff[:3])
         raise CheckpointError(f"checkpoint {checkpointer.directory / str(steps[-1])} is from another run ({shown})")
-    return steps[-1]
+    return steps[-1], saved_meta
 
 
 def restore(checkpointer: Checkpointer, meta: dict, abstract_state: Any, row_shape: Any) -> Restored:
@@ -353,10 +355,10 @@ def restore(checkpointer: Checkpointer, meta: dict, abstract_state: Any, row_sha
 
     abstract_state: the batched state of the real runs (ShapeDtypeStructs or arrays).
     """
-    step = check_checkpoint_meta(checkpointer, meta)
+    step, saved_meta = check_checkpoint_meta(checkpointer, meta)
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
     num_runs = jax.tree_util.tree_leaves(abstract)[0].shape[0]
-    return checkpointer.restore(step, checkpointer.read_meta(step), abstract, row_shape, num_runs)
+    return checkpointer.restore(step, saved_meta, abstract, row_shape, num_runs)
 
 
 class TrainedRuns(NamedTuple):

@@ -454,9 +454,10 @@ def open_run_dir(options: RunOptions, config: BaseConfig) -> tuple[Path, bool]:
     if options.resume:
         return Path(options.resume), False
     base = Path(options.run_dir) if options.run_dir else default_run_dir(options, config)
+    numbered = lambda n: base if n == 1 else base.with_name(f"{base.name}-{n}")
     problem, made, suffix = "", False, 1
     while distributed.is_primary():
-        run_dir = base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")
+        run_dir = numbered(suffix)
         try:
             made = make_run_dir(run_dir)
             break
@@ -470,8 +471,7 @@ def open_run_dir(options: RunOptions, config: BaseConfig) -> tuple[Path, bool]:
             break
     if not distributed.from_primary(int(problem == "")):
         raise ConfigError("run_dir", problem or f"process 0 cannot use {base}")
-    suffix = distributed.from_primary(suffix)
-    return (base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")), made
+    return numbered(distributed.from_primary(suffix)), made
 
 
 def leave_run_dir(run_dir: Path, made: bool) -> str:
