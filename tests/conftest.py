@@ -221,6 +221,22 @@ def cli_background(tmp_path_factory):
             proc.wait()
 
 
+# The slowest test files (by CI's --durations), run first. pytest-xdist hands each worker one
+# file at a time in collection order (`--no-loadscope-reorder` in pyproject.toml; by default it
+# puts files with fewer tests last, and those are the slow ones), so the two workers end
+# together on short files instead of one waiting while the other runs the notebook.
+SLOWEST_FILES_FIRST = ("test_notebook.py", "test_learning.py", "test_presets.py", "test_evaluate.py",
+                       "test_checkpoint.py", "test_sweep.py", "test_distributed.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return SLOWEST_FILES_FIRST.index(name) if name in SLOWEST_FILES_FIRST else len(SLOWEST_FILES_FIRST)
+
+    items.sort(key=rank)  # stable: tests keep their order within a file
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _start_cli_background_early(request):
     # Under pytest-xdist every worker collects every test but runs only some files, so starting

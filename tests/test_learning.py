@@ -51,7 +51,8 @@ def test_ppo_improves_on_pendulum():
 @pytest.mark.learning
 def test_grpo_solves_cartpole_with_four_seeds():
     # The GRPO defaults (16 groups x 8, whole episodes, outcome advantages, 8 epochs x 4
-    # minibatches, lr 1e-3), budget 1e6 alive steps per seed. When written, all four seeds
-    # passed 475 between 0.50 M and 0.60 M alive steps and ended at 497-500.
-    finals = train_seeds(GRPOConfig(), 4)
+    # minibatches, lr 1e-3) on a budget of 7.5e5 alive steps per seed (the default is 1e6).
+    # At 1e6, all four seeds passed 475 between 0.50 M and 0.60 M alive steps and ended at
+    # 497-500; at 7.5e5 (jax 0.10.2) they ended at 498.9, 495.5, 497.3 and 492.2.
+    finals = train_seeds(GRPOConfig(total_timesteps=750_000), 4)
     assert finals.mean() >= 475, finals

@@ -14,7 +14,7 @@ from jaxrl_po import PPOConfig, make_train
 from jaxrl_po.config import ConfigError
 from jaxrl_po.sweep import confidence_interval, make_runs, parse_sweep, parse_sweep_spec, rank_configs, value_text
 
-from conftest import FAST_XLA_FLAGS, cli_env, fast_jit
+from conftest import FAST_XLA_FLAGS, cli_env, fast_jit, run_cli_cases
 
 TINY = PPOConfig(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=2,
                  total_timesteps=8 * 16 * 6, hidden_sizes=(16,))
@@ -91,20 +91,33 @@ def test_cli_sweep_writes_swept_columns_and_ranking(tmp_path):
     assert "configurations ranked" in proc.stdout
 
 
-@pytest.mark.parametrize("spec, message", [
+BAD_SPECS = [
     ("warmup=1,2", "unknown hyperparameter 'warmup'"),
     ("num_envs=4,8", "num_envs changes shapes"),
     ("lr=", "needs at least one value"),
     ("lr=fast,slow", "values must be numbers"),
     ("lr", "expected NAME=V1,V2"),
     ("clip_eps=0.1,2.0", "clip_eps"),
-])
-def test_bad_sweep_specs_fail_with_one_line(tmp_path, spec, message):
-    proc = cli("--sweep", spec, "--run-dir", str(tmp_path / "run"), cwd=tmp_path, timeout=120)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --sweep") and message in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+]
+
+
+@pytest.fixture(scope="module")
+def bad_spec_results(tmp_path_factory):
+    """Each bad ``--sweep`` spec run through the CLI (one interpreter for all; see conftest)."""
+    base = tmp_path_factory.mktemp("bad_sweep")
+    cases = {spec: {"argv": ["--sweep", spec, "--run-dir", str(base / str(i))], "cwd": str(base)}
+             for i, (spec, _) in enumerate(BAD_SPECS)}
+    return base, run_cli_cases(cases)
+
+
+@pytest.mark.parametrize("spec, message", BAD_SPECS)
+def test_bad_sweep_specs_fail_with_one_line(bad_spec_results, spec, message):
+    base, results = bad_spec_results
+    res = results[spec]
+    assert res["rc"] == 2, res
+    lines = res["stderr"].strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --sweep") and message in lines[0], res["stderr"]
+    assert "Traceback" not in res["stderr"] and not (base / str(BAD_SPECS.index((spec, message)))).exists()
 
 
 def test_every_grid_point_is_validated_not_only_each_value():
