@@ -1,4 +1,4 @@
-"""Shared helpers for the PPO tests (kept light: nothing here compiles anything)."""
+"""Shared helpers for the PPO tests (light: importing this starts XLA and compiles one tiny program)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,48 @@ from typing import Any
 
 import jax
 
-# The tests compile many tiny XLA programs on a 2-core CPU. XLA's backend optimisations cost
-# about 2/3 of each compile and buy nothing at these sizes, so tiny programs (and the CLI
-# subprocesses) compile with them off. The learning tests keep the defaults: their runs are
-# long and unoptimised code would make them several times slower.
+# The tests compile about a thousand XLA programs on a 2-core CPU, most of them tiny. XLA's
+# backend optimisations cost about 2/3 of each compile and buy nothing at these sizes, so the
+# test processes compile with them off: pytest's own (below) and the CLI subprocesses
+# (``cli_env``). The learning tests, whose runs are long, compile with XLA's defaults
+# (``full_jit``); so do the notebook and the CLI-defaults run (their processes start without
+# FAST_XLA_FLAGS).
 FAST_COMPILE = {
     "xla_backend_optimization_level": 0,
     "xla_llvm_disable_expensive_passes": True,
     "xla_cpu_use_fusion_emitters": False,
 }
+FULL_COMPILE = {  # XLA's defaults for the same three options
+    "xla_backend_optimization_level": 3,
+    "xla_llvm_disable_expensive_passes": False,
+    "xla_cpu_use_fusion_emitters": True,
+}
 FAST_XLA_FLAGS = " ".join(f"--{name}={str(value).lower()}" for name, value in FAST_COMPILE.items())
 
 
-def fast_jit(fun, **kwargs):
-    """``jax.jit`` with cheap compile options (for small test programs only)."""
-    return jax.jit(fun, compiler_options=FAST_COMPILE, **kwargs)
+def _start_xla_with_fast_compile() -> None:
+    """Make FAST_COMPILE this process's default, leaving ``os.environ`` as it was for subprocesses.
+
+    XLA reads ``XLA_FLAGS`` once, when it is first used; a ``compiler_options`` argument
+    to ``jax.jit`` still overrides it for one program.
+    """
+    saved = os.environ.get("XLA_FLAGS")
+    os.environ["XLA_FLAGS"] = f"{saved or ''} {FAST_XLA_FLAGS}".strip()
+    try:
+        jax.jit(lambda x: x + 1)(0)
+    finally:
+        if saved is None:
+            del os.environ["XLA_FLAGS"]
+        else:
+            os.environ["XLA_FLAGS"] = saved
+
+
+_start_xla_with_fast_compile()
+
+
+def full_jit(fun, **kwargs):
+    """``jax.jit`` with XLA's default optimisations, for long runs (the learning tests)."""
+    return jax.jit(fun, compiler_options=FULL_COMPILE, **kwargs)
 
 
 import pytest

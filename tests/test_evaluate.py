@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from conftest import cli_env, fast_jit
+from conftest import cli_env
 from jaxrl_po import evaluate
 from jaxrl_po.config import ConfigError
 from jaxrl_po.envs import RunningMeanStd, make_vec_env
@@ -97,10 +97,10 @@ class Reference:
     def __init__(self, env_name: str, policy):
         self.env, self.env_params = gymnax.make(env_name)
         self.space = self.env.action_space(self.env_params)
-        self.step = fast_jit(self.env.step)
-        self.reset = fast_jit(self.env.reset)
-        self.mode = fast_jit(lambda params, x: policy.dist(params, x).mode())
-        self.sample = fast_jit(lambda params, x, key: policy.dist(params, x).sample(seed=key))
+        self.step = jax.jit(self.env.step)
+        self.reset = jax.jit(self.env.reset)
+        self.mode = jax.jit(lambda params, x: policy.dist(params, x).mode())
+        self.sample = jax.jit(lambda params, x, key: policy.dist(params, x).sample(seed=key))
 
     def episode(self, params, obs_stats, key: jax.Array, greedy: bool) -> tuple[float, int]:
         """(raw return, length) of one episode."""
@@ -128,7 +128,7 @@ def fresh_policies(env_name: str, num_runs: int, normalize: bool):
     vec = make_vec_env(env_name, 1)
     spec = vec.action_spec
     policy = make_policy(spec, (16,), "tanh")
-    params = fast_jit(jax.vmap(lambda k: policy.init(k, vec.obs_dim)))(jax.random.split(jax.random.key(7), num_runs))
+    params = jax.jit(jax.vmap(lambda k: policy.init(k, vec.obs_dim)))(jax.random.split(jax.random.key(7), num_runs))
     stats = None
     if normalize:
         d = vec.obs_dim
@@ -147,7 +147,7 @@ def test_episode_returns_match_a_plain_python_loop(env_name, normalize):
     env = make_vec_env(env_name, 2 * episodes)
     keys = jnp.concatenate([episode_keys(5, episodes)] * 2)
     greedy = jnp.arange(2 * episodes) < episodes
-    returns, lengths = fast_jit(jax.vmap(lambda p, s: play_episodes(env, policy, p, s, keys, greedy)))(params, stats)
+    returns, lengths = jax.jit(jax.vmap(lambda p, s: play_episodes(env, policy, p, s, keys, greedy)))(params, stats)
     assert returns.shape == lengths.shape == (num_runs, 2 * episodes)
     reference = Reference(env_name, policy)
     for run in range(num_runs):

@@ -18,7 +18,6 @@ from jaxrl_po.grpo import GRPOMetrics, keep_widest_groups, to_groups
 from jaxrl_po.networks import make_policy
 from jaxrl_po.rollout import episode_rollout, group_keys
 
-from conftest import fast_jit
 
 
 
@@ -27,7 +26,7 @@ def rollout(env_name, num_groups, group_size, horizon, chunk_size, shared=False,
     policy = make_policy(env.action_spec, hidden, "tanh", with_critic=False)
     if params is None:
         params = policy.init(jax.random.PRNGKey(1000 + seed), env.obs_dim)
-    run = fast_jit(
+    run = jax.jit(
         lambda key, p: episode_rollout(key, p, policy, env, None, group_size, horizon, chunk_size, shared)
     )
     episodes, steps_run = run(jax.random.PRNGKey(seed), params)
@@ -226,7 +225,7 @@ TINY = GRPOConfig(
 
 @pytest.fixture(scope="module")
 def tiny_run():
-    train = fast_jit(jax.vmap(make_train(TINY)))
+    train = jax.jit(jax.vmap(make_train(TINY)))
     keys = jax.random.split(jax.random.PRNGKey(42), 2)
     first = jax.tree_util.tree_map(np.asarray, train(keys))
     second = jax.tree_util.tree_map(np.asarray, train(keys))
@@ -313,7 +312,7 @@ VARIANTS = {
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_train_variants_compile_and_stay_finite(name):
     config = VARIANTS[name]
-    out = fast_jit(make_train(config))(jax.random.PRNGKey(0))
+    out = jax.jit(make_train(config))(jax.random.PRNGKey(0))
     m = jax.tree_util.tree_map(np.asarray, out.metrics)
     n = int(out.state.update)
     assert n >= 1 and int(out.state.env_steps) >= config.total_timesteps

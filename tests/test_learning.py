@@ -8,11 +8,13 @@ from jaxrl_po import GRPOConfig, PPOConfig, make_train
 from jaxrl_po.logs import final_returns
 from jaxrl_po.presets import PRESETS
 
+from conftest import full_jit
+
 
 def train_seeds(config, num_seeds: int) -> np.ndarray:
-    """Final return per seed (mean of the last 10% of updates) from one jit(vmap(train)) call."""
+    """Final return per seed (mean of the last 10% of updates) from one jit(vmap(train)) call (XLA's defaults)."""
     keys = jax.random.split(jax.random.key(42), num_seeds)
-    out = jax.jit(jax.vmap(make_train(config)))(keys)
+    out = full_jit(jax.vmap(make_train(config)))(keys)
     return final_returns(np.asarray(out.metrics.episode_return), np.asarray(out.metrics.env_steps))
 
 

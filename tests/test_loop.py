@@ -13,7 +13,7 @@ import pytest
 from jaxrl_po import GRPOConfig, GRPOOptions, loop, make_algorithm, make_train, rollout
 from jaxrl_po.loop import batched_under_vmap, describe_nonfinite, keep_if_finite, nonfinite_code, run_segment
 
-from conftest import fast_jit, tiny_ppo_config
+from conftest import tiny_ppo_config
 
 GRPO_TINY = GRPOConfig(num_envs=8, total_timesteps=400, num_minibatches=2, update_epochs=1,
                        hidden_sizes=(16,), grpo=GRPOOptions(group_size=4, horizon=20, chunk_size=10))
@@ -22,8 +22,8 @@ GRPO_TINY = GRPOConfig(num_envs=8, total_timesteps=400, num_minibatches=2, updat
 def concat_segments(config, lengths, buffer_rows=4):
     """Run ``train``'s budget as segments of the given lengths; returns (state, metrics rows that ran)."""
     algo = make_algorithm(config)
-    init = fast_jit(algo.init)
-    segment = fast_jit(functools.partial(run_segment, algo, length=buffer_rows))
+    init = jax.jit(algo.init)
+    segment = jax.jit(functools.partial(run_segment, algo, length=buffer_rows))
     state, parts, i = init(jax.random.key(7), {}), [], 0
     while not bool(algo.finished(state)):
         state, rows = segment(state, {}, state.update + lengths[i % len(lengths)])
@@ -49,7 +49,7 @@ def test_segment_lengths_do_not_change_results(config):
         np.testing.assert_array_equal(getattr(rows_a, name), getattr(rows_b, name), err_msg=name)
     for a, b in zip(jax.tree_util.tree_leaves(key_data(state_a)), jax.tree_util.tree_leaves(key_data(state_b))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    whole = jax.tree_util.tree_map(np.asarray, fast_jit(make_train(config))(jax.random.key(7)).metrics)
+    whole = jax.tree_util.tree_map(np.asarray, jax.jit(make_train(config))(jax.random.key(7)).metrics)
     ran = whole.env_steps > 0
     np.testing.assert_array_equal(whole.env_steps[ran], rows_a.env_steps)
     for name in rows_a._fields:
@@ -82,7 +82,7 @@ def test_nonfinite_code_and_guard():
 
 def test_a_diverging_run_stops_at_its_first_bad_update():
     config = tiny_ppo_config(total_timesteps=8 * 4 * 5, lr=1e30)
-    out = fast_jit(make_train(config))(jax.random.key(0))
+    out = jax.jit(make_train(config))(jax.random.key(0))
     m = jax.tree_util.tree_map(np.asarray, out.metrics)
     assert int(out.state.update) == 0 and int(out.state.nonfinite) > 0
     assert m.nonfinite[0] > 0 and (m.env_steps[1:] == 0).all()  # no update after the bad one
@@ -99,7 +99,7 @@ def test_batched_under_vmap_batches_every_leaf_and_leaves_the_program_unchanged(
     # (its update loop and its episode-rollout loop both use it) is the same without it.
     def compiled():
         keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
-        text = fast_jit(jax.vmap(make_train(GRPO_TINY))).lower(keys).compile().as_text()
+        text = jax.jit(jax.vmap(make_train(GRPO_TINY))).lower(keys).compile().as_text()
         text = re.sub(r", metadata=\{[^}]*\}", "", text)  # source locations differ, instructions must not
         return [line for line in text.splitlines() if "file_name_id" not in line and ".py\"" not in line]
 

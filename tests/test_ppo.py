@@ -15,7 +15,6 @@ import jaxrl_po.ppo as ppo
 from jaxrl_po import make_train
 from jaxrl_po.ppo import PPOMetrics
 
-from conftest import fast_jit
 
 NUM_UPDATES = 6
 
@@ -64,7 +63,7 @@ def runs(make_tiny_ppo_config):
     assert config.num_updates == NUM_UPDATES
     with pytest.MonkeyPatch.context() as mp:
         counter = TraceCounter(mp)
-        train = fast_jit(make_train(config))
+        train = jax.jit(make_train(config))
         hp = config.hparams()
         hp_other = {**hp, "lr": jnp.float32(1e-2), "gamma": jnp.float32(0.9), "clip_eps": jnp.float32(0.1)}
         out = {}
@@ -166,7 +165,7 @@ def test_episode_return_nan_two_steps_one_update(make_tiny_ppo_config):
     # The minimal scenario: 2 envs x 2 steps, 1 update -- no CartPole episode can end in 2 steps.
     config = make_tiny_ppo_config(num_envs=2, num_steps=2, num_minibatches=1, update_epochs=1, total_timesteps=4)
     assert config.num_updates == 1
-    metrics = jax.tree_util.tree_map(np.asarray, fast_jit(make_train(config))(jax.random.key(3)).metrics)
+    metrics = jax.tree_util.tree_map(np.asarray, jax.jit(make_train(config))(jax.random.key(3)).metrics)
     assert metrics.episode_return.shape == (1,)
     assert metrics.episodes[0] == 0
     assert np.isnan(metrics.episode_return[0]), metrics.episode_return
@@ -223,8 +222,8 @@ def test_truncated_steps_bootstrap_from_the_final_observation():
     params = jax.tree_util.tree_map(lambda p, q: p + q, params, policy.init(k_critic, env.obs_dim))
     gamma, lam = 0.99, 0.95
     carry = init_env_carry(k_env, env, False)
-    _, traj = fast_jit(lambda key: rollout(key, carry, params, policy, env, 210, False, False, jnp.float32(gamma)))(k_roll)
-    value, advantage, target = fast_jit(lambda t: ppo.rollout_advantages(policy, params, t, gamma, lam))(traj)
+    _, traj = jax.jit(lambda key: rollout(key, carry, params, policy, env, 210, False, False, jnp.float32(gamma)))(k_roll)
+    value, advantage, target = jax.jit(lambda t: ppo.rollout_advantages(policy, params, t, gamma, lam))(traj)
 
     traj = jax.tree_util.tree_map(np.asarray, traj)
     terminated, truncated = traj.terminated, traj.done & ~traj.terminated

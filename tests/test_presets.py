@@ -14,7 +14,6 @@ from jaxrl_po.config import ConfigError, GRPOConfig
 from jaxrl_po.presets import PRESETS, get_preset
 from jaxrl_po.train import UsageError, _optional_int, parse
 
-from conftest import fast_jit
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -27,7 +26,7 @@ def test_preset_validates_and_a_tiny_run_gives_finite_metrics(name):
                                      total_timesteps=64, grpo=dataclasses.replace(preset.config.grpo, horizon=16))
     else:
         tiny = preset.config.replace(num_envs=8, num_steps=8, num_minibatches=2, total_timesteps=128)
-    metrics = jax.tree_util.tree_map(np.asarray, fast_jit(make_train(tiny))(jax.random.key(0)).metrics)
+    metrics = jax.tree_util.tree_map(np.asarray, jax.jit(make_train(tiny))(jax.random.key(0)).metrics)
     ran = metrics.env_steps > 0
     assert ran.any()
     for field in ("policy_loss", "entropy", "approx_kl", "grad_norm"):

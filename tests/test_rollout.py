@@ -16,7 +16,6 @@ from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
 from jaxrl_po.networks import make_policy
 from jaxrl_po.rollout import init_env_carry, rollout
 
-from conftest import fast_jit
 
 
 def _rollout(env_name: str, num_envs: int, num_steps: int, normalize_obs: bool, scale_reward: bool, seed: int = 0):
@@ -25,7 +24,7 @@ def _rollout(env_name: str, num_envs: int, num_steps: int, normalize_obs: bool, 
     k_params, k_env, k_roll = jax.random.split(jax.random.key(seed), 3)
     params = policy.init(k_params, env.obs_dim)  # a fresh (near-uniform) policy
     carry0 = init_env_carry(k_env, env, normalize_obs)
-    run = fast_jit(
+    run = jax.jit(
         lambda key, carry, p: rollout(
             key, carry, p, policy, env, num_steps, normalize_obs, scale_reward, jnp.float32(0.99)
         )

@@ -14,7 +14,7 @@ from jaxrl_po import PPOConfig, make_train
 from jaxrl_po.config import ConfigError
 from jaxrl_po.sweep import confidence_interval, make_runs, parse_sweep, parse_sweep_spec, rank_configs, value_text
 
-from conftest import FAST_XLA_FLAGS, cli_env, fast_jit, run_cli_cases
+from conftest import FAST_XLA_FLAGS, cli_env, run_cli_cases
 
 TINY = PPOConfig(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=2,
                  total_timesteps=8 * 16 * 6, hidden_sizes=(16,))
@@ -30,10 +30,10 @@ def test_grid_times_seeds_compiles_once_and_matches_single_runs():
 
     runs = make_runs(TINY, [0, 1], {"lr": [1e-3, 3e-3], "ent_coef": [0.0, 0.01]})
     assert len(runs.seeds) == 8 and runs.settings[0] == {"lr": 1e-3, "ent_coef": 0.0}
-    out = fast_jit(jax.vmap(counted))(runs.keys, runs.hparams)
+    out = jax.jit(jax.vmap(counted))(runs.keys, runs.hparams)
     assert len(traces) == 1
     for i in (0, 3, 5, 6):
-        alone = fast_jit(make_train(TINY.replace(**runs.settings[i])))(jax.random.key(runs.seeds[i]))
+        alone = jax.jit(make_train(TINY.replace(**runs.settings[i])))(jax.random.key(runs.seeds[i]))
         # Same episodes exactly; losses equal up to float rounding (batched vs single kernels).
         np.testing.assert_array_equal(out.metrics.episode_return[i], alone.metrics.episode_return)
         np.testing.assert_allclose(out.metrics.policy_loss[i], alone.metrics.policy_loss, atol=1e-5)

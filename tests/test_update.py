@@ -13,17 +13,16 @@ from jaxrl_po.networks import make_policy
 from jaxrl_po import make_train
 from jaxrl_po.update import grad_in_pieces, pieces_for, random_permutation
 
-from conftest import fast_jit
 
 HP = {"clip_eps": jnp.float32(0.2), "vf_coef": jnp.float32(0.5), "ent_coef": jnp.float32(0.01)}
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 512, 1000, 262144])
 def test_random_permutation_is_a_permutation_and_reproducible(n):
-    order = fast_jit(random_permutation, static_argnums=1)(jax.random.key(3), n)
+    order = jax.jit(random_permutation, static_argnums=1)(jax.random.key(3), n)
     assert order.dtype == jnp.int32 and order.shape == (n,)
     np.testing.assert_array_equal(np.sort(np.asarray(order)), np.arange(n))
-    np.testing.assert_array_equal(order, fast_jit(random_permutation, static_argnums=1)(jax.random.key(3), n))
+    np.testing.assert_array_equal(order, jax.jit(random_permutation, static_argnums=1)(jax.random.key(3), n))
     if n >= 512:  # another key, another order
         assert (np.asarray(order) != np.asarray(random_permutation(jax.random.key(4), n))).mean() > 0.9
 
@@ -31,7 +30,7 @@ def test_random_permutation_is_a_permutation_and_reproducible(n):
 def test_random_permutation_is_uniform():
     """All 24 orders of 4 items equally likely (chi-square over 48,000 draws), and each item equally likely everywhere."""
     draws = 48_000
-    orders = np.asarray(fast_jit(jax.vmap(lambda k: random_permutation(k, 4)))(jax.random.split(jax.random.key(0), draws)))
+    orders = np.asarray(jax.jit(jax.vmap(lambda k: random_permutation(k, 4)))(jax.random.split(jax.random.key(0), draws)))
     codes = orders @ np.array([64, 16, 4, 1])
     counts = np.array([np.sum(codes == c) for c in np.unique(codes)])
     assert len(counts) == 24
@@ -68,7 +67,7 @@ def test_grad_in_pieces_matches_the_whole_batch_gradient(discrete):
     policy = make_policy(spec, (16,), "tanh")
     loss_fn = lambda p, b: ppo_loss(p, policy, b, HP, True)
 
-    @fast_jit
+    @jax.jit
     def both(key):
         k = jax.random.split(key, 6)
         params = policy.init(k[0], 4)
@@ -86,7 +85,7 @@ def test_grad_in_pieces_matches_the_whole_batch_gradient(discrete):
 
 def test_ppo_with_gradient_pieces_trains_like_whole_minibatches(make_tiny_ppo_config):
     # Minibatches of 16 samples in 4 pieces of 4, against whole minibatches: same metrics up to float rounding.
-    whole, pieces = (fast_jit(make_train(make_tiny_ppo_config(grad_piece_size=size)))(jax.random.key(3))
+    whole, pieces = (jax.jit(make_train(make_tiny_ppo_config(grad_piece_size=size)))(jax.random.key(3))
                      for size in (0, 4))
     for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm", "episode_return"):
         np.testing.assert_allclose(getattr(pieces.metrics, name)[:3], getattr(whole.metrics, name)[:3],
