@@ -15,7 +15,6 @@ from jaxrl_po.presets import PRESETS, get_preset
 from jaxrl_po.train import UsageError, _optional_int, parse
 
 
-
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_preset_validates_and_a_tiny_run_gives_finite_metrics(name):
     preset = get_preset(name)

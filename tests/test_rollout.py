@@ -17,7 +17,6 @@ from jaxrl_po.networks import make_policy
 from jaxrl_po.rollout import init_env_carry, rollout
 
 
-
 def _rollout(env_name: str, num_envs: int, num_steps: int, normalize_obs: bool, scale_reward: bool, seed: int = 0):
     env = make_vec_env(env_name, num_envs)
     policy = make_policy(env.action_spec, (8,), "tanh")

@@ -14,7 +14,7 @@ from jaxrl_po import PPOConfig, make_train
 from jaxrl_po.config import ConfigError
 from jaxrl_po.sweep import confidence_interval, make_runs, parse_sweep, parse_sweep_spec, rank_configs, value_text
 
-from conftest import FAST_XLA_FLAGS, cli_env, run_cli_cases
+from conftest import FAST_XLA_FLAGS, run_cli, run_cli_cases
 
 TINY = PPOConfig(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=2,
                  total_timesteps=8 * 16 * 6, hidden_sizes=(16,))
@@ -69,18 +69,13 @@ def test_sharded_runs_match_single_device_on_four_cpu_devices():
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
-def cli(*args, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", "jaxrl_po.train", *args], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
 TINY_FLAGS = ["--num-envs", "8", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
               "--total-timesteps", "512", "--hidden-sizes", "16"]
 
 
 def test_cli_sweep_writes_swept_columns_and_ranking(tmp_path):
-    proc = cli(*TINY_FLAGS, "--num-seeds", "2", "--sweep", "lr=1e-3,3e-3", "--sweep", "ent-coef=0,0.01",
-               "--run-dir", str(tmp_path / "run"), "--no-compile-cache", cwd=tmp_path)
+    proc = run_cli([*TINY_FLAGS, "--num-seeds", "2", "--sweep", "lr=1e-3,3e-3", "--sweep", "ent-coef=0,0.01",
+                    "--run-dir", str(tmp_path / "run"), "--no-compile-cache"], cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["seed", "hp_lr", "hp_ent_coef", "update"]
@@ -102,22 +97,22 @@ BAD_SPECS = [
 
 
 @pytest.fixture(scope="module")
-def bad_spec_results(tmp_path_factory):
-    """Each bad ``--sweep`` spec run through the CLI (one interpreter for all; see conftest)."""
+def bad_spec_results(tmp_path_factory) -> dict[str, tuple[dict, object]]:
+    """``{spec: (result, run dir)}`` of each bad ``--sweep`` spec through the CLI (one interpreter for all; see conftest)."""
     base = tmp_path_factory.mktemp("bad_sweep")
-    cases = {spec: {"argv": ["--sweep", spec, "--run-dir", str(base / str(i))], "cwd": str(base)}
-             for i, (spec, _) in enumerate(BAD_SPECS)}
-    return base, run_cli_cases(cases)
+    run_dirs = {spec: base / str(i) for i, (spec, _) in enumerate(BAD_SPECS)}
+    results = run_cli_cases({spec: {"argv": ["--sweep", spec, "--run-dir", str(run_dir)], "cwd": str(base)}
+                             for spec, run_dir in run_dirs.items()})
+    return {spec: (results[spec], run_dirs[spec]) for spec in run_dirs}
 
 
 @pytest.mark.parametrize("spec, message", BAD_SPECS)
 def test_bad_sweep_specs_fail_with_one_line(bad_spec_results, spec, message):
-    base, results = bad_spec_results
-    res = results[spec]
+    res, run_dir = bad_spec_results[spec]
     assert res["rc"] == 2, res
     lines = res["stderr"].strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --sweep") and message in lines[0], res["stderr"]
-    assert "Traceback" not in res["stderr"] and not (base / str(BAD_SPECS.index((spec, message)))).exists()
+    assert "Traceback" not in res["stderr"] and not run_dir.exists()
 
 
 def test_every_grid_point_is_validated_not_only_each_value():
@@ -135,12 +130,12 @@ def test_compile_cache_is_populated_and_reused(tmp_path):
     # With the progress line on: it is drawn between compiled segments, so the programs have no
     # host callbacks and JAX may cache them.
     flags = [*TINY_FLAGS, "--num-seeds", "1", "--compile-cache-dir", str(cache)]
-    first = cli(*flags, "--run-dir", str(tmp_path / "a"), cwd=tmp_path)
+    first = run_cli([*flags, "--run-dir", str(tmp_path / "a")], cwd=tmp_path, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     entries = sorted(os.listdir(cache))
     for program in ("jit_init", "jit_run_segment"):
         assert any(name.startswith(program) for name in entries), entries
-    second = cli(*flags, "--run-dir", str(tmp_path / "b"), cwd=tmp_path)
+    second = run_cli([*flags, "--run-dir", str(tmp_path / "b")], cwd=tmp_path, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     # A cache miss would have written a new entry; the compile times are recorded, not asserted.
     assert sorted(os.listdir(cache)) == entries
