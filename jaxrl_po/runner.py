@@ -231,7 +231,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     layout = job.layout or job_layout(config, num_runs, None)
     checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints, create=not resume)
     if resume:
-        latest, _ = check_checkpoint_meta(checkpointer, job.meta)
+        latest, saved_meta = check_checkpoint_meta(checkpointer, job.meta)
         summary = logs.read_summary(job.run_dir)
         if logs.finished_at(summary, latest):
             console.print(f"{job.run_dir} already finished training (checkpoint {latest}); nothing to do")
@@ -247,7 +247,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     reported_failures: dict[int, dict] = {}
     if resume:
         real_runs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((num_runs,) + x.shape[1:], x.dtype), state)
-        restored = restore(checkpointer, job.meta, real_runs, row_shape)
+        restored = restore(checkpointer, latest, saved_meta, real_runs, row_shape)
         # Restored leaves are host values: place them like a fresh state (same shapes, same devices).
         state = put_runs(restored.state, jax.tree_util.tree_map(lambda x: x.sharding, state),
                          layout.padded_runs(num_runs))
@@ -350,12 +350,11 @@ def check_checkpoint_meta(checkpointer: Checkpointer, meta: dict) -> tuple[int, 
     return steps[-1], saved_meta
 
 
-def restore(checkpointer: Checkpointer, meta: dict, abstract_state: Any, row_shape: Any) -> Restored:
-    """The latest checkpoint, checked against the run's ``meta`` (:func:`check_checkpoint_meta`).
+def restore(checkpointer: Checkpointer, step: int, saved_meta: dict, abstract_state: Any, row_shape: Any) -> Restored:
+    """Checkpoint ``step``, with the metadata :func:`check_checkpoint_meta` checked and returned.
 
     abstract_state: the batched state of the real runs (ShapeDtypeStructs or arrays).
     """
-    step, saved_meta = check_checkpoint_meta(checkpointer, meta)
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
     num_runs = jax.tree_util.tree_leaves(abstract)[0].shape[0]
     return checkpointer.restore(step, saved_meta, abstract, row_shape, num_runs)
@@ -392,7 +391,8 @@ def load_trained(run_dir: Path) -> TrainedRuns:
     abstract = jax.eval_shape(jax.vmap(algo.init), runs.keys, runs.hparams)
     first = lambda tree: jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
     row_shape = jax.eval_shape(algo.update, first(abstract), first(runs.hparams))[1]
-    restored = restore(Checkpointer(Path(run_dir), create=False), meta, abstract, row_shape)
+    checkpointer = Checkpointer(Path(run_dir), create=False)
+    restored = restore(checkpointer, *check_checkpoint_meta(checkpointer, meta), abstract, row_shape)
     return TrainedRuns(data["algo"], config, runs.seeds, runs.settings, restored.state, restored.step, restored.history)
 
 

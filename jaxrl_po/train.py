@@ -32,7 +32,9 @@ import tyro
 
 from jaxrl_po.checkpoint import CheckpointError
 from jaxrl_po.config import BaseConfig, ConfigError, config_class, to_dict
+from jaxrl_po.layout import Layout
 from jaxrl_po.presets import PRESETS, get_preset
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -408,8 +410,8 @@ def _optional_int(name: str, text: str | None) -> int | None:
         raise ConfigError(name, str(err)) from None
 
 
-def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False) -> dict[str, list[float]]:
-    """Check everything before compiling; returns the sweep grid (name -> values)."""
+def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False) -> tuple[dict[str, list[float]], Layout]:
+    """Check everything before compiling; returns the sweep grid (name -> values) and the job's device layout."""
     from jaxrl_po import sinks
     from jaxrl_po.runner import check_fits, job_layout
     from jaxrl_po.sweep import check_grid, parse_sweep
@@ -430,8 +432,9 @@ def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False)
     grid = parse_sweep(options.sweep)
     check_grid(config, grid)
     num_runs = options.num_seeds * int(np.prod([len(values) for values in grid.values()]))
-    check_fits(config, num_runs, job_layout(config, num_runs, options.env_shards, cores_split))
-    return grid
+    layout = job_layout(config, num_runs, options.env_shards, cores_split)
+    check_fits(config, num_runs, layout)
+    return grid, layout
 
 
 def default_run_dir(options: RunOptions, config: BaseConfig) -> Path:
@@ -494,8 +497,8 @@ def leave_run_dir(run_dir: Path, made: bool) -> str:
     return f"interrupted (Ctrl-C); {run_dir} keeps what was written before"
 
 
-def enable_compile_cache(directory: str) -> None:
-    """Persist compiled programs (JAX's compilation cache) so a repeated run skips compiling."""
+def enable_compile_cache(directory: str) -> str:
+    """Persist compiled programs (JAX's compilation cache) so a repeated run skips compiling; returns its path."""
     import jax
 
     path = Path(directory).expanduser()
@@ -509,24 +512,26 @@ def enable_compile_cache(directory: str) -> None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return str(path)
 
 
-def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, list[float]] | None = None,
-        cores_split: bool = False) -> int:
+def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, list[float]], layout: Layout,
+        compile_cache: str | None) -> int:
     """Train every (swept config, seed) pair through one compiled program; write the run directory.
 
-    Returns the exit code (see the module docstring).
+    ``grid`` and ``layout`` as :func:`validate` returned them; ``compile_cache``: the
+    directory :func:`enable_compile_cache` returned, or None. Returns the exit code
+    (see the module docstring).
     """
     import jax
     from rich.console import Console
 
     from jaxrl_po import distributed, sinks
-    from jaxrl_po.runner import JobSpec, job_layout, train_job
+    from jaxrl_po.runner import JobSpec, train_job
     from jaxrl_po.sweep import make_runs
 
     primary = distributed.is_primary()
     console = Console(quiet=not primary)  # only process 0 prints
-    compile_cache = str(Path(options.compile_cache_dir).expanduser()) if options.compile_cache else None
     runs = make_runs(config, seeds_of(options), grid)
     meta = json.loads(json.dumps({"algo": options.algo, "seeds": seeds_of(options), "sweep": grid or {}, **to_dict(config)}))
     saved_options = {name: getattr(options, name) for name in SAVED_OPTIONS}
@@ -540,7 +545,6 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
             job_sinks.append(sinks.WandbSink(run_dir, labels, meta, options.wandb_project, options.wandb_entity))
         return job_sinks
     num_runs = len(runs.seeds)
-    layout = job_layout(config, num_runs, options.env_shards, cores_split)
     job = JobSpec(
         algo_name=options.algo, config=config, runs=runs, run_dir=run_dir, meta=meta, options=saved_options,
         checkpoint_every=options.checkpoint_every, keep_checkpoints=options.keep_checkpoints,
@@ -564,11 +568,10 @@ def main(argv: list[str] | None = None) -> int:
         cores_split = split_cpu(argv)
         join_processes(argv)
         options, config = parse(argv)
-        grid = validate(options, config, cores_split)
-        if options.compile_cache:
-            enable_compile_cache(options.compile_cache_dir)
+        grid, layout = validate(options, config, cores_split)
+        compile_cache = enable_compile_cache(options.compile_cache_dir) if options.compile_cache else None
         run_dir, made = open_run_dir(options, config)
-        return run(options, config, run_dir, grid, cores_split)
+        return run(options, config, run_dir, grid, layout, compile_cache)
     except ConfigError as err:
         print(f"error: {flag_name(err.field)}: {err.message}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ import pytest
 
 from jaxrl_po.runner import load_trained
 
-from conftest import FAST_XLA_FLAGS, cli_env
+from conftest import cli_env
 
 # 16 updates of 8 envs x 16 steps; checkpoints after updates 8 and 16.
 FLAGS = [
@@ -32,21 +32,17 @@ FLAGS = [
 TIMEOUT_S = 300
 
 
-def device_env(devices_per_process: int) -> dict[str, str]:
-    return {**cli_env(), "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process} {FAST_XLA_FLAGS}"}
-
-
 def train(argv: list[str], cwd, processes: int = 1) -> list[subprocess.CompletedProcess]:
     """``python -m jaxrl_po.train *argv`` on 4 CPU devices: 1 process x 4, or 2 processes x 2 (--distributed)."""
     if processes == 1:
-        return [subprocess.run([sys.executable, "-m", "jaxrl_po.train", *argv], cwd=cwd, env=device_env(4),
+        return [subprocess.run([sys.executable, "-m", "jaxrl_po.train", *argv], cwd=cwd, env=cli_env(cpu_devices=4),
                                capture_output=True, text=True, timeout=TIMEOUT_S)]
     with socket.socket() as s:  # a free port for the coordinator
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     join = ["--distributed", "--coordinator-address", f"localhost:{port}", "--num-processes", str(processes)]
     procs = [subprocess.Popen([sys.executable, "-m", "jaxrl_po.train", *argv, *join, "--process-id", str(i)],
-                              cwd=cwd, env=device_env(4 // processes), stdout=subprocess.PIPE,
+                              cwd=cwd, env=cli_env(cpu_devices=4 // processes), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
              for i in range(processes)]
     results = []

@@ -1,6 +1,5 @@
 """The ("runs", "envs") device mesh: layout choice, env-split checks, and sharded runs on 4 CPU devices."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig, runner
 from jaxrl_po.config import ConfigError
 from jaxrl_po.layout import ENVS, RUNS, Layout, check_layout, choose_layout, shard_envs
 
-from conftest import FAST_XLA_FLAGS
+from conftest import cli_env
 
 
 @pytest.mark.parametrize("num_runs, num_devices, expected", [
@@ -144,9 +143,8 @@ FOUR_DEVICES = textwrap.dedent("""
 
 
 def test_env_batch_sharded_over_four_cpu_devices_matches_one_device():
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {FAST_XLA_FLAGS}"}
-    proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES], env=env, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES], env=cli_env(cpu_devices=4), capture_output=True,
+                          text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.split() == ["ppo", "(1,", "4)", "ok", "ppo", "(2,", "2)", "ok",
                                    "grpo", "(1,", "4)", "ok", "grpo", "(2,", "2)", "ok"], proc.stdout

@@ -14,7 +14,7 @@ from jaxrl_po import PPOConfig, make_train
 from jaxrl_po.config import ConfigError
 from jaxrl_po.sweep import confidence_interval, make_runs, parse_sweep, parse_sweep_spec, rank_configs, value_text
 
-from conftest import FAST_XLA_FLAGS, run_cli, run_cli_cases
+from conftest import cli_env, run_cli, run_cli_cases
 
 TINY = PPOConfig(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=2,
                  total_timesteps=8 * 16 * 6, hidden_sizes=(16,))
@@ -64,8 +64,8 @@ def test_sharded_runs_match_single_device_on_four_cpu_devices():
                                        np.asarray(getattr(single.metrics, field)), rtol=1e-5, atol=1e-6)
         print("ok")
     """)
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {FAST_XLA_FLAGS}"}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], env=cli_env(cpu_devices=4), capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
