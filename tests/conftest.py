@@ -85,12 +85,14 @@ def cli_env(cpu_devices: int | None = None) -> dict[str, str]:
     """Environment for CLI subprocesses: CPU only (the test machine has no accelerator), as
     ``cpu_devices`` JAX devices if given (XLA's forced host device count).
 
-    A wide console: rich wraps a line at 80 columns when output is not a terminal, so
-    a message holding a long temporary path (``pytest-of-<user>/pytest-<n>/...``) would
-    be split where a test looks for it.
+    W&B offline: a ``--wandb`` run writes its W&B run under the run directory and
+    never contacts a server. A wide console: rich wraps a line at 80 columns when
+    output is not a terminal, so a message holding a long temporary path
+    (``pytest-of-<user>/pytest-<n>/...``) would be split where a test looks for it.
     """
     env = dict(os.environ)
     env.setdefault("JAX_PLATFORMS", "cpu")
+    env["WANDB_MODE"] = "offline"
     env.setdefault("XLA_FLAGS", FAST_XLA_FLAGS)
     if cpu_devices is not None:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={cpu_devices} {FAST_XLA_FLAGS}"

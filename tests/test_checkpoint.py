@@ -2,7 +2,8 @@
 
 One uninterrupted reference run; a second run with the same flags is stopped
 with SIGINT part way and resumed. All runs share one compile cache, so only
-the first one compiles.
+the first one compiles. They stream to TensorBoard and to W&B (offline, as every
+test's CLI runs: ``conftest.cli_env``), whose files are checked against metrics.csv.
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ def leaves_equal(a, b) -> bool:
 def runs(tmp_path_factory, cli):
     base = tmp_path_factory.mktemp("ckpt")
     cache = ["--compile-cache-dir", str(base / "xla")]
-    reference = cli.run([*FLAGS, *cache, "--run-dir", str(base / "ref"), "--tensorboard"], cwd=base, timeout=300)
+    sinks = ["--tensorboard", "--wandb"]
+    reference = cli.run([*FLAGS, *cache, "--run-dir", str(base / "ref"), *sinks], cwd=base, timeout=300)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     # The same run, stopped with Ctrl-C once training is under way.
-    proc = cli.start([*FLAGS, *cache, "--run-dir", str(base / "cut"), "--tensorboard"], cwd=base)
+    proc = cli.start([*FLAGS, *cache, "--run-dir", str(base / "cut"), *sinks], cwd=base)
     for line in proc.stdout:
         if "update" in line:  # the first progress line: segments are running
             break
@@ -55,7 +57,7 @@ def runs(tmp_path_factory, cli):
     out, err = proc.communicate(timeout=120)
     interrupted = (proc.returncode, out, err)
     summary_at_stop = json.loads((base / "cut" / "summary.json").read_text())
-    resumed = cli.run(["--resume", str(base / "cut"), *cache, "--tensorboard"], cwd=base, timeout=300)
+    resumed = cli.run(["--resume", str(base / "cut"), *cache, *sinks], cwd=base, timeout=300)
     return {"base": base, "reference": reference, "interrupted": interrupted,
             "summary_at_stop": summary_at_stop, "resumed": resumed}
 
@@ -127,7 +129,7 @@ def test_resuming_a_finished_run_changes_nothing(runs, cli, tmp_path):
     done = tmp_path / "done"
     shutil.copytree(runs["base"] / "ref", done)
     before = {p: digest(p) for p in done.rglob("*") if p.is_file()}
-    result = cli.run(["--resume", str(done), "--tensorboard"], cwd=tmp_path, timeout=120)
+    result = cli.run(["--resume", str(done), "--tensorboard", "--wandb"], cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already finished training (checkpoint 2000); nothing to do" in result.stdout
     assert "resumed from" not in result.stdout
@@ -159,7 +161,8 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
         "no-checkpoint": {"argv": ["--resume", str(no_checkpoint)], "cwd": str(tmp_path)},
         "no-rows": {"argv": ["--resume", str(no_rows), "--no-compile-cache"], "cwd": str(tmp_path)},
         "corrupt": {"argv": ["--resume", str(corrupt), "--no-compile-cache"], "cwd": str(tmp_path)},
-        "foreign": {"argv": ["--resume", str(foreign), "--no-compile-cache", "--tensorboard"], "cwd": str(tmp_path)},
+        "foreign": {"argv": ["--resume", str(foreign), "--no-compile-cache", "--tensorboard", "--wandb"],
+                    "cwd": str(tmp_path)},
         "changed-flag": {"argv": ["--resume", str(base / "ref"), "--lr", "0.1"], "cwd": str(tmp_path)},
         "not-a-run": {"argv": ["--resume", str(tmp_path / "nothing")], "cwd": str(tmp_path)},
     })
@@ -176,7 +179,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
         assert result["rc"] == 2, (name, result)
         lines = result["stderr"].strip().splitlines()
         assert len(lines) == 1 and text in lines[0], (name, result["stderr"])
-    for d, files in before.items():  # no file added or changed (foreign's --tensorboard made no event file)
+    for d, files in before.items():  # no file added or changed (foreign's sinks made no event file, no W&B run)
         assert {p: digest(p) for p in d.rglob("*") if p.is_file()} == files, d
     assert "resumed from" not in cases["foreign"]["stdout"]  # refused before compiling
     assert Checkpointer(corrupt).steps() == [1500, 2000]
@@ -238,3 +241,33 @@ def test_cli_tensorboard_flag_streams_event_files(runs):
     # The interrupted and resumed run shows TensorBoard the same points, none twice.
     resumed = [item for item in visible_scalars(base / "cut" / "tensorboard" / "seed1") if item[0] == "train/episode_return"]
     assert [(step, value) for _, step, value in resumed] == returns
+
+
+def test_cli_wandb_flag_logs_every_update_once_across_a_resume(runs):
+    """One W&B row per update with every run's metrics; a resumed run logs to a new W&B run of the
+    same name from the update after its checkpoint, so the two together hold each update once."""
+    from test_sinks import read_wandb_run
+
+    base = runs["base"]
+    (ref_dir,) = (base / "ref" / "wandb").glob("offline-run-*")
+    name, config, rows = read_wandb_run(ref_dir)
+    assert name == "ref"
+    assert config["algo"] == "ppo" and config["seeds"] == [0, 1] and config["num_envs"] == 8
+    assert [row["update"] for row in rows] == list(range(1, 2001))
+    with open(base / "ref" / "metrics.csv") as fh:
+        csv_rows = [row for row in csv.DictReader(fh) if row["seed"] == "1"]
+    assert [row["seed1/env_steps"] for row in rows] == [int(row["env_steps"]) for row in csv_rows]
+    logged = np.array([row["seed1/episode_return"] for row in rows], np.float64)
+    expected = np.array([float(row["episode_return"]) for row in csv_rows])
+    assert np.allclose(logged, expected, rtol=1e-5, equal_nan=True) and np.isnan(expected).any()  # csv: 6 digits
+
+    sessions = [read_wandb_run(d) for d in (base / "cut" / "wandb").glob("offline-run-*")]
+    assert len(sessions) == 2 and {name for name, _, _ in sessions} == {"cut"}
+    first, second = sorted((rows for _, _, rows in sessions), key=lambda rows: rows[0]["update"])
+    stopped_at = int(runs["summary_at_stop"]["checkpoint"].rsplit("/", 1)[1])
+    assert [row["update"] for row in first] == list(range(1, stopped_at + 1))
+    assert [row["update"] for row in second] == list(range(stopped_at + 1, 2001))
+    # As JSON text, so NaN equals NaN; without W&B's own _step, _runtime and _timestamp.
+    metrics = lambda rows: json.dumps([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows],
+                                      sort_keys=True)
+    assert metrics(first + second) == metrics(rows)

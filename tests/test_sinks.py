@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 import time
@@ -54,6 +55,42 @@ def visible_scalars(directory) -> list[tuple[str, int, float]]:
                 shown = [item for item in shown if item[1] < event.step]
             shown += [(value.tag, event.step, value.simple_value) for value in event.summary.value]
     return shown
+
+
+def read_wandb_run(directory) -> tuple[str, dict, list[dict]]:
+    """(display name, config, history rows) of an offline W&B run (a ``wandb/offline-run-*`` directory).
+
+    Its ``run-<id>.wandb`` file is a LevelDB-style log, read by hand: a 7-byte header, then
+    32 KiB blocks of chunks (crc32, length, type: 1 whole record, 2 first, 3 middle, 4 last
+    part), a block's last < 7 bytes being padding; each record is a W&B ``Record`` protobuf.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = directory.glob("run-*.wandb")
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B", data[:7]
+    records, offset, parts = [], 7, b""
+    while offset + 7 <= len(data):
+        if block - offset % block < 7:
+            offset += block - offset % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[offset:offset + 7])
+        parts += data[offset + 7:offset + 7 + length]
+        offset += 7 + length
+        if kind in (1, 4):
+            records.append(wandb_internal_pb2.Record.FromString(parts))
+            parts = b""
+    name, config, rows = None, {}, []
+    for record in records:
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            name = record.run.display_name
+            config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+        elif kind == "history":
+            # A history item's key is in nested_key when it holds a "/" (``seed0/policy_loss``).
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in record.history.item})
+    return name, config, rows
 
 
 def test_tensorboard_sink_writes_one_event_file_per_run_with_the_metric_tags(tmp_path):
