@@ -93,6 +93,10 @@ class BaseConfig:
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)
 
+    def inert_hparams(self) -> dict[str, str]:
+        """Traced hyperparameters that cannot change training under this config: name -> why not."""
+        return {}
+
     # ---- validation ----------------------------------------------------------
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""
@@ -356,6 +360,16 @@ class GRPOConfig(BaseConfig):
             hp["clip_eps_high"] = hp["clip_eps"]  # the upper clip follows clip_eps, also when clip_eps is swept
         return hp
 
+    def inert_hparams(self) -> dict[str, str]:
+        inert = {}
+        if self.grpo.advantage != "rtg":
+            inert["gamma"] = "only --grpo.advantage rtg discounts (outcome advantages use the undiscounted return)"
+        if self.grpo.ref_sync_every == 0:
+            inert["ref_mixup_alpha"] = "the reference policy is never refreshed (grpo.ref_sync_every is 0)"
+        elif self.grpo.kl_coef == 0:
+            inert["ref_mixup_alpha"] = "only the KL penalty uses the reference policy, and grpo.kl_coef is 0"
+        return inert
+
     def validate(self) -> None:
         g = self.grpo
         for name in ("group_size", "chunk_size", "oversample"):
@@ -380,6 +394,16 @@ class GRPOConfig(BaseConfig):
                 "num_minibatches",
                 f"num_groups = num_envs / group_size = {self.num_groups} is not divisible by "
                 f"num_minibatches = {self.num_minibatches} (minibatches hold whole groups)",
+            )
+        # The last update may run past the budget by up to one update's alive steps; the count is int32.
+        from jaxrl_po.envs import make_vec_env
+
+        most_per_update = self.num_envs * g.oversample * (g.horizon or make_vec_env(self.env, 1).max_episode_steps)
+        if self.total_timesteps + most_per_update > 2**31 - 1:
+            raise ConfigError(
+                "total_timesteps",
+                f"{self.total_timesteps} plus one update's most alive steps (num_envs x oversample x horizon = "
+                f"{most_per_update:,}) overflows the int32 step count; use at most {2**31 - 1 - most_per_update:,}",
             )
         for f in traced_fields(g) + [f for f in dataclasses.fields(g) if f.name == "clip_eps_high"]:
             value = getattr(g, f.name)

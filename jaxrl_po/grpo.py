@@ -107,7 +107,7 @@ def make_algorithm(config: GRPOConfig) -> loop.Algorithm:
             opts.chunk_size, opts.shared_step_keys, opts.shared_reset,
         )
         alive = episodes.alive.astype(jnp.float32)
-        alive_steps = alive.sum().astype(jnp.int32)
+        alive_steps = episodes.alive.sum(dtype=jnp.int32)  # exact (a float32 sum is not above 2**24)
         group = lambda x: to_groups(x, num_groups * opts.oversample)
         all_returns = group(episodes.reward * alive).sum(-1)
         obs = stats.normalize(episodes.obs) if normalize_obs else episodes.obs

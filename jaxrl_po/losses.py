@@ -92,9 +92,20 @@ def ppo_loss(
 
 
 # ---- GRPO ---------------------------------------------------------------------
+KL_LOG_RATIO_MAX = 20.0
+"""k3's ``log(pi_ref/pi)`` is capped here: its exp overflows float32 above 88, and a
+narrow Gaussian policy (small log-std) reaches that far from its reference. The
+estimate then saturates (at about 4.9e8 per step) instead of becoming inf, and
+``kl_coef = 0`` leaves training exactly as without the term (0 * inf would be NaN)."""
+
+
 def kl_k3(log_prob: jax.Array, ref_log_prob: jax.Array) -> jax.Array:
-    """Per-step k3 estimator of KL(pi || pi_ref): ``pi_ref/pi - log(pi_ref/pi) - 1`` (>= 0)."""
-    log_r = ref_log_prob - log_prob
+    """Per-step k3 estimator of KL(pi || pi_ref): ``pi_ref/pi - log(pi_ref/pi) - 1`` (>= 0).
+
+    log_prob, ref_log_prob: f32[...] of actions sampled from pi -> f32[...]; the
+    log-ratio is capped at :data:`KL_LOG_RATIO_MAX` (no gradient beyond it).
+    """
+    log_r = jnp.minimum(ref_log_prob - log_prob, KL_LOG_RATIO_MAX)
     return jnp.expm1(log_r) - log_r
 
 
@@ -169,7 +180,7 @@ def grpo_loss(
     alive_per_minibatch: jax.Array,
     horizon: int | None = None,
 ) -> tuple[jax.Array, GRPOLossInfo]:
-    """Clipped surrogate + beta * KL_k3(pi_ref || pi) - c_ent * entropy, aggregated by ``loss_type``."""
+    """Clipped surrogate + beta * KL_k3(pi || pi_ref) - c_ent * entropy, aggregated by ``loss_type``."""
     dist = policy.dist(params, batch.obs)
     log_prob = dist.log_prob(batch.action)
     log_ratio = log_prob - batch.log_prob

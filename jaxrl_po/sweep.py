@@ -96,16 +96,21 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
                 _with_value(config, name, float(value)).validate()
             except ConfigError as err:
                 raise ConfigError("sweep", f"{name}={value_text(value)}: {err}") from None
-    if len(grid) > 1:  # values valid alone can still clash (GRPO's clip_eps_high >= clip_eps)
-        for combo in itertools.product(*grid.values()):
-            point = config
-            for name, value in zip(grid, combo):
-                point = _with_value(point, name, float(value))
+    points = []
+    for combo in itertools.product(*grid.values()):
+        point = config
+        for name, value in zip(grid, combo):
+            point = _with_value(point, name, float(value))
+        points.append(point)
+        if len(grid) > 1:  # values valid alone can still clash (GRPO's clip_eps_high >= clip_eps)
             try:
                 point.validate()
             except ConfigError as err:
                 where = ", ".join(f"{name}={value_text(value)}" for name, value in zip(grid, combo))
                 raise ConfigError("sweep", f"{where}: {err}") from None
+    for name in grid:  # its runs would train identically and be ranked as different settings
+        if all(name in point.inert_hparams() for point in points):
+            raise ConfigError("sweep", f"{name} has no effect here: {points[0].inert_hparams()[name]}")
 
 
 def _all_fields(config: BaseConfig) -> list[dataclasses.Field]:

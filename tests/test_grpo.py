@@ -394,6 +394,26 @@ def test_invalid_config_names_field(changes, field):
         make_train(config)
 
 
+def test_total_timesteps_leaving_no_room_for_the_last_update_is_refused():
+    # 65536 envs x 500 CartPole steps: one update can add 32.8 M alive steps to the int32 count.
+    big = GRPOConfig(num_envs=65536, total_timesteps=2**31 - 2**24)
+    with pytest.raises(ConfigError) as info:
+        big.validate()
+    assert info.value.field == "total_timesteps" and "32,768,000" in info.value.message
+    big.replace(total_timesteps=2**31 - 1 - 32_768_000).validate()
+
+
+def test_kl_coef_zero_trains_a_narrow_gaussian_policy_far_from_its_reference():
+    """log-std -8: the policy soon moves far from its reference (log ratio > 88 in the k3 KL),
+    which gave inf * 0 = NaN and stopped the run after one update before KL_LOG_RATIO_MAX."""
+    config = GRPOConfig(env="Pendulum-v1", num_envs=8, total_timesteps=4000, hidden_sizes=(16,), num_minibatches=1,
+                        update_epochs=2, log_std_init=-8.0, grpo=GRPOOptions(group_size=4, horizon=20, chunk_size=20))
+    metrics = jax.jit(make_train(config))(jax.random.key(0)).metrics
+    ran = np.asarray(metrics.env_steps) > 0
+    assert ran.sum() == 25 and (np.asarray(metrics.nonfinite)[ran] == 0).all()
+    assert np.isfinite(np.asarray(metrics.kl_ref)[ran]).all() and np.asarray(metrics.kl_ref)[ran].max() > 1e3
+
+
 @pytest.mark.parametrize("field", ["kl_coef", "ref_mixup_alpha", "clip_eps_high"])
 def test_nan_grpo_hyperparameters_rejected(field):
     # The base config rejects non-finite traced hyperparameters ("must be a finite number");

@@ -42,6 +42,16 @@ def test_kl_k3_zero_at_equal_log_probs_positive_otherwise_and_formula():
     assert not np.allclose(got, np.asarray(kl_k3(jnp.asarray(ref), jnp.asarray(log_prob))))
 
 
+def test_kl_k3_is_capped_so_a_far_reference_stays_finite():
+    # log(pi_ref / pi) = 200: exp overflows float32 above 88; the cap (20) keeps it finite.
+    log_prob, ref = jnp.asarray([-200.0, -1.0]), jnp.asarray([0.0, -1.5])
+    got = np.asarray(kl_k3(log_prob, ref))
+    np.testing.assert_allclose(got[0], np.expm1(20.0) - 20.0, rtol=1e-6)
+    np.testing.assert_allclose(got[1], np.expm1(-0.5) + 0.5, rtol=1e-6)  # below the cap: unchanged
+    grad = np.asarray(jax.grad(lambda lp: kl_k3(lp, ref).sum())(log_prob))
+    assert np.isfinite(grad).all() and grad[0] == 0.0  # no gradient past the cap
+
+
 # ---- sequence (GSPO) log-ratio ---------------------------------------------------------------
 def test_sequence_log_ratio_is_mean_over_alive_steps_and_ignores_masked_steps():
     rng = np.random.default_rng(1)

@@ -125,6 +125,24 @@ def test_every_grid_point_is_validated_not_only_each_value():
     assert "0.3" in str(err.value) and err.value.field == "sweep"
 
 
+def test_a_sweep_that_cannot_change_training_is_refused():
+    """Its runs would be identical and still ranked as different settings."""
+    from jaxrl_po.config import ConfigError, GRPOConfig, GRPOOptions
+    from jaxrl_po.sweep import check_grid
+
+    grpo = lambda **options: GRPOConfig(grpo=GRPOOptions(**options))
+    with pytest.raises(ConfigError, match=r"^sweep: gamma has no effect here: only --grpo.advantage rtg discounts"):
+        check_grid(grpo(), {"gamma": [0.9, 0.99]})
+    check_grid(grpo(advantage="rtg"), {"gamma": [0.9, 0.99]})
+    with pytest.raises(ConfigError, match="ref_mixup_alpha has no effect here: only the KL penalty"):
+        check_grid(grpo(), {"ref_mixup_alpha": [0.5, 1.0]})  # kl_coef 0
+    with pytest.raises(ConfigError, match="ref_mixup_alpha has no effect here: the reference policy is never"):
+        check_grid(grpo(kl_coef=0.1, ref_sync_every=0), {"ref_mixup_alpha": [0.5, 1.0]})
+    check_grid(grpo(kl_coef=0.1), {"ref_mixup_alpha": [0.5, 1.0]})
+    check_grid(grpo(), {"ref_mixup_alpha": [0.5, 1.0], "kl_coef": [0.0, 0.1]})  # matters where kl_coef is 0.1
+    check_grid(PPOConfig(), {"gamma": [0.9, 0.99]})
+
+
 def test_compile_cache_is_populated_and_reused(tmp_path):
     cache = tmp_path / "cache"
     # With the progress line on: it is drawn between compiled segments, so the programs have no
