@@ -267,7 +267,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m jaxrl_po.plot",
-        description="Learning curves (episode return vs env steps, mean and 95%% CI over seeds) "
+        description="Learning curves (episode return vs env steps, mean and 95% CI over seeds) "
         "of run directories; a sweep directory gives one line per configuration.",
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (with metrics.csv)")
