@@ -108,9 +108,10 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
             except ConfigError as err:
                 where = ", ".join(f"{name}={value_text(value)}" for name, value in zip(grid, combo))
                 raise ConfigError("sweep", f"{where}: {err}") from None
+    inert = [point.inert_hparams() for point in points]
     for name in grid:  # its runs would train identically and be ranked as different settings
-        if all(name in point.inert_hparams() for point in points):
-            raise ConfigError("sweep", f"{name} has no effect here: {points[0].inert_hparams()[name]}")
+        if all(name in point_inert for point_inert in inert):
+            raise ConfigError("sweep", f"{name} has no effect here: {inert[0][name]}")
 
 
 def _all_fields(config: BaseConfig) -> list[dataclasses.Field]:

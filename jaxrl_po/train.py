@@ -533,7 +533,7 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
     primary = distributed.is_primary()
     console = Console(quiet=not primary)  # only process 0 prints
     runs = make_runs(config, seeds_of(options), grid)
-    meta = json.loads(json.dumps({"algo": options.algo, "seeds": seeds_of(options), "sweep": grid or {}, **to_dict(config)}))
+    meta = json.loads(json.dumps({"algo": options.algo, "seeds": seeds_of(options), "sweep": grid, **to_dict(config)}))
     saved_options = {name: getattr(options, name) for name in SAVED_OPTIONS}
     labels = sinks.run_labels(runs.seeds, runs.settings)
 
