@@ -100,7 +100,7 @@ class BaseConfig:
     # ---- validation ----------------------------------------------------------
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""
-        from jaxrl_po.envs import check_env_name, check_image_observations  # local: envs imports gymnax
+        from jaxrl_po.envs import check_env_name, check_image_observations, make_vec_env  # local: envs imports gymnax
 
         check_env_name(self.env)
         for name in self._positive_ints():
@@ -124,6 +124,9 @@ class BaseConfig:
         _check_range("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True, high_open=True)
         _check_range("ent_coef", self.ent_coef, 0.0, None)
         _check_range("log_std_init", self.log_std_init, -20.0, 5.0)  # std from 2e-9 to 148
+        if self.log_std_init != BaseConfig.log_std_init and make_vec_env(self.env, 1).action_spec.discrete:
+            raise ConfigError("log_std_init", f"sets the Gaussian policy's std, but {self.env} has discrete actions "
+                                              f"(a categorical policy); leave it at {BaseConfig.log_std_init}")
         if self.total_timesteps > MAX_TIMESTEPS:
             raise ConfigError(
                 "total_timesteps",
@@ -311,6 +314,10 @@ class GRPOOptions:
     ref_mixup_alpha: float = traced(1.0)
     """on refresh, reference <- alpha * policy + (1 - alpha) * reference (1: copy)."""
 
+    def episode_horizon(self, max_episode_steps: int) -> int:
+        """Steps an episode may last: ``horizon``, or the env's own limit when it is None."""
+        return self.horizon or max_episode_steps
+
 
 @dataclass(frozen=True)
 class GRPOConfig(BaseConfig):
@@ -398,7 +405,7 @@ class GRPOConfig(BaseConfig):
         # The last update may run past the budget by up to one update's alive steps; the count is int32.
         from jaxrl_po.envs import make_vec_env
 
-        most_per_update = self.num_envs * g.oversample * (g.horizon or make_vec_env(self.env, 1).max_episode_steps)
+        most_per_update = self.num_envs * g.oversample * g.episode_horizon(make_vec_env(self.env, 1).max_episode_steps)
         if self.total_timesteps + most_per_update > 2**31 - 1:
             raise ConfigError(
                 "total_timesteps",

@@ -79,7 +79,7 @@ def make_algorithm(config: GRPOConfig) -> loop.Algorithm:
     spec = env.action_spec
     policy = policy_for(config, env, with_critic=False)
     normalize_obs = uses_obs_normalization(config, spec.discrete)
-    horizon = opts.horizon or env.max_episode_steps
+    horizon = opts.episode_horizon(env.max_episode_steps)
     num_groups = config.num_groups
 
     def init(key: jax.Array, hparams: dict) -> GRPOState:

@@ -129,7 +129,7 @@ def rollout_buffer_bytes(config: Any) -> int:
     env = make_vec_env(config.env, 1)
     obs, action = env.obs_dim, env.action_spec.dim if not env.action_spec.discrete else 1
     if isinstance(config, GRPOConfig):
-        horizon = config.grpo.horizon or env.max_episode_steps
+        horizon = config.grpo.episode_horizon(env.max_episode_steps)
         steps = episode_buffer_length(horizon, config.grpo.chunk_size) * config.num_envs * config.grpo.oversample
         return 4 * steps * (2 * obs + action + 6)
     return 4 * config.num_steps * config.num_envs * (2 * obs + action + 9)

@@ -50,6 +50,7 @@ BAD_CASES = [
         "--num-minibatches", ["1 sample each", "--no-norm-adv"],
     ),
     ("log-std-init-nan", ["--log-std-init", "nan"], "--log-std-init", ["finite", "nan"]),
+    ("log-std-init-discrete", ["--log-std-init", "-0.5"], "--log-std-init", ["CartPole-v1", "discrete", "0.0"]),
     ("clip-eps-zero", ["--clip-eps", "0"], "--clip-eps", []),
     ("clip-eps-big", ["--clip-eps", "1.5"], "--clip-eps", ["1.5"]),
     ("gamma-big", ["--gamma", "1.5"], "--gamma", ["1.5"]),
