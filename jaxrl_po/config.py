@@ -33,6 +33,10 @@ class ConfigError(ValueError):
 MAX_TIMESTEPS = 2**31 - 2**24
 """Per-run env-step budget limit: counters are int32 and may overshoot the budget by one update."""
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FINITE = f"a finite number (float32: |x| <= {FLOAT32_MAX:.3g})"
+"""What a float setting must be: training computes in float32, where 1e39 is inf."""
+
 
 def traced(default: float) -> Any:
     """A float hyperparameter that is a traced value inside ``train``."""
@@ -117,7 +121,7 @@ class BaseConfig:
         for f in traced_fields(self):
             value = getattr(self, f.name)
             if not is_finite_number(value):
-                raise ConfigError(f.name, f"must be a finite number, got {value!r}")
+                raise ConfigError(f.name, f"must be {FINITE}, got {value!r}")
         _check_range("lr", self.lr, 0.0, None, low_open=True)
         _check_range("max_grad_norm", self.max_grad_norm, 0.0, None, low_open=True)
         _check_range("gamma", self.gamma, 0.0, 1.0)
@@ -242,7 +246,14 @@ def from_dict(cls: type[BaseConfig], data: dict[str, Any]) -> BaseConfig:
 
 # ---- small checks with uniform messages ----------------------------------------
 def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A real number that stays finite in float32, the precision training uses (1e39 would be inf)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and abs(value) <= FLOAT32_MAX)
+
+
+def as_float32(value: float) -> float:
+    """``value`` rounded to float32, as training sees it (1e-46 -> 0.0)."""
+    return float(np.float32(value))
 
 
 def check_seed(seed: Any, field: str = "seed") -> None:
@@ -270,15 +281,20 @@ def _check_range(
     high_open: bool = False,
 ) -> None:
     if not is_finite_number(value):  # NaN passes every comparison below
-        raise ConfigError(name, f"must be a finite number, got {value!r}")
-    too_low = low is not None and (value < low or (low_open and value == low))
-    too_high = high is not None and (value > high or (high_open and value == high))
-    if too_low or too_high:
+        raise ConfigError(name, f"must be {FINITE}, got {value!r}")
+
+    def outside(v: float) -> bool:
+        too_low = low is not None and (v < low or (low_open and v == low))
+        too_high = high is not None and (v > high or (high_open and v == high))
+        return too_low or too_high
+
+    if outside(value) or outside(as_float32(value)):
         left = "(" if low_open or low is None else "["
         right = ")" if high_open or high is None else "]"
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
-        raise ConfigError(name, f"must be in {left}{lo}, {hi}{right}, got {value!r}")
+        rounded = "" if outside(value) else f" ({as_float32(value)!r} in float32, which training uses)"
+        raise ConfigError(name, f"must be in {left}{lo}, {hi}{right}, got {value!r}{rounded}")
 
 
 @dataclass(frozen=True)
@@ -402,10 +418,20 @@ class GRPOConfig(BaseConfig):
                 f"num_groups = num_envs / group_size = {self.num_groups} is not divisible by "
                 f"num_minibatches = {self.num_minibatches} (minibatches hold whole groups)",
             )
-        # The last update may run past the budget by up to one update's alive steps; the count is int32.
         from jaxrl_po.envs import make_vec_env
 
-        most_per_update = self.num_envs * g.oversample * g.episode_horizon(make_vec_env(self.env, 1).max_episode_steps)
+        env_limit = make_vec_env(self.env, 1).max_episode_steps
+        if g.horizon is not None and g.horizon > env_limit:  # it would only add padding to every rollout
+            raise ConfigError("grpo.horizon", f"{g.horizon} is above {self.env}'s episode limit, where every episode "
+                                              f"ends anyway; use at most {env_limit}")
+        # The last update may run past the budget by up to one update's alive steps; the count is int32.
+        most_per_update = self.num_envs * g.oversample * g.episode_horizon(env_limit)
+        if most_per_update + self.steps_per_update > 2**31 - 1:  # not even one update fits
+            raise ConfigError(
+                "grpo.horizon" if g.horizon is not None else "num_envs",
+                f"one update can take num_envs x oversample x horizon = {most_per_update:,} alive steps, more than "
+                f"the int32 step count holds; make one of them smaller",
+            )
         if self.total_timesteps + most_per_update > 2**31 - 1:
             raise ConfigError(
                 "total_timesteps",
@@ -415,7 +441,7 @@ class GRPOConfig(BaseConfig):
         for f in traced_fields(g) + [f for f in dataclasses.fields(g) if f.name == "clip_eps_high"]:
             value = getattr(g, f.name)
             if value is not None and not is_finite_number(value):
-                raise ConfigError(f"grpo.{f.name}", f"must be a finite number, got {value!r}")
+                raise ConfigError(f"grpo.{f.name}", f"must be {FINITE}, got {value!r}")
         _check_range("grpo.kl_coef", g.kl_coef, 0.0, None)
         _check_range("grpo.ref_mixup_alpha", g.ref_mixup_alpha, 0.0, 1.0, low_open=True)
         if g.clip_eps_high is not None:

@@ -35,7 +35,7 @@ import numpy as np
 from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError, has_checkpoint
 from jaxrl_po.config import ConfigError, check_seed
 from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
-from jaxrl_po.loop import batched_under_vmap
+from jaxrl_po.loop import batched_under_vmap, describe_nonfinite
 from jaxrl_po.networks import Policy, policy_for
 from jaxrl_po.sweep import value_text
 
@@ -213,11 +213,15 @@ def evaluate_trained(trained, episodes: int = DEFAULT_EPISODES, seed: int = 0) -
     play = lambda params, stats: play_episodes(env, policies.policy, params, stats, keys, greedy)
     returns, lengths = jax.jit(jax.vmap(play))(policies.params, policies.obs_stats)  # [R, 2N] each
     returns, lengths = np.asarray(returns, np.float64), np.asarray(lengths)
+    # A run stopped by non-finite values kept its last good parameters, from an earlier update.
+    updates, codes = np.asarray(trained.state.update), np.asarray(trained.state.nonfinite)
     runs = []
     for r in range(num_runs(trained)):
         modes = {name: mode_summary(returns[r, part], lengths[r, part])
                  for name, part in (("greedy", slice(0, episodes)), ("stochastic", slice(episodes, None)))}
-        runs.append({"run": r, "seed": trained.seeds[r], "settings": trained.settings[r], **modes})
+        stopped = describe_nonfinite(int(codes[r])) if codes[r] else None
+        runs.append({"run": r, "seed": trained.seeds[r], "settings": trained.settings[r], "update": int(updates[r]),
+                     "stopped_nonfinite": stopped, **modes})
     return {
         "algo": trained.algo_name,
         "env": trained.config.env,
@@ -392,12 +396,18 @@ def results_table(result: dict[str, Any]):
     for column in ("greedy", "stochastic", "greedy length"):
         table.add_column(column, justify="right")
     for row in result["runs"]:
-        table.add_row(str(row["run"]), str(row["seed"]), *[value_text(row['settings'][n]) for n in names],
+        table.add_row(f"{row['run']}{'*' if row['stopped_nonfinite'] else ''}", str(row["seed"]),
+                      *[value_text(row['settings'][n]) for n in names],
                       _mean_std(row["greedy"]), _mean_std(row["stochastic"]), f"{row['greedy']['mean_length']:.1f}")
+    healthy = [row for row in result["runs"] if not row["stopped_nonfinite"]]
     if len(result["runs"]) > 1:
         table.add_row("all", "", *[""] * len(names),
-                      *[_across_runs([row[m]["mean"] for row in result["runs"]]) for m in ("greedy", "stochastic")],
+                      *[_across_runs([row[m]["mean"] for row in healthy]) for m in ("greedy", "stochastic")],
                       "", style="bold")
+    stopped = [f"{row['run']} (update {row['update']})" for row in result["runs"] if row["stopped_nonfinite"]]
+    if stopped:
+        table.caption += (f"\n* stopped on non-finite values: the last good parameters of run(s) {', '.join(stopped)}"
+                          f"{'' if len(result['runs']) == 1 else ', left out of all'}")
     return table
 
 

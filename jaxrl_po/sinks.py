@@ -26,6 +26,23 @@ def require(module: str, flag: str, extra: str):
         ) from None
 
 
+def check_wandb_login() -> None:
+    """Log in to W&B before anything is compiled or written: a prompt where there is a terminal,
+    nothing in offline mode; ConfigError("wandb") where no login is possible (no API key, no terminal)."""
+    wandb = require("wandb", "wandb", "wandb")
+    try:
+        if wandb.setup().settings.mode not in ("offline", "dryrun", "disabled"):  # these need no login
+            wandb.login(relogin=False, verify=False)
+    except Exception as err:  # wandb's UsageError; pydantic's error for a bad WANDB_MODE
+        raise ConfigError("wandb", f"cannot log in to W&B: {_first_line(err)} "
+                                   "(or log offline: WANDB_MODE=offline)") from None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def run_labels(seeds: Sequence[int], settings: Sequence[dict[str, float]]) -> list[str]:
     """One readable name per run: ``seed0`` or ``lr=0.001,ent_coef=0-seed0`` (distinct for distinct runs)."""
     from jaxrl_po.sweep import value_text
@@ -87,8 +104,11 @@ class WandbSink:
     def __init__(self, run_dir: Path, labels: Sequence[str], config: dict, project: str, entity: str | None):
         wandb = require("wandb", "wandb", "wandb")
         self.labels = list(labels)
-        self.run = wandb.init(project=project, entity=entity, config=config, dir=str(run_dir),
-                              name=Path(run_dir).name)
+        try:
+            self.run = wandb.init(project=project, entity=entity, config=config, dir=str(run_dir),
+                                  name=Path(run_dir).name)
+        except Exception as err:  # e.g. no network; the login was checked before compiling
+            raise ConfigError("wandb", f"cannot start a W&B run: {_first_line(err)}") from None
         self.run.define_metric("update")
         self.run.define_metric("*", step_metric="update")
 

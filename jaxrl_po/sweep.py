@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from jaxrl_po.config import BaseConfig, ConfigError, is_finite_number, traced_fields
+from jaxrl_po.config import FLOAT32_MAX, BaseConfig, ConfigError, as_float32, is_finite_number, traced_fields
 from jaxrl_po.logs import none_if_nan
 
 
@@ -57,9 +57,14 @@ def parse_sweep_spec(spec: str) -> tuple[str, list[float]]:
         numbers = [float(v) for v in items]
     except ValueError:
         raise ConfigError("sweep", f"{name}: values must be numbers, got {values!r}") from None
-    repeated = next((v for i, v in enumerate(numbers) if v in numbers[:i]), None)
-    if repeated is not None:  # it would train the same runs twice and count them as more seeds
-        raise ConfigError("sweep", f"{name}: {value_text(repeated)} is given twice; for more seeds use --num-seeds")
+    # A repeat would train the same runs twice and count them as more seeds; values are compared
+    # as training sees them, in float32 (1e-3 and 1.0000000000000002e-3 are one value there).
+    rounded = [as_float32(v) if is_finite_number(v) else v for v in numbers]
+    repeat = next((i for i, v in enumerate(rounded) if v in rounded[:i]), None)
+    if repeat is not None:
+        first = numbers[rounded.index(rounded[repeat])]
+        alike = "" if first == numbers[repeat] else f" ({value_text(numbers[repeat])} equals {value_text(first)} in float32)"
+        raise ConfigError("sweep", f"{name}: {value_text(first)} is given twice{alike}; for more seeds use --num-seeds")
     return name, numbers
 
 
@@ -82,7 +87,7 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
         if name in static:
             raise ConfigError(
                 "sweep",
-                f"{name} changes shapes or trip counts (it is compiled in); run separate jobs for it. "
+                f"{name} changes shapes or trip counts, or is otherwise compiled in; run separate jobs for it. "
                 f"Sweepable: {', '.join(allowed)}",
             )
         if name not in allowed:
@@ -91,7 +96,7 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
             raise ConfigError("sweep", f"{name}: needs at least one value")
         for value in values:
             if not is_finite_number(value):
-                raise ConfigError("sweep", f"{name}: values must be finite numbers, got {value!r}")
+                raise ConfigError("sweep", f"{name}: values must be finite numbers (float32: |x| <= {FLOAT32_MAX:.3g}), got {value!r}")
             try:
                 _with_value(config, name, float(value)).validate()
             except ConfigError as err:

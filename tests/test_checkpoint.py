@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
 import signal
 import time
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 from jaxrl_po.checkpoint import Checkpointer
+from jaxrl_po.evaluate import evaluate_trained
 from jaxrl_po.runner import load_trained
 
 # 2000 updates of 8 envs x 16 steps: ~5 s of training, long enough to interrupt part way.
@@ -165,7 +167,11 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
                     "cwd": str(tmp_path)},
         "changed-flag": {"argv": ["--resume", str(base / "ref"), "--lr", "0.1"], "cwd": str(tmp_path)},
         "not-a-run": {"argv": ["--resume", str(tmp_path / "nothing")], "cwd": str(tmp_path)},
+        "same-dir-spelt-differently": {"argv": ["--resume", f"{base / 'ref'}/", "--run-dir", f"{base}/./ref"],
+                                       "cwd": str(tmp_path)},
     })
+    same_dir = cases.pop("same-dir-spelt-differently")  # not a change: the finished run has nothing to do
+    assert same_dir["rc"] == 0 and "nothing to do" in same_dir["stdout"], same_dir
     expected = {
         "no-checkpoint": f"error: --resume: {no_checkpoint} has no checkpoint to resume from",
         "no-rows": "cannot read checkpoint",
@@ -184,6 +190,17 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
     assert "resumed from" not in cases["foreign"]["stdout"]  # refused before compiling
     assert Checkpointer(corrupt).steps() == [1500, 2000]
     assert sorted(p.name for p in no_checkpoint.iterdir()) == ["config.json"]  # refused before making anything
+
+
+def test_resuming_a_run_directory_that_cannot_be_written_is_refused(runs, monkeypatch):
+    from jaxrl_po import train
+
+    run_dir = runs["base"] / "ref"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: path != run_dir / "checkpoints" and real_access(path, mode))
+    with pytest.raises(train.ConfigError) as err:
+        train.load_saved_run(run_dir)
+    assert err.value.field == "resume" and f"cannot write to {run_dir / 'checkpoints'}" in str(err.value)
 
 
 def test_nonfinite_run_is_reported_stopped_and_others_kept(cli, tmp_path):
@@ -205,6 +222,8 @@ def test_nonfinite_run_is_reported_stopped_and_others_kept(cli, tmp_path):
     # The checkpoint keeps the healthy run's progress and the failed run's last good (initial) state.
     trained = load_trained(tmp_path / "run")
     assert list(np.asarray(trained.state.update)) == [16, 0]
+    evaluated = evaluate_trained(trained, episodes=1)["runs"]  # the stopped run is marked in eval.json
+    assert [(r["update"], r["stopped_nonfinite"]) for r in evaluated] == [(16, None), (0, failure["nonfinite"])]
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(trained.state.params))
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert sum(1 for row in rows[1:] if row.split(",")[1] == "1e+30") == 1  # one failed update recorded

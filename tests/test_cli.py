@@ -51,6 +51,9 @@ BAD_CASES = [
     ),
     ("log-std-init-nan", ["--log-std-init", "nan"], "--log-std-init", ["finite", "nan"]),
     ("log-std-init-discrete", ["--log-std-init", "-0.5"], "--log-std-init", ["CartPole-v1", "discrete", "0.0"]),
+    # Training computes in float32: 1e-46 is 0 there and 1e39 is inf.
+    ("lr-zero-in-float32", ["--lr", "1e-46"], "--lr", ["1e-46", "0.0 in float32"]),
+    ("vf-coef-past-float32", ["--vf-coef", "1e39"], "--vf-coef", ["finite", "float32", "1e+39"]),
     ("clip-eps-zero", ["--clip-eps", "0"], "--clip-eps", []),
     ("clip-eps-big", ["--clip-eps", "1.5"], "--clip-eps", ["1.5"]),
     ("gamma-big", ["--gamma", "1.5"], "--gamma", ["1.5"]),
@@ -68,6 +71,13 @@ BAD_CASES = [
         ["--algo", "grpo", "--num-envs", "10", "--grpo.group-size", "4"],
         "--num-envs", ["10", "4"],
     ),
+    ("grpo-horizon-above-env-limit", ["--algo", "grpo", "--grpo.horizon", "1000"], "--grpo.horizon",
+     ["1000", "episode limit", "at most 500"]),
+    (
+        "grpo-one-update-past-int32",  # 8M envs x 500 steps: 4e9 alive steps in one update
+        ["--algo", "grpo", "--num-envs", "8000000", "--num-minibatches", "1", "--total-timesteps", "100000000"],
+        "--num-envs", ["4,000,000,000", "int32"],
+    ),
     (
         "grpo-clip-high-below-clip",
         ["--algo", "grpo", "--clip-eps", "0.2", "--grpo.clip-eps-high", "0.1"],
@@ -82,7 +92,8 @@ BAD_CASES = [
     ("keep-checkpoints-zero", ["--keep-checkpoints", "0"], "--keep-checkpoints", []),
     # One device per core (1 or 2 here): 3 divides neither; joining flags need --distributed.
     ("env-shards-not-a-divisor", ["--env-shards", "3"], "--env-shards", ["divisor of the device count", "3"]),
-    ("cpu-devices-zero", ["--cpu-devices", "0"], "--cpu-devices", [">= 1", "0"]),
+    ("cpu-devices-zero", ["--cpu-devices", "0"], "--cpu-devices", ["1 .. 1024", "0"]),
+    ("cpu-devices-huge", ["--cpu-devices", "1000000"], "--cpu-devices", ["1 .. 1024", "1000000"]),
     ("grad-piece-size-negative", ["--grad-piece-size", "-1"], "--grad-piece-size", ["non-negative integer", "-1"]),
     ("process-id-without-distributed", ["--process-id", "1"], "--process-id", ["--distributed"]),
     (
@@ -100,6 +111,8 @@ BAD_CASES = [
     # A repeated --sweep name would silently drop the first values; a repeated value trains twice.
     ("sweep-name-twice", ["--sweep", "lr=1e-3,2e-3", "--sweep", "lr=5e-3"], "--sweep", ["lr is given twice"]),
     ("sweep-value-twice", ["--sweep", "lr=1e-3,0.001"], "--sweep", ["0.001 is given twice", "--num-seeds"]),
+    ("sweep-value-twice-in-float32", ["--sweep", "lr=1e-3,0.0010000000000000002"], "--sweep",
+     ["0.001 is given twice", "equals 0.001 in float32"]),
     ("compile-cache-dir-under-a-file", ["--compile-cache-dir", "{file}/cache"], "--compile-cache-dir",
      ["--no-compile-cache"]),
     ("config-file-unknown-setting", ["--config", "{bad_yaml}"], "--config", ["unknown setting 'num_env'", "num_envs"]),

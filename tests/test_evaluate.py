@@ -350,10 +350,30 @@ def test_bad_input_through_python_m(tmp_path):
 def test_table_shows_swept_values():
     mode = {"returns": [1.0, 3.0], "lengths": [1, 3], "mean": 2.0, "std": 1.0, "mean_length": 2.0}
     result = {"algo": "ppo", "env": "CartPole-v1", "checkpoint_step": 7, "episodes": 2, "seed": 0, "sweep": ["lr"],
-              "runs": [{"run": i, "seed": i % 2, "settings": {"lr": lr}, "greedy": mode, "stochastic": mode}
-                       for i, lr in enumerate([1e-3, 1e-3, 3e-4, 3e-4])]}
+              "runs": [{"run": i, "seed": i % 2, "settings": {"lr": lr}, "update": 7, "stopped_nonfinite": None,
+                        "greedy": mode, "stochastic": mode} for i, lr in enumerate([1e-3, 1e-3, 3e-4, 3e-4])]}
     console = Console(file=io.StringIO(), width=200)
     console.print(evaluate.results_table(result))
     text = console.file.getvalue()
     assert "lr" in text and "0.0003" in text and "0.001" in text and "2 ± 1" in text
     assert text.count("│") >= 5 * 4  # a row per run, and the "all" row
+    assert "*" not in text and "non-finite" not in text
+
+
+def test_table_marks_a_stopped_run_and_leaves_it_out_of_all():
+    """A run stopped by non-finite values is scored with its last good parameters: marked, not averaged."""
+    scored = lambda mean: {"returns": [mean], "lengths": [1], "mean": mean, "std": 0.0, "mean_length": 1.0}
+    runs = [{"run": 0, "seed": 0, "settings": {}, "update": 7, "stopped_nonfinite": None,
+             "greedy": scored(100.0), "stochastic": scored(90.0)},
+            {"run": 1, "seed": 1, "settings": {}, "update": 3, "stopped_nonfinite": "loss",
+             "greedy": scored(10.0), "stochastic": scored(9.0)}]
+    result = {"algo": "ppo", "env": "CartPole-v1", "checkpoint_step": 7, "episodes": 1, "seed": 0, "sweep": [],
+              "runs": runs}
+    console = Console(file=io.StringIO(), width=200)
+    console.print(evaluate.results_table(result))
+    text = console.file.getvalue()
+    assert "1*" in text and "0*" not in text
+    caption = " ".join(text.split())  # the caption wraps to the table's width
+    assert "stopped on non-finite values: the last good parameters of run(s) 1 (update 3), left out of all" in caption
+    all_row = next(line for line in text.splitlines() if "all" in line and "│" in line)
+    assert "100 ± 0" in all_row and "90 ± 0" in all_row  # run 1's 10 and 9 are not averaged in
