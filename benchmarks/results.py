@@ -50,8 +50,8 @@ from pathlib import Path
 
 import jax
 
-from jaxrl_po.config import ConfigError
-from jaxrl_po.train import split_cpu_or_exit, whole_number
+from jaxrl_po.config import ConfigError, whole_number
+from jaxrl_po.train import split_cpu_or_exit
 
 # One JAX device per core, exactly as the CLI makes them, so the seeds are spread over the cores
 # (respecting --cpu-devices and a device count the user fixed); before the imports below start

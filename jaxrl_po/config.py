@@ -256,6 +256,31 @@ def as_float32(value: float) -> float:
     return float(np.float32(value))
 
 
+def whole_number(text: str) -> int:
+    """An integer flag's value: ``500000``, ``500_000``, or a float literal that is a whole number (``5e5``)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not value.is_integer():
+        raise ValueError(f"must be an integer (500000, 500_000 or 5e5), got {text!r}")
+    return int(value)
+
+
+def whole_number_argument(text: str) -> int:
+    """:func:`whole_number` as an argparse ``type``, whose error then carries its message."""
+    import argparse
+
+    try:
+        return whole_number(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def check_seed(seed: Any, field: str = "seed") -> None:
     """A PRNG seed: an integer that fits uint32 (``jax.random.key`` takes it as one)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError, has_checkpoint
-from jaxrl_po.config import ConfigError, check_seed
+from jaxrl_po.config import ConfigError, check_seed, whole_number_argument
 from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
 from jaxrl_po.loop import batched_under_vmap, describe_nonfinite
 from jaxrl_po.networks import Policy, policy_for
@@ -436,14 +436,14 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m jaxrl_po.evaluate",
                 description="Play greedy and stochastic episodes with every run of a run directory.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by python -m jaxrl_po.train")
-    p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, metavar="N", help="episodes per mode and run (default 10)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="evaluation seed: picks the episodes' starts (default 0)")
+    p.add_argument("--episodes", type=whole_number_argument, default=DEFAULT_EPISODES, metavar="N", help="episodes per mode and run (default 10)")
+    p.add_argument("--seed", type=whole_number_argument, default=0, metavar="S", help="evaluation seed: picks the episodes' starts (default 0)")
     p.add_argument("--render", metavar="OUT.gif", default=None,
                    help="also draw one greedy episode to this GIF (gymnax's visualiser)")
     p.add_argument("--overwrite", action="store_true", help="replace the --render GIF if it exists (without it an "
                    "existing file is refused; eval.json is derived from the run and always replaced)")
-    p.add_argument("--render-run", type=int, default=0, metavar="R", help="which run to draw (the table's run index, default 0)")
-    p.add_argument("--render-seed", type=int, default=None, metavar="K",
+    p.add_argument("--render-run", type=whole_number_argument, default=0, metavar="R", help="which run to draw (the table's run index, default 0)")
+    p.add_argument("--render-seed", type=whole_number_argument, default=None, metavar="K",
                    help="seed of the drawn episode (default --seed: greedy episode 0 of the table)")
     return p
 

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxrl_po.config import whole_number_argument
 from jaxrl_po.sweep import mean_and_ci, value_text
 
 DEFAULT_POINTS = 200
@@ -276,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --out's PNG/SVG if they exist (without it an existing file is refused)")
     parser.add_argument("--title", help="plot title (default: the environment names)")
-    parser.add_argument("--smooth", type=int, default=1, metavar="K",
+    parser.add_argument("--smooth", type=whole_number_argument, default=1, metavar="K",
                         help="rolling mean over K updates per seed (default 1: none)")
     parser.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per RUN_DIR (default: ALGO env)")
     return parser

@@ -12,12 +12,12 @@ non-finite values; 130 interrupted by Ctrl-C (after saving a checkpoint).
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import contextlib
 import dataclasses
 import errno
 import io
 import json
-import math
 import os
 import re
 import sys
@@ -31,7 +31,7 @@ import numpy as np
 import tyro
 
 from jaxrl_po.checkpoint import CheckpointError
-from jaxrl_po.config import BaseConfig, ConfigError, config_class, to_dict
+from jaxrl_po.config import BaseConfig, ConfigError, config_class, to_dict, whole_number
 from jaxrl_po.layout import Layout
 from jaxrl_po.presets import PRESETS, get_preset
 
@@ -160,8 +160,21 @@ def read_settings_file(path: str) -> dict[str, Any]:
     """The mapping in a YAML settings file (JSON is YAML too); ConfigError("config", ...) if unusable."""
     import yaml
 
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, collections.abc.Hashable) and key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice (again on line {line})")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
     try:
-        data = yaml.safe_load(Path(path).expanduser().read_text())
+        data = yaml.load(Path(path).expanduser().read_text(), Loader=UniqueKeyLoader)
     except OSError as err:
         raise ConfigError("config", f"cannot read {path}: {err.strerror or err}") from None
     except UnicodeDecodeError:
@@ -260,21 +273,6 @@ def check_unchanged(saved: tuple[RunOptions, BaseConfig], options: RunOptions, c
             continue  # the same directory, spelt differently ("runs/x/", "./runs/x")
         if before != after:
             raise ConfigError(name, f"cannot change when resuming: the run used {before!r}, got {after!r}")
-
-
-def whole_number(text: str) -> int:
-    """An integer flag's value: ``500000``, ``500_000``, or a float literal that is a whole number (``5e5``)."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or not value.is_integer():
-        raise ValueError(f"must be an integer (500000, 500_000 or 5e5), got {text!r}")
-    return int(value)
 
 
 INTEGER_FLAGS = tyro.constructors.ConstructorRegistry()

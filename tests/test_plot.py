@@ -146,7 +146,7 @@ def test_main_writes_png_and_svg_with_one_line_per_curve(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(plot, "draw_curves", spy)
     out = tmp_path / "figs" / "curves.png"
-    assert main([str(single), str(sweep), "--out", str(out), "--smooth", "2", "--title", "T"]) == 0
+    assert main([str(single), str(sweep), "--out", str(out), "--smooth", "2e0", "--title", "T"]) == 0
     png, svg = out, out.with_suffix(".svg")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
     assert "<svg" in svg.read_text()
