@@ -31,7 +31,7 @@ import numpy as np
 import tyro
 
 from jaxrl_po.checkpoint import CheckpointError
-from jaxrl_po.config import BaseConfig, ConfigError, config_class, to_dict, whole_number
+from jaxrl_po.config import CONFIG_CLASSES, BaseConfig, ConfigError, config_class, to_dict, whole_number
 from jaxrl_po.layout import Layout
 from jaxrl_po.presets import PRESETS, get_preset
 
@@ -115,6 +115,29 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+def config_flags(config_cls: type[BaseConfig]) -> dict[str, str]:
+    """Flag -> field of one algorithm's config, nested options and ``--no-`` forms included."""
+    flags = {}
+    for f in dataclasses.fields(config_cls):
+        nested = f.default_factory if dataclasses.is_dataclass(f.default_factory) else None  # config.grpo
+        names = [f"{f.name}.{sub.name}" for sub in dataclasses.fields(nested)] if nested else [f.name]
+        for name in names:
+            flags[flag_name(name)] = name
+            head, _, tail = name.rpartition(".")
+            flags["--" + (f"{head}.no-" if head else "no-") + tail.replace("_", "-")] = name
+    return flags
+
+
+def check_algo_flags(argv: list[str], algo: str) -> None:
+    """A flag that only another algorithm has: ConfigError saying whose it is (tyro would only say "unrecognized")."""
+    own = config_flags(config_class(algo))
+    for other in CONFIG_CLASSES:
+        foreign = {flag: name for flag, name in config_flags(config_class(other)).items() if flag not in own}
+        for arg in argv:
+            if arg.split("=")[0] in foreign:
+                raise ConfigError(foreign[arg.split("=")[0]], f"is a setting of --algo {other}, not of --algo {algo}")
+
+
 def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
     """Settings in increasing priority: defaults < --preset < --config FILE < flags (or a resumed run's own)."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -146,6 +169,7 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
     if saved:  # not its sweep: tyro would append a repeated --sweep to it rather than replace it
         defaults.update({f.name: getattr(saved[0], f.name) for f in dataclasses.fields(RunOptions)}, settings=saved[1],
                         sweep=())
+    check_algo_flags(argv, algo)
     file_flags = settings_as_flags(file_settings, config_cls, known.config) if file_settings else []
     args = _tyro_cli(cli_type(config_cls), file_flags + argv, defaults)  # later flags win
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})

@@ -71,6 +71,9 @@ BAD_CASES = [
         ["--algo", "grpo", "--num-envs", "10", "--grpo.group-size", "4"],
         "--num-envs", ["10", "4"],
     ),
+    ("grpo-with-a-ppo-flag", ["--algo", "grpo", "--num-steps", "8"], "--num-steps",
+     ["a setting of --algo ppo, not of --algo grpo"]),
+    ("ppo-with-a-grpo-flag", ["--grpo.no-shared-reset"], "--grpo.shared-reset", ["a setting of --algo grpo"]),
     ("grpo-horizon-above-env-limit", ["--algo", "grpo", "--grpo.horizon", "1000"], "--grpo.horizon",
      ["1000", "episode limit", "at most 500"]),
     (
