@@ -35,7 +35,7 @@ from jaxrl_po.networks import make_policy
 TIMEOUT_S = 300
 EVAL_KEYS = {"algo", "env", "checkpoint_step", "episodes", "seed", "max_episode_steps", "obs_normalized",
              "sweep", "runs"}
-RUN_KEYS = {"run", "seed", "settings", "greedy", "stochastic"}
+RUN_KEYS = {"run", "seed", "settings", "update", "stopped_nonfinite", "greedy", "stochastic"}
 MODE_KEYS = {"returns", "lengths", "mean", "std", "mean_length"}
 
 
@@ -192,6 +192,7 @@ def test_trained_cartpole_is_greedy_above_475_and_writes_eval_json(cartpole_run,
     assert [run["seed"] for run in result["runs"]] == [0, 1, 2, 3]
     for run in result["runs"]:
         assert set(run) == RUN_KEYS and run["settings"] == {}
+        assert run["update"] == 122 and run["stopped_nonfinite"] is None
         for mode in ("greedy", "stochastic"):
             assert set(run[mode]) == MODE_KEYS
             assert len(run[mode]["returns"]) == len(run[mode]["lengths"]) == 10
