@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from jaxrl_po.config import FLOAT32_MAX, BaseConfig, ConfigError, as_float32, is_finite_number, traced_fields
+from jaxrl_po.config import FINITE, BaseConfig, ConfigError, as_float32, is_finite_number, traced_fields
 from jaxrl_po.logs import none_if_nan
 
 
@@ -96,7 +96,7 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
             raise ConfigError("sweep", f"{name}: needs at least one value")
         for value in values:
             if not is_finite_number(value):
-                raise ConfigError("sweep", f"{name}: values must be finite numbers (float32: |x| <= {FLOAT32_MAX:.3g}), got {value!r}")
+                raise ConfigError("sweep", f"{name}: each value must be {FINITE}, got {value!r}")
             try:
                 _with_value(config, name, float(value)).validate()
             except ConfigError as err:

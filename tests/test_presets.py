@@ -137,7 +137,7 @@ def test_bad_config_files_fail_with_the_field_named(tmp_path, text, flags, messa
     ({"seeds": 4}, "seeds must be a non-empty list"),
     ({"seeds": [2**40]}, "seeds: must be an integer from 0 to 2\\*\\*32 - 1, got 1099511627776"),
     ({"sweep": ["lr"]}, "sweep must map names"),
-    ({"sweep": {"lr": ["a"]}}, "lr: values must be finite numbers \\(float32: \\|x\\| <= 3.4e\\+38\\), got 'a'"),
+    ({"sweep": {"lr": ["a"]}}, "lr: each value must be a finite number \\(float32: \\|x\\| <= 3.4e\\+38\\), got 'a'"),
     ({"sweep": {"num_envs": [8]}}, "num_envs changes shapes"),
     ({"options": [1]}, "options must be a mapping"),
     ({"options": {"checkpoint_every": "x"}}, "options.checkpoint_every must be an integer"),
