@@ -313,12 +313,13 @@ def _check_range(
         too_high = high is not None and (v > high or (high_open and v == high))
         return too_low or too_high
 
-    if outside(value) or outside(as_float32(value)):
+    in_float32 = as_float32(value)
+    if outside(value) or outside(in_float32):
         left = "(" if low_open or low is None else "["
         right = ")" if high_open or high is None else "]"
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
-        rounded = "" if outside(value) else f" ({as_float32(value)!r} in float32, which training uses)"
+        rounded = "" if outside(value) else f" ({in_float32!r} in float32, which training uses)"
         raise ConfigError(name, f"must be in {left}{lo}, {hi}{right}, got {value!r}{rounded}")
 
 

@@ -115,16 +115,17 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def config_flags(config_cls: type[BaseConfig]) -> dict[str, str]:
-    """Flag -> field of one algorithm's config, nested options and ``--no-`` forms included."""
+def config_flags(config_cls: type, prefix: str = "") -> dict[str, str]:
+    """Flag -> field of a config class, nested options (``grpo.``) and ``--no-`` forms included,
+    spelt as :func:`settings_as_flags` spells them."""
+    import typing
+
     flags = {}
-    for f in dataclasses.fields(config_cls):
-        nested = f.default_factory if dataclasses.is_dataclass(f.default_factory) else None  # config.grpo
-        names = [f"{f.name}.{sub.name}" for sub in dataclasses.fields(nested)] if nested else [f.name]
-        for name in names:
-            flags[flag_name(name)] = name
-            head, _, tail = name.rpartition(".")
-            flags["--" + (f"{head}.no-" if head else "no-") + tail.replace("_", "-")] = name
+    for name, hint in typing.get_type_hints(config_cls).items():
+        if dataclasses.is_dataclass(hint):
+            flags.update(config_flags(hint, f"{prefix}{name}."))
+        else:
+            flags[flag_name(prefix + name)] = flags[flag_name(f"{prefix}no_{name}")] = prefix + name
     return flags
 
 
@@ -133,9 +134,9 @@ def check_algo_flags(argv: list[str], algo: str) -> None:
     own = config_flags(config_class(algo))
     for other in CONFIG_CLASSES:
         foreign = {flag: name for flag, name in config_flags(config_class(other)).items() if flag not in own}
-        for arg in argv:
-            if arg.split("=")[0] in foreign:
-                raise ConfigError(foreign[arg.split("=")[0]], f"is a setting of --algo {other}, not of --algo {algo}")
+        for flag in (arg.split("=")[0] for arg in argv):
+            if flag in foreign:
+                raise ConfigError(foreign[flag], f"is a setting of --algo {other}, not of --algo {algo}")
 
 
 def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
