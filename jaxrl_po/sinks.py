@@ -39,6 +39,13 @@ def check_wandb_login() -> None:
 
 
 def _first_line(err: Exception) -> str:
+    """One line for an exception; for a pydantic error (a bad W&B setting such as WANDB_MODE) its first
+    problem, naming the setting and the allowed values, where its first line names only the model."""
+    problems = err.errors() if callable(getattr(err, "errors", None)) else None
+    if problems and isinstance(problems[0], dict) and "msg" in problems[0]:
+        first = problems[0]
+        where = ".".join(map(str, first.get("loc", ()))) or "value"
+        return f"W&B setting {where}: {first['msg']}, got {first.get('input')!r}"
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 

@@ -172,6 +172,11 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
                         sweep=())
     check_algo_flags(argv, algo)
     file_flags = settings_as_flags(file_settings, config_cls, known.config) if file_settings else []
+    if file_flags:  # the file's values parsed alone first, so that an error in one names the file
+        try:
+            _tyro_cli(cli_type(config_cls), file_flags, defaults)
+        except UsageError as err:
+            raise UsageError(f"{known.config}: {err}") from None
     args = _tyro_cli(cli_type(config_cls), file_flags + argv, defaults)  # later flags win
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
     if saved and not options.sweep:
@@ -217,8 +222,9 @@ def settings_as_flags(settings: dict[str, Any], config_cls: type, source: str, p
     """A settings mapping as the equivalent command-line flags, so tyro checks their types like typed flags.
 
     ``{"lr": 3e-4, "hidden_sizes": [256, 256], "grpo": {"group_size": 16}}`` ->
-    ``--lr 0.0003 --hidden-sizes 256 256 --grpo.group-size 16``; strict booleans
-    become ``--name`` / ``--no-name``.
+    ``--lr=0.0003 --hidden-sizes 256 256 --grpo.group-size=16``; strict booleans
+    become ``--name`` / ``--no-name``. A single value is joined to its flag by
+    ``=``, so that a value starting with ``-`` is not read as a flag.
     """
     import typing
 
@@ -243,7 +249,7 @@ def settings_as_flags(settings: dict[str, Any], config_cls: type, source: str, p
                 raise ConfigError("config", f"{source}: {prefix}{name} takes one value, got the list {value!r}")
             flags += [flag, *map(str, value)]
         else:
-            flags += [flag, str(value)]
+            flags.append(f"{flag}={value}")
     return flags
 
 

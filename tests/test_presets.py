@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import jax
 import numpy as np
@@ -130,6 +131,27 @@ def test_bad_config_files_fail_with_the_field_named(tmp_path, text, flags, messa
     with pytest.raises(ConfigError, match=message) as err:
         parse(["--config", str(path), *flags])
     assert err.value.field in ("config", "algo")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr: abc\n", "--lr: could not convert string to float: 'abc'"),
+    ("hidden_sizes: [64, '-x']\n", "Unrecognized options: -x"),
+    ("num_envs: 1.5\n", "--num-envs: must be an integer"),
+])
+def test_a_value_the_flag_parser_refuses_names_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=f"^{re.escape(str(path))}: .*{re.escape(message)}"):
+        parse(["--config", str(path)])
+
+
+def test_a_file_value_that_looks_like_a_flag_is_read_as_the_value(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("env: --num-envs\n")
+    _, config = parse(["--config", str(path)])  # tyro alone would say "Missing value for argument '--env'"
+    assert config.env == "--num-envs"
+    with pytest.raises(ConfigError, match="unknown environment '--num-envs'; valid: CartPole-v1"):
+        config.validate()
 
 
 @pytest.mark.parametrize("change, message", [

@@ -148,16 +148,23 @@ def test_missing_package_names_the_flag_and_how_to_install(monkeypatch, module, 
     assert err.value.field == flag and f"pip install {module!r}" in str(err.value)
 
 
-def test_cli_wandb_without_a_login_fails_before_compiling_and_leaves_nothing(tmp_path):
-    """No API key and no terminal to ask for one: a one-line error naming --wandb, exit 2, no run directory."""
+@pytest.mark.parametrize("mode, message", [
+    (None, "wandb login"),
+    ("onlin", "W&B setting mode: Input should be 'online', 'offline'"),  # pydantic's first line names no setting
+])
+def test_cli_wandb_without_a_login_fails_before_compiling_and_leaves_nothing(tmp_path, mode, message):
+    """No API key and no terminal to ask for one, or a bad WANDB_MODE: a one-line error naming --wandb,
+    exit 2, no run directory."""
     env = cli_env()
     for name in ("WANDB_MODE", "WANDB_API_KEY"):
         env.pop(name, None)
+    if mode:
+        env["WANDB_MODE"] = mode
     env.update(HOME=str(tmp_path / "home"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))
     run_dir = tmp_path / "run"
     res = subprocess.run([sys.executable, "-m", "jaxrl_po.train", "--wandb", "--run-dir", str(run_dir)],
                          env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
-    assert res.stderr.startswith("error: --wandb: cannot log in to W&B") and "wandb login" in res.stderr
+    assert res.stderr.startswith("error: --wandb: cannot log in to W&B") and message in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr + res.stdout
     assert "compiling" not in res.stdout and not run_dir.exists()
