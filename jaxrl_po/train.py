@@ -172,12 +172,15 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
                         sweep=())
     check_algo_flags(argv, algo)
     file_flags = settings_as_flags(file_settings, config_cls, known.config) if file_settings else []
-    if file_flags:  # the file's values parsed alone first, so that an error in one names the file
-        try:
-            _tyro_cli(cli_type(config_cls), file_flags, defaults)
-        except UsageError as err:
-            raise UsageError(f"{known.config}: {err}") from None
-    args = _tyro_cli(cli_type(config_cls), file_flags + argv, defaults)  # later flags win
+    try:
+        args = _tyro_cli(cli_type(config_cls), file_flags + argv, defaults)  # later flags win
+    except UsageError:
+        if file_flags:  # the file's values alone: if they fail too, the error names the file
+            try:
+                _tyro_cli(cli_type(config_cls), file_flags, defaults)
+            except UsageError as file_err:
+                raise UsageError(f"{known.config}: {file_err}") from None
+        raise
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
     if saved and not options.sweep:
         options = dataclasses.replace(options, sweep=saved[0].sweep)

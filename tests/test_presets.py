@@ -133,16 +133,25 @@ def test_bad_config_files_fail_with_the_field_named(tmp_path, text, flags, messa
     assert err.value.field in ("config", "algo")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("lr: abc\n", "--lr: could not convert string to float: 'abc'"),
-    ("hidden_sizes: [64, '-x']\n", "Unrecognized options: -x"),
-    ("num_envs: 1.5\n", "--num-envs: must be an integer"),
+@pytest.mark.parametrize("text, message, override", [
+    ("lr: abc\n", "--lr: could not convert string to float: 'abc'", ["--lr", "1e-3"]),
+    ("hidden_sizes: [64, '-x']\n", "Unrecognized options: -x", None),
+    ("num_envs: 1.5\n", "--num-envs: must be an integer", ["--num-envs", "8"]),
 ])
-def test_a_value_the_flag_parser_refuses_names_the_file(tmp_path, text, message):
+def test_a_value_the_flag_parser_refuses_names_the_file(tmp_path, text, message, override):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(UsageError, match=f"^{re.escape(str(path))}: .*{re.escape(message)}"):
         parse(["--config", str(path)])
+    if override:  # a flag replaces the file's value, as with any other setting
+        parse(["--config", str(path), *override])
+
+
+def test_a_bad_flag_beside_a_good_file_does_not_blame_the_file(tmp_path):
+    path = tmp_path / "good.yaml"
+    path.write_text("lr: 1e-3\n")
+    with pytest.raises(UsageError, match="^--lr: could not convert string to float: 'abc'$"):
+        parse(["--config", str(path), "--lr", "abc"])
 
 
 def test_a_file_value_that_looks_like_a_flag_is_read_as_the_value(tmp_path):
