@@ -13,11 +13,15 @@ With one process every helper here is a plain pass-through.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+
+from jaxrl_po.config import ConfigError
+
+T = TypeVar("T")
 
 
 def initialize(coordinator_address: str | None, num_processes: int | None, process_id: int | None) -> None:
@@ -58,6 +62,23 @@ def from_primary(value: Any) -> Any:
     if jax.process_count() == 1:
         return value
     return multihost_utils.broadcast_one_to_all(np.asarray(value)).item()
+
+
+def primary_only(action: Callable[[], T], failure: ConfigError) -> T | None:
+    """``action()`` on process 0 alone: its result there, None elsewhere.
+
+    A ConfigError from it stops every process, not just process 0 (the others
+    would wait for it forever): process 0 raises that error, the others ``failure``.
+    """
+    result, problem = None, None
+    if is_primary():
+        try:
+            result = action()
+        except ConfigError as err:
+            problem = err
+    if not from_primary(int(problem is None)):
+        raise problem or failure
+    return result
 
 
 def any_process(flag: bool) -> bool:

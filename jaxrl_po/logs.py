@@ -69,10 +69,16 @@ class Progress:
             self.stream.flush()
 
 
-def make_run_dir(path: str | os.PathLike) -> bool:
-    """Take a fresh run directory for one run; returns whether it was made here (else it existed, empty).
+WANDB_DIR = "wandb"
+"""W&B's own files in a run directory (``wandb.init(dir=RUN_DIR)``); each W&B run has its own directory there."""
 
-    Refuses an existing non-empty one or an unwritable place. Taking it is
+
+def make_run_dir(path: str | os.PathLike) -> bool:
+    """Take a fresh run directory for one run; returns whether it was made here (else it existed).
+
+    Refuses an unwritable place, or an existing directory that holds anything
+    but W&B's files: a run whose W&B run could not start leaves only W&B's logs,
+    and running again there adds a W&B run beside them. Taking it is
     atomic: of two runs started at once on the same directory, exactly one gets
     it (the one whose ``mkdir`` of the checkpoint directory succeeds), so they
     never mix their files. Raises ``OSError``/``FileExistsError`` with a readable message.
@@ -81,7 +87,7 @@ def make_run_dir(path: str | os.PathLike) -> bool:
 
     run_dir = Path(path)
     taken = FileExistsError(f"{run_dir} already exists and is not empty; pick another --run-dir")
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and (not run_dir.is_dir() or any(p.name != WANDB_DIR for p in run_dir.iterdir())):
         raise taken
     made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxrl_po import distributed, logs, loop
 from jaxrl_po.checkpoint import CheckpointError, Checkpointer, Restored
+from jaxrl_po.config import ConfigError
 from jaxrl_po.layout import RUNS, Layout, check_layout, choose_layout, make_mesh, on_run_axis, put_runs, run_sharding
 from jaxrl_po.sweep import Runs, rank_configs, value_text
 
@@ -166,8 +167,6 @@ def job_layout(config: Any, num_runs: int, env_shards: int | None, cores_split: 
 
 def check_fits(config: Any, num_runs: int, layout: Layout) -> None:
     """Raise ConfigError before compiling when the runs' experience buffers alone exceed device memory."""
-    from jaxrl_po.config import ConfigError
-
     runs_per_device = -(-num_runs // layout.runs)
     have, what, shared = device_memory_bytes()
     # CPU devices are slices of one host: their buffers all live in the same RAM.
@@ -270,7 +269,10 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     with Interrupt(console) as interrupt:
         csv_sink = logs.MetricsCSV(job.run_dir / "metrics.csv", row_shape._fields, runs.seeds,
                                    {f"hp_{n}": [s[n] for s in runs.settings] for n in job.meta["sweep"]})
-        writers = [csv_sink] + job.make_sinks(start_env_steps if resume else None) if primary else []
+        # Only W&B can fail to start; then every process stops, not just process 0.
+        started = distributed.primary_only(lambda: job.make_sinks(start_env_steps if resume else None),
+                                           ConfigError("wandb", "process 0 cannot start a W&B run"))
+        writers = [csv_sink] + started if primary else []
         if primary:
             csv_sink.rewrite(start_rows)
             logs.write_json(job.run_dir / "config.json", {**job.meta, "options": job.options})
@@ -378,7 +380,6 @@ def load_trained(run_dir: Path) -> TrainedRuns:
     Raises :class:`CheckpointError` (or ConfigError for a bad config.json) with a readable message.
     """
     from jaxrl_po import make_algorithm
-    from jaxrl_po.config import ConfigError
     from jaxrl_po.sweep import make_runs
 
     try:

@@ -114,7 +114,8 @@ class WandbSink:
         try:
             self.run = wandb.init(project=project, entity=entity, config=config, dir=str(run_dir),
                                   name=Path(run_dir).name)
-        except Exception as err:  # e.g. no network; the login was checked before compiling
+        except Exception as err:  # e.g. no network, an unknown entity; the login was checked before compiling
+            wandb.teardown()  # W&B's parting lines (where its logs are) now, before ours, not at exit
             raise ConfigError("wandb", f"cannot start a W&B run: {_first_line(err)}") from None
         self.run.define_metric("update")
         self.run.define_metric("*", step_metric="update")

@@ -465,15 +465,8 @@ def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False)
         raise ConfigError("keep_checkpoints", f"must be >= 1, got {options.keep_checkpoints}")
     if options.tensorboard:
         sinks.require("tensorboardX", "tensorboard", "tensorboard")
-    if options.wandb:
-        wandb_problem = None
-        if distributed.is_primary():  # only process 0 logs; the others learn whether it can
-            try:
-                sinks.check_wandb_login()
-            except ConfigError as err:
-                wandb_problem = err
-        if not distributed.from_primary(int(wandb_problem is None)):
-            raise wandb_problem or ConfigError("wandb", "process 0 cannot log in to W&B")
+    if options.wandb:  # only process 0 logs; the others learn whether it can
+        distributed.primary_only(sinks.check_wandb_login, ConfigError("wandb", "process 0 cannot log in to W&B"))
     config.validate()
     grid = parse_sweep(options.sweep)
     check_grid(config, grid)
@@ -504,43 +497,46 @@ def open_run_dir(options: RunOptions, config: BaseConfig) -> tuple[Path, bool]:
         return Path(options.resume), False
     base = Path(options.run_dir) if options.run_dir else default_run_dir(options, config)
     numbered = lambda n: base if n == 1 else base.with_name(f"{base.name}-{n}")
-    problem, made, suffix = "", False, 1
-    while distributed.is_primary():
-        run_dir = numbered(suffix)
-        try:
-            made = make_run_dir(run_dir)
-            break
-        except FileExistsError as err:
-            if options.run_dir or suffix == 100:
-                problem = f"cannot use {run_dir}: {err}"
-                break
-            suffix += 1
-        except OSError as err:
-            problem = f"cannot use {run_dir}: {err.strerror or err}"
-            break
-    if not distributed.from_primary(int(problem == "")):
-        raise ConfigError("run_dir", problem or f"process 0 cannot use {base}")
+
+    def take() -> tuple[int, bool]:  # (suffix, made)
+        for suffix in range(1, 101):
+            run_dir = numbered(suffix)
+            try:
+                return suffix, make_run_dir(run_dir)
+            except FileExistsError as err:
+                if options.run_dir or suffix == 100:
+                    raise ConfigError("run_dir", f"cannot use {run_dir}: {err}") from None
+            except OSError as err:
+                raise ConfigError("run_dir", f"cannot use {run_dir}: {err.strerror or err}") from None
+
+    suffix, made = distributed.primary_only(take, ConfigError("run_dir", f"process 0 cannot use {base}")) or (0, False)
     return numbered(distributed.from_primary(suffix)), made
 
 
-def leave_run_dir(run_dir: Path, made: bool) -> str:
-    """After Ctrl-C before training started: undo :func:`open_run_dir` and say so; one line.
+def undo_run_dir(run_dir: Path, made: bool) -> bool:
+    """Undo :func:`open_run_dir` for a run that stopped before saving anything; returns whether it was undone.
 
     Only its empty checkpoint directory (and the run directory, if made for this
-    run) is removed: anything else there was written by the run or a user and stays.
+    run and now empty) is removed, so the same ``--run-dir`` can be used again;
+    W&B's logs of a W&B run that could not start stay. Anything else there was
+    written by the run or a user, and then nothing is removed. Process 0 alone,
+    as it alone took the directory.
     """
+    from jaxrl_po import distributed
     from jaxrl_po.checkpoint import CHECKPOINT_DIR
+    from jaxrl_po.logs import WANDB_DIR
 
     checkpoints = run_dir / CHECKPOINT_DIR
     try:
-        if [p.name for p in run_dir.iterdir()] == [CHECKPOINT_DIR] and not any(checkpoints.iterdir()):
+        others = {p.name for p in run_dir.iterdir()} - {CHECKPOINT_DIR}
+        if distributed.is_primary() and others <= {WANDB_DIR} and not any(checkpoints.iterdir()):
             checkpoints.rmdir()
-            if made:
+            if made and not others:
                 run_dir.rmdir()
-            return "interrupted (Ctrl-C) before training started; nothing was saved"
+            return True
     except OSError:
         pass
-    return f"interrupted (Ctrl-C); {run_dir} keeps what was written before"
+    return False
 
 
 def enable_compile_cache(directory: str) -> str:
@@ -585,10 +581,11 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
 
     def make_sinks(resumed_env_steps: np.ndarray | None) -> list:
         job_sinks = []
-        if options.tensorboard:
-            job_sinks.append(sinks.TensorBoardSink(run_dir, labels, resumed_env_steps))
+        # W&B first: it can fail to start (no network, an unknown entity), and then nothing else is written.
         if options.wandb:
             job_sinks.append(sinks.WandbSink(run_dir, labels, meta, options.wandb_project, options.wandb_entity))
+        if options.tensorboard:
+            job_sinks.append(sinks.TensorBoardSink(run_dir, labels, resumed_env_steps))
         return job_sinks
     num_runs = len(runs.seeds)
     job = JobSpec(
@@ -618,14 +615,20 @@ def main(argv: list[str] | None = None) -> int:
         compile_cache = enable_compile_cache(options.compile_cache_dir) if options.compile_cache else None
         run_dir, made = open_run_dir(options, config)
         return run(options, config, run_dir, grid, layout, compile_cache)
-    except ConfigError as err:
-        print(f"error: {flag_name(err.field)}: {err.message}", file=sys.stderr)
-        return 2
-    except (UsageError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, UsageError, CheckpointError) as err:
+        if run_dir:  # e.g. W&B could not start a run: a rerun with the same --run-dir must not be refused
+            undo_run_dir(run_dir, made)
+        where = f"{flag_name(err.field)}: {err.message}" if isinstance(err, ConfigError) else err
+        print(f"error: {where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before training started (from then on the runner saves a checkpoint), or a 2nd Ctrl-C
-        print(f"\n{leave_run_dir(run_dir, made) if run_dir else 'interrupted (Ctrl-C)'}", file=sys.stderr)
+        if not run_dir:
+            message = "interrupted (Ctrl-C)"
+        elif undo_run_dir(run_dir, made):
+            message = "interrupted (Ctrl-C) before training started; nothing was saved"
+        else:
+            message = f"interrupted (Ctrl-C); {run_dir} keeps what was written before"
+        print(f"\n{message}", file=sys.stderr)
         return 130
 
 

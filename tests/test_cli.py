@@ -188,6 +188,13 @@ def test_a_run_directory_is_taken_by_one_run_only(tmp_path, monkeypatch):
     for taken in (empty, tmp_path / "new"):  # already taken (its checkpoint directory exists), though nothing is saved yet
         with pytest.raises(FileExistsError, match="already exists and is not empty"):
             make_run_dir(taken)
+    # Only W&B's logs (a run whose W&B run could not start): free; with anything else beside them: taken.
+    (tmp_path / "wandb-only" / "wandb" / "run-1").mkdir(parents=True)
+    assert make_run_dir(tmp_path / "wandb-only") is False
+    (tmp_path / "wandb-and-more" / "wandb").mkdir(parents=True)
+    (tmp_path / "wandb-and-more" / "notes.txt").write_text("mine\n")
+    with pytest.raises(FileExistsError, match="already exists and is not empty"):
+        make_run_dir(tmp_path / "wandb-and-more")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(train.time, "time", lambda: 1.8e9)  # both start in the same second
     options, config = train.parse(["--num-seeds", "1"])

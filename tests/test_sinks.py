@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import struct
 import subprocess
 import sys
+import threading
 import time
 from typing import NamedTuple
 
@@ -168,3 +170,53 @@ def test_cli_wandb_without_a_login_fails_before_compiling_and_leaves_nothing(tmp
     assert res.stderr.startswith("error: --wandb: cannot log in to W&B") and message in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr + res.stdout
     assert "compiling" not in res.stdout and not run_dir.exists()
+
+
+class _RefusingWandbServer(http.server.BaseHTTPRequestHandler):
+    """A stand-in W&B server that answers every request as W&B does for an unknown entity."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"errors": [{"message": "entity nobody-here not found"}]}).encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST
+
+    def log_message(self, *args):
+        pass
+
+
+def test_cli_wandb_run_that_cannot_start_leaves_the_run_dir_free_for_a_rerun(tmp_path):
+    """W&B refuses the run (an unknown entity) after compiling: one line naming --wandb, exit 2, and the
+    same --run-dir works again: only W&B's own logs were left there, and the rerun keeps them."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusingWandbServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = cli_env()
+    env.update(WANDB_MODE="online", WANDB_API_KEY="k" * 40, WANDB_ERROR_REPORTING="false",
+               WANDB_BASE_URL=f"http://127.0.0.1:{server.server_address[1]}",
+               HOME=str(tmp_path / "home"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "jaxrl_po.train", "--run-dir", str(run_dir), "--wandb", "--wandb-entity",
+            "nobody-here", "--num-seeds", "1", "--num-envs", "8", "--num-steps", "4", "--num-minibatches", "2",
+            "--total-timesteps", "64", "--no-compile-cache", "--no-progress"]
+    try:
+        res = subprocess.run(argv, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=180)
+    finally:
+        server.shutdown()
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines()[-1] == "error: --wandb: cannot start a W&B run: entity nobody-here not found"
+    assert "Traceback" not in res.stderr + res.stdout
+    assert sorted(p.name for p in run_dir.iterdir()) == ["wandb"]
+    (failed,) = (run_dir / "wandb").glob("run-*")
+
+    env["WANDB_MODE"] = "offline"
+    res = subprocess.run(argv, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["num_seeds"] == 1
+    assert failed.is_dir() and len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
