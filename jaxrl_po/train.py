@@ -129,6 +129,12 @@ def config_flags(config_cls: type, prefix: str = "") -> dict[str, str]:
     return flags
 
 
+def fields_set_by(args: list[str], config_cls: type) -> set[str]:
+    """The config fields (``lr``, ``grpo.group_size``) that the flags in ``args`` set."""
+    names = config_flags(config_cls)
+    return {names[arg.split("=")[0]] for arg in args if arg.split("=")[0] in names}
+
+
 def check_algo_flags(argv: list[str], algo: str) -> None:
     """A flag that only another algorithm has: ConfigError saying whose it is (tyro would only say "unrecognized")."""
     own = config_flags(config_class(algo))
@@ -181,6 +187,13 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
             except UsageError as file_err:
                 raise UsageError(f"{known.config}: {file_err}") from None
         raise
+    from_file = fields_set_by(file_flags, config_cls) - fields_set_by(argv, config_cls)
+    if from_file:
+        try:
+            args.settings.validate()
+        except ConfigError as err:  # a value from the file: say so; any other is reported by validate(), in its order
+            if err.field in from_file:
+                raise ConfigError(err.field, f"{err.message} (set in {known.config})") from None
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
     if saved and not options.sweep:
         options = dataclasses.replace(options, sweep=saved[0].sweep)

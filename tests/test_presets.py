@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl_po import make_train
+from jaxrl_po import make_train, train
 from jaxrl_po.config import ConfigError, GRPOConfig
 from jaxrl_po.presets import PRESETS, get_preset
 from jaxrl_po.train import UsageError, _optional_int, parse
@@ -157,10 +157,34 @@ def test_a_bad_flag_beside_a_good_file_does_not_blame_the_file(tmp_path):
 def test_a_file_value_that_looks_like_a_flag_is_read_as_the_value(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("env: --num-envs\n")
-    _, config = parse(["--config", str(path)])  # tyro alone would say "Missing value for argument '--env'"
-    assert config.env == "--num-envs"
+    # tyro alone would say "Missing value for argument '--env'"
     with pytest.raises(ConfigError, match="unknown environment '--num-envs'; valid: CartPole-v1"):
-        config.validate()
+        parse(["--config", str(path)])
+
+
+@pytest.mark.parametrize("text, field, message", [
+    ("lr: -1\n", "lr", "must be in (0, inf), got -1.0"),
+    ("grpo:\n  group_size: 1\n", "grpo.group_size", "must be >= 2"),
+])
+def test_a_bad_value_from_the_file_names_the_file(tmp_path, text, field, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    algo = ["--algo", "grpo"] if field.startswith("grpo.") else []
+    with pytest.raises(ConfigError) as err:
+        parse(["--config", str(path), *algo])
+    assert err.value.field == field and message in err.value.message
+    assert err.value.message.endswith(f" (set in {path})")
+    options, config = parse(["--config", str(path), *algo, f"--{field.replace('_', '-')}", "2"])  # a flag replaces it
+    train.validate(options, config)
+
+
+def test_a_bad_flag_beside_a_file_is_not_blamed_on_the_file(tmp_path):
+    path = tmp_path / "good.yaml"
+    path.write_text("lr: 1e-3\n")
+    options, config = parse(["--config", str(path), "--clip-eps", "-1"])
+    with pytest.raises(ConfigError) as err:
+        train.validate(options, config)
+    assert err.value.field == "clip_eps" and "set in" not in err.value.message
 
 
 @pytest.mark.parametrize("change, message", [
