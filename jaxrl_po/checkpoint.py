@@ -12,6 +12,7 @@ so an interrupted save never replaces a good checkpoint.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -97,7 +98,7 @@ class Checkpointer:
         try:
             return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         except Exception as err:  # orbax raises many types for a damaged directory
-            raise CheckpointError(f"cannot read checkpoint {self.directory / str(step)}: {_reason(err)}") from None
+            raise self._unreadable(step, err) from None
 
     def restore(self, step: int, meta: dict, abstract_state: Any, abstract_row: Any, num_runs: int) -> Restored:
         """Checkpoint ``step``, whose :meth:`read_meta` is ``meta`` (the caller has checked it).
@@ -117,11 +118,41 @@ class Checkpointer:
                 ),
             )
         except Exception as err:
-            raise CheckpointError(f"cannot read checkpoint {self.directory / str(step)}: {_reason(err)}") from None
+            raise self._unreadable(step, err) from None
         state = from_saveable(restored.state, abstract_state)
         _check_shapes(state, abstract_state, self.directory / str(step))
         history = type(abstract_row)(**{name: np.asarray(restored.history[name]) for name in abstract_row._fields})
         return Restored(state, history, step)
+
+
+    def _unreadable(self, step: int, err: Exception) -> CheckpointError:
+        """The error for checkpoint ``step`` that orbax could not read; it names the older ones, if any."""
+        _ignore_reads_finishing_after_a_failed_restore()
+        where = self.directory / str(step)
+        older = [s for s in self.steps() if s < step]
+        hint = f"; move it away to resume from checkpoint {older[-1]} instead" if older else ""
+        return CheckpointError(f"cannot read checkpoint {where}: {_reason(err)}{hint}")
+
+
+def _ignore_reads_finishing_after_a_failed_restore() -> None:
+    """Keep stderr to the one-line error after orbax gave up on a damaged checkpoint.
+
+    orbax closes its asyncio loop when a read fails; the reads of the same
+    checkpoint still in flight then finish into that closed loop, and tensorstore
+    reports each as an unraisable ``RuntimeError('Event loop is closed')`` (a
+    traceback on stderr, even after the error was printed). Only those are dropped.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_errors", False):
+        return
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_loop_errors = True
+    sys.unraisablehook = hook
 
 
 def _check_shapes(state: Any, abstract: Any, where: Path) -> None:
@@ -131,6 +162,7 @@ def _check_shapes(state: Any, abstract: Any, where: Path) -> None:
             raise CheckpointError(f"checkpoint {where} does not fit this config: {name} has shape {x.shape}, expected {ref.shape}")
 
 
-def _reason(err: Exception) -> str:
+def _reason(err: Exception, limit: int = 300) -> str:
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+    reason = f"{type(err).__name__}: {text[0] if text else ''}"
+    return reason if len(reason) <= limit else reason[:limit - 3] + "..."
