@@ -50,9 +50,11 @@ def parse_sweep_spec(spec: str) -> tuple[str, list[float]]:
     name = name.strip().replace("-", "_")
     if not sep or not name:
         raise ConfigError("sweep", f"expected NAME=V1,V2,... got {spec!r}")
-    items = [v.strip() for v in values.split(",") if v.strip()]
-    if not items:
+    items = [v.strip() for v in values.split(",")]
+    if items == [""]:
         raise ConfigError("sweep", f"{name}: needs at least one value, got {spec!r}")
+    if "" in items:  # "1e-3,,2e-3": most likely a value left out, not one to drop quietly
+        raise ConfigError("sweep", f"{name}: an empty value between commas in {values!r}")
     try:
         numbers = [float(v) for v in items]
     except ValueError:

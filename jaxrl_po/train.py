@@ -219,6 +219,13 @@ def read_settings_file(path: str) -> dict[str, Any]:
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
+    # Booleans as YAML 1.2 spells them: YAML 1.1's yes/no/on/off would quietly become true/false.
+    bool_tag = "tag:yaml.org,2002:bool"
+    UniqueKeyLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != bool_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    UniqueKeyLoader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
     try:
         data = yaml.load(Path(path).expanduser().read_text(), Loader=UniqueKeyLoader)
     except OSError as err:

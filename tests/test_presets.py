@@ -122,6 +122,8 @@ def test_a_run_config_json_can_be_read_as_settings(tmp_path):
     ("algo: grpo\n", ["--algo", "ppo"], "says 'grpo', got --algo ppo"),
     ("preset: [cartpole-ppo]\n", [], "preset must be a name, got \\['cartpole-ppo'\\]"),
     ("anneal_lr: 'yes'\n", [], "anneal_lr must be true or false, got 'yes'"),
+    ("anneal_lr: yes\n", [], "anneal_lr must be true or false, got 'yes'"),  # YAML 1.1 would read true
+    ("norm_adv: off\n", [], "norm_adv must be true or false, got 'off'"),
     ("lr: [1, 2]\n", [], "lr takes one value, got the list"),
     ("\x89PNG\x00\xff\n", [], "is not a text file"),
 ])

@@ -90,6 +90,7 @@ BAD_SPECS = [
     ("warmup=1,2", "unknown hyperparameter 'warmup'"),
     ("num_envs=4,8", "num_envs changes shapes"),
     ("lr=", "needs at least one value"),
+    ("lr=1e-3,,2e-3", "lr: an empty value between commas in '1e-3,,2e-3'"),
     ("lr=fast,slow", "values must be numbers"),
     ("lr", "expected NAME=V1,V2"),
     ("clip_eps=0.1,2.0", "clip_eps"),
