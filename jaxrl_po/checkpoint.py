@@ -124,7 +124,6 @@ class Checkpointer:
         history = type(abstract_row)(**{name: np.asarray(restored.history[name]) for name in abstract_row._fields})
         return Restored(state, history, step)
 
-
     def _unreadable(self, step: int, err: Exception) -> CheckpointError:
         """The error for checkpoint ``step`` that orbax could not read; it names the older ones, if any."""
         _ignore_reads_finishing_after_a_failed_restore()
@@ -162,7 +161,8 @@ def _check_shapes(state: Any, abstract: Any, where: Path) -> None:
             raise CheckpointError(f"checkpoint {where} does not fit this config: {name} has shape {x.shape}, expected {ref.shape}")
 
 
-def _reason(err: Exception, limit: int = 300) -> str:
+def _reason(err: Exception) -> str:
+    """The error's type and first line, at most 300 characters (tensorstore's run long)."""
     text = str(err).strip().splitlines()
     reason = f"{type(err).__name__}: {text[0] if text else ''}"
-    return reason if len(reason) <= limit else reason[:limit - 3] + "..."
+    return reason if len(reason) <= 300 else reason[:297] + "..."

@@ -546,10 +546,12 @@ def undo_run_dir(run_dir: Path, made: bool) -> bool:
     from jaxrl_po.checkpoint import CHECKPOINT_DIR
     from jaxrl_po.logs import WANDB_DIR
 
+    if not distributed.is_primary():
+        return False
     checkpoints = run_dir / CHECKPOINT_DIR
     try:
         others = {p.name for p in run_dir.iterdir()} - {CHECKPOINT_DIR}
-        if distributed.is_primary() and others <= {WANDB_DIR} and not any(checkpoints.iterdir()):
+        if others <= {WANDB_DIR} and not any(checkpoints.iterdir()):
             checkpoints.rmdir()
             if made and not others:
                 run_dir.rmdir()
