@@ -240,20 +240,50 @@ def draw_curves(curves: Sequence[Curve], title: str | None = None):
     return fig
 
 
+FORMATS = (".png", ".svg", ".pdf")
+UNDATED = {".svg": {"Date": None}, ".pdf": {"CreationDate": None}}  # no timestamp: the same curves give the same file
+
+
 def output_paths(out: str | Path) -> list[Path]:
-    """``x.png`` / ``x.svg`` / ``x`` -> [x.png, x.svg]."""
+    """The files ``out`` names: its suffix picks the format, no suffix means PNG and SVG.
+
+    ``x.png`` -> [x.png]; ``x`` -> [x.png, x.svg]. Raises ValueError for another suffix.
+    """
     out = Path(out)
-    stem = out.with_suffix("") if out.suffix.lower() in (".png", ".svg") else out
-    return [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
+    if not out.suffix:
+        return [out.with_name(out.name + ".png"), out.with_name(out.name + ".svg")]
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"must end in {', '.join(FORMATS)} (one file) or have no suffix (PNG and SVG), got {str(out)!r}")
+    return [out]
 
 
 def plot_curves(curves: Sequence[Curve], out: str | Path, title: str | None = None) -> list[Path]:
-    """Draw ``curves`` and write them as PNG and SVG next to each other; returns the two paths."""
-    fig = draw_curves(curves, title)
+    """Draw ``curves`` and write them to :func:`output_paths` of ``out`` (whose directory must exist); returns the paths."""
+    import matplotlib
+
     paths = output_paths(out)
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1], metadata={"Date": None})  # no timestamp: same runs -> same file
+    fig = draw_curves(curves, title)
+    with matplotlib.rc_context({"svg.hashsalt": "jaxrl_po"}):  # SVG ids from a fixed salt, not a random one
+        for path in paths:
+            fig.savefig(path, dpi=150, metadata=UNDATED.get(path.suffix.lower()))
+    return paths
+
+
+def check_out_path(out: str | Path, overwrite: bool) -> list[Path]:
+    """:func:`output_paths` of ``--out``, or PlotError: a bad suffix, a directory, no directory to
+    write in, or (unless ``overwrite``) files that exist: a file the user named is theirs."""
+    try:
+        paths = output_paths(out)
+    except ValueError as err:
+        raise PlotError(f"--out: {err}") from None
+    if Path(out).is_dir():
+        raise PlotError(f"--out: {out} is a directory; name a file in it, e.g. {Path(out) / 'curves.png'}")
+    if not paths[0].parent.is_dir():
+        raise PlotError(f"--out: cannot write {out}: no directory {paths[0].parent}")
+    taken = [str(path) for path in paths if path.exists()]
+    if taken and not overwrite:
+        raise PlotError(f"--out: {' and '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; "
+                        f"pass --overwrite to replace {'it' if len(taken) == 1 else 'them'}, or name another file")
     return paths
 
 
@@ -272,10 +302,11 @@ def _parser() -> argparse.ArgumentParser:
         "of run directories; a sweep directory gives one line per configuration.",
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (with metrics.csv)")
-    parser.add_argument("--out", help="output file; writes PNG and SVG with this stem (default: RUN_DIR/curves.png "
-                        "of the first RUN_DIR, which each call replaces)")
+    parser.add_argument("--out", help="output file: .png, .svg or .pdf, or no suffix for both PNG and SVG, in a "
+                        "directory that exists (default: RUN_DIR/curves.png and .svg of the first RUN_DIR, which each "
+                        "call replaces)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace --out's PNG/SVG if they exist (without it an existing file is refused)")
+                        help="replace --out's file(s) if they exist (without it an existing file is refused)")
     parser.add_argument("--title", help="plot title (default: the environment names)")
     parser.add_argument("--smooth", type=whole_number_argument, default=1, metavar="K",
                         help="rolling mean over K updates per seed (default 1: none)")
@@ -292,18 +323,15 @@ def main(argv: list[str] | None = None) -> int:
             return int(exit_.code or 0)
         if args.labels is not None and len(args.labels) != len(args.run_dirs):
             raise PlotError(f"--labels: got {len(args.labels)} label(s) for {len(args.run_dirs)} run dir(s)")
-        if args.out is not None and not args.overwrite:  # a file the user named is theirs: never replaced silently
-            taken = [str(path) for path in output_paths(args.out) if path.exists()]
-            if taken:
-                raise PlotError(f"--out: {' and '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; "
-                                f"pass --overwrite to replace {'it' if len(taken) == 1 else 'them'}, or name another file")
+        if args.out is not None:  # before any work
+            check_out_path(args.out, args.overwrite)
         curves, envs = [], []
         for i, run_dir in enumerate(args.run_dirs):
             curves += load_curves(run_dir, args.labels[i] if args.labels else None, smooth=args.smooth)
             env = _read_config_label(Path(run_dir))[1]
             if env and env not in envs:
                 envs.append(env)
-        out = args.out or Path(args.run_dirs[0]) / "curves.png"
+        out = args.out or Path(args.run_dirs[0]) / "curves"
         title = args.title if args.title is not None else ", ".join(envs) or None
         try:
             paths = plot_curves(curves, out, title)

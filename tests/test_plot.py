@@ -145,9 +145,10 @@ def test_main_writes_png_and_svg_with_one_line_per_curve(tmp_path, monkeypatch, 
         return figures[-1]
 
     monkeypatch.setattr(plot, "draw_curves", spy)
-    out = tmp_path / "figs" / "curves.png"
+    (tmp_path / "figs").mkdir()
+    out = tmp_path / "figs" / "curves"  # no suffix: PNG and SVG
     assert main([str(single), str(sweep), "--out", str(out), "--smooth", "2e0", "--title", "T"]) == 0
-    png, svg = out, out.with_suffix(".svg")
+    png, svg = out.with_suffix(".png"), out.with_suffix(".svg")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
     assert "<svg" in svg.read_text()
     assert capsys.readouterr().out.split() == [str(png), str(svg)]
@@ -168,6 +169,19 @@ def test_main_writes_png_and_svg_with_one_line_per_curve(tmp_path, monkeypatch, 
     assert f"error: --out: {svg} already exists; pass --overwrite to replace it" in capsys.readouterr().err
     assert main([str(single), "--out", str(out), "--overwrite"]) == 0
     assert "<svg" in svg.read_text() and png.stat().st_size > 1000
+
+    # A suffix picks one format; the same curves give the same bytes (no timestamp, no random SVG ids).
+    capsys.readouterr()
+    for suffix in (".svg", ".pdf", ".PNG"):
+        one = tmp_path / "figs" / f"one{suffix}"
+        assert main([str(single), "--out", str(one)]) == 0
+        assert capsys.readouterr().out.split() == [str(one)]
+        first = one.read_bytes()
+        assert main([str(single), "--out", str(one), "--overwrite"]) == 0
+        assert one.read_bytes() == first, suffix
+        capsys.readouterr()
+    assert sorted(path.name for path in (tmp_path / "figs").iterdir()) == [
+        "curves.png", "curves.svg", "one.PNG", "one.pdf", "one.svg"]
 
     # Defaults: next to the first run dir; --labels renames each run dir's lines.
     assert main([str(single), "--labels", "mine"]) == 0
@@ -192,6 +206,10 @@ def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
         "smooth": ([str(good), "--smooth", "0"], "--smooth"),
         "flag": ([str(good), "--bogus"], "--bogus"),
         "no-dirs": ([], "RUN_DIR"),
+        "out-format": ([str(good), "--out", str(tmp_path / "x.jpg")],
+                       "--out: must end in .png, .svg, .pdf (one file) or have no suffix (PNG and SVG), got"),
+        "out-dir": ([str(good), "--out", str(tmp_path / "empty")], f"--out: {tmp_path / 'empty'} is a directory"),
+        "out-parent": ([str(good), "--out", str(tmp_path / "nope" / "x.png")], f"no directory {tmp_path / 'nope'}"),
     }
     for name, (argv, expected) in cases.items():
         assert main(argv) == 2, name
@@ -199,6 +217,7 @@ def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
         lines = captured.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (name, captured.err)
         assert captured.out == ""
+    assert not (tmp_path / "nope").exists() and not list(tmp_path.glob("x.*"))  # a refused --out writes nothing
     assert main(["--help"]) == 0
     assert "RUN_DIR" in capsys.readouterr().out
 
