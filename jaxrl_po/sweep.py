@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from jaxrl_po.config import FINITE, BaseConfig, ConfigError, as_float32, is_finite_number, traced_fields
+from jaxrl_po.config import CONFIG_CLASSES, FINITE, BaseConfig, ConfigError, as_float32, is_finite_number, traced_fields
 from jaxrl_po.logs import none_if_nan
 
 
@@ -81,6 +81,15 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
     return grid
 
 
+def _unknown_hparam(config: BaseConfig, name: str) -> str:
+    """Why ``name`` is not one of ``config``'s hyperparameters: another algorithm's, or none at all."""
+    algo = {cls: algo for algo, cls in CONFIG_CLASSES.items()}[type(config)]
+    owners = [other for other, cls in CONFIG_CLASSES.items() if other != algo and name in cls().hparams()]
+    if owners:
+        return f"{name} is a hyperparameter of --algo {owners[0]}, not of --algo {algo}"
+    return f"unknown hyperparameter {name!r}"
+
+
 def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
     """Every swept name must be a traced hyperparameter and every value valid for it."""
     allowed = traced_names(config)
@@ -93,7 +102,7 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
                 f"Sweepable: {', '.join(allowed)}",
             )
         if name not in allowed:
-            raise ConfigError("sweep", f"unknown hyperparameter {name!r}; sweepable: {', '.join(allowed)}")
+            raise ConfigError("sweep", f"{_unknown_hparam(config, name)}; sweepable: {', '.join(allowed)}")
         if len(values) == 0:
             raise ConfigError("sweep", f"{name}: needs at least one value")
         for value in values:

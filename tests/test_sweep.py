@@ -88,6 +88,7 @@ def test_cli_sweep_writes_swept_columns_and_ranking(tmp_path):
 
 BAD_SPECS = [
     ("warmup=1,2", "unknown hyperparameter 'warmup'"),
+    ("kl_coef=0,0.1", "kl_coef is a hyperparameter of --algo grpo, not of --algo ppo; sweepable: clip_eps,"),
     ("num_envs=4,8", "num_envs changes shapes"),
     ("lr=", "needs at least one value"),
     ("lr=1e-3,,2e-3", "lr: an empty value between commas in '1e-3,,2e-3'"),
@@ -124,6 +125,15 @@ def test_every_grid_point_is_validated_not_only_each_value():
     with pytest.raises(ConfigError, match=r"^sweep: clip_eps=0.3, clip_eps_high=0.25: grpo.clip_eps_high: ") as err:
         check_grid(GRPOConfig(), {"clip_eps": [0.1, 0.3], "clip_eps_high": [0.25]})  # each value is valid alone
     assert "0.3" in str(err.value) and err.value.field == "sweep"
+
+
+def test_another_algorithms_hyperparameter_is_named_as_such():
+    from jaxrl_po.config import ConfigError, GRPOConfig
+    from jaxrl_po.sweep import check_grid
+
+    with pytest.raises(ConfigError, match=r"^sweep: gae_lambda is a hyperparameter of --algo ppo, not of --algo grpo; "
+                                          r"sweepable: clip_eps, clip_eps_high, "):
+        check_grid(GRPOConfig(), {"gae_lambda": [0.9, 0.95]})
 
 
 def test_a_sweep_that_cannot_change_training_is_refused():
