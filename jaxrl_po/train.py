@@ -135,6 +135,16 @@ def fields_set_by(args: list[str], config_cls: type) -> set[str]:
     return {names[arg.split("=")[0]] for arg in args if arg.split("=")[0] in names}
 
 
+PATH_OPTIONS = ("config", "run_dir", "resume", "compile_cache_dir")
+
+
+def user_path(name: str, text: str | None) -> str | None:
+    """A path option's value with ``~`` expanded, as a shell does it unquoted; ConfigError if it is empty."""
+    if text is not None and not text.strip():
+        raise ConfigError(name, f"must name a path, got {text!r}")
+    return None if text is None else os.path.expanduser(text)
+
+
 def check_algo_flags(argv: list[str], algo: str) -> None:
     """A flag that only another algorithm has: ConfigError saying whose it is (tyro would only say "unrecognized")."""
     own = config_flags(config_class(algo))
@@ -151,6 +161,7 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
     for flag in ("--algo", "--resume", "--preset", "--config"):
         pre.add_argument(flag, default=None, nargs="?")  # a missing value is left to tyro's one-line error
     known, _ = pre.parse_known_args(argv)
+    known.resume, known.config = user_path("resume", known.resume), user_path("config", known.config)
     saved = load_saved_run(Path(known.resume)) if known.resume else None
     file_settings = read_settings_file(known.config) if known.config else {}
     for name in ("algo", "preset"):  # the file may name them; a flag must then agree
@@ -195,6 +206,7 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
             if err.field in from_file:
                 raise ConfigError(err.field, f"{err.message} (set in {known.config})") from None
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
+    options = dataclasses.replace(options, **{name: user_path(name, getattr(options, name)) for name in PATH_OPTIONS})
     if saved and not options.sweep:
         options = dataclasses.replace(options, sweep=saved[0].sweep)
     if saved:
@@ -227,7 +239,7 @@ def read_settings_file(path: str) -> dict[str, Any]:
     }
     UniqueKeyLoader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
     try:
-        data = yaml.load(Path(path).expanduser().read_text(), Loader=UniqueKeyLoader)
+        data = yaml.load(Path(path).read_text(), Loader=UniqueKeyLoader)
     except OSError as err:
         raise ConfigError("config", f"cannot read {path}: {err.strerror or err}") from None
     except UnicodeDecodeError:
@@ -565,7 +577,7 @@ def enable_compile_cache(directory: str) -> str:
     """Persist compiled programs (JAX's compilation cache) so a repeated run skips compiling; returns its path."""
     import jax
 
-    path = Path(directory).expanduser()
+    path = Path(directory)
     try:
         path.mkdir(parents=True, exist_ok=True)
         if not os.access(path, os.W_OK | os.X_OK):

@@ -65,6 +65,8 @@ BAD_CASES = [
     ),
     ("run-dir-under-a-file", ["--run-dir", "{file}/sub"], "--run-dir", []),
     ("run-dir-not-empty", ["--run-dir", "{full_dir}"], "--run-dir", ["exists"]),
+    ("run-dir-empty", ["--run-dir", ""], "--run-dir", ["must name a path, got ''"]),  # not the default silently
+    ("resume-empty", ["--resume", " "], "--resume", ["must name a path, got ' '"]),  # not a fresh run silently
     ("grpo-group-size-1", ["--algo", "grpo", "--grpo.group-size", "1"], "--grpo.group-size", []),
     (
         "grpo-num-envs-not-multiple",
@@ -120,7 +122,7 @@ BAD_CASES = [
      ["--no-compile-cache"]),
     ("config-file-unknown-setting", ["--config", "{bad_yaml}"], "--config", ["unknown setting 'num_env'", "num_envs"]),
 ]
-RUN_DIR_CASES = {"run-dir-under-a-file", "run-dir-not-empty"}
+RUN_DIR_CASES = {"run-dir-under-a-file", "run-dir-not-empty", "run-dir-empty"}
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +169,7 @@ def test_bad_input_is_one_line_error_exit_2(bad_inputs, case_id, argv, flag, mus
     if case_id in bad_inputs["never"]:
         assert not bad_inputs["never"][case_id].exists()
         assert not (bad_inputs["base"] / "never").exists()
+    assert not (bad_inputs["base"] / "runs").exists()  # nor a default run directory
 
 
 def test_existing_run_dir_is_left_untouched(bad_inputs):
@@ -204,6 +207,22 @@ def test_a_run_directory_is_taken_by_one_run_only(tmp_path, monkeypatch):
     named = train.parse(["--run-dir", str(empty)])[0]
     with pytest.raises(train.ConfigError, match="already exists and is not empty"):
         train.open_run_dir(named, config)
+
+
+def test_path_options_expand_a_quoted_tilde(tmp_path, monkeypatch):
+    """``--run-dir '~/x'`` means the home directory, as the shell reads it unquoted, in every path option."""
+    from jaxrl_po import train
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "settings.yaml").write_text("lr: 1e-3\n")
+    options, config = train.parse(["--run-dir", "~/x", "--config", "~/settings.yaml", "--compile-cache-dir", "~/c"])
+    assert (options.run_dir, options.config, options.compile_cache_dir) == (
+        str(tmp_path / "x"), str(tmp_path / "settings.yaml"), str(tmp_path / "c"))
+    assert config.lr == 1e-3
+    assert train.parse([])[0].compile_cache_dir == str(tmp_path / ".cache" / "jaxrl_po" / "xla")
+    with pytest.raises(train.ConfigError, match="no-such-run is not a run directory") as err:
+        train.parse(["--resume", "~/no-such-run"])
+    assert str(tmp_path / "no-such-run") in err.value.message
 
 
 def test_help(bad_inputs):
