@@ -58,7 +58,7 @@ class BaseConfig:
     num_minibatches: int = 16
     """minibatches per epoch."""
     hidden_sizes: tuple[int, ...] = (64, 64)
-    """hidden layer widths of the actor (and critic) MLPs."""
+    """hidden layer widths of each MLP: the policy's, and PPO's critic's."""
     activation: Literal["tanh", "relu"] = "tanh"
     """hidden activation."""
     conv_channels: tuple[int, ...] = ()
@@ -267,7 +267,7 @@ def whole_number(text: str) -> int:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or not value.is_integer():
-        raise ValueError(f"must be an integer (500000, 500_000 or 5e5), got {text!r}")
+        raise ValueError(f"must be an integer (e.g. 100, 1_000 or 1e3), got {text!r}")
     return int(value)
 
 

@@ -269,7 +269,8 @@ def settings_as_flags(settings: dict[str, Any], config_cls: type, source: str, p
         name = str(key).replace("-", "_")
         if name not in hints or name == "settings":
             valid = ", ".join(f"{prefix}{n}" for n in hints)
-            raise ConfigError("config", f"{source}: unknown setting {prefix}{key!r} for {config_cls.__name__}; valid: {valid}")
+            raise ConfigError("config", f"{source}: unknown setting {prefix + str(key)!r} for {config_cls.__name__}; "
+                                        f"valid: {valid}")
         flag = flag_name(prefix + name)
         if dataclasses.is_dataclass(hints[name]):
             if not isinstance(value, dict):
@@ -279,6 +280,9 @@ def settings_as_flags(settings: dict[str, Any], config_cls: type, source: str, p
             if not isinstance(value, bool):
                 raise ConfigError("config", f"{source}: {prefix}{name} must be true or false, got {value!r}")
             flags.append(flag if value else flag_name(f"{prefix}no_{name}"))
+        elif value is None and type(None) not in typing.get_args(hints[name]):
+            raise ConfigError("config", f"{source}: {prefix}{name} has no value (null); give one, or leave it out "
+                                        "for the default")
         elif isinstance(value, (list, tuple)):
             if typing.get_origin(hints[name]) not in (tuple, list):
                 raise ConfigError("config", f"{source}: {prefix}{name} takes one value, got the list {value!r}")

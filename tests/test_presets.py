@@ -79,7 +79,7 @@ def test_integer_settings_take_whole_numbers_written_as_floats(tmp_path):
     assert config.hidden_sizes == (64, 32) and config.grad_piece_size == 1024 and options.num_seeds == 2
     assert all(type(x) is int for x in (config.total_timesteps, config.num_envs, *config.hidden_sizes))
     for bad in ("1.5", "2.5e-1", "abc", "1e400", "nan"):
-        with pytest.raises(UsageError, match=f"^--num-envs: must be an integer \\(500000, 500_000 or 5e5\\), "
+        with pytest.raises(UsageError, match=f"^--num-envs: must be an integer \\(e.g. 100, 1_000 or 1e3\\), "
                                              f"got '{bad}'$"):
             parse(["--num-envs", bad])
     # Flags read before the others (they must act before JAX starts) take the same forms.
@@ -101,6 +101,16 @@ def test_resume_keeps_swept_values_exactly_and_takes_the_same_sweep_again(tmp_pa
     assert parse_sweep(again.sweep) == grid
     with pytest.raises(ConfigError, match="sweep: cannot change when resuming"):
         parse(["--resume", str(tmp_path), "--sweep", "lr=0.00123457,0.002"])
+
+
+def test_null_sets_a_setting_that_can_be_unset(tmp_path):
+    path = tmp_path / "settings.yaml"
+    path.write_text("normalize_obs: true\n")
+    assert parse(["--config", str(path)])[1].normalize_obs is True
+    path.write_text("normalize_obs: null\ngrad_piece_size: null\n")  # None: the default per env / per platform
+    _, config = parse(["--config", str(path), "--normalize-obs", "True"])
+    assert config.normalize_obs is True and config.grad_piece_size is None
+    assert parse(["--config", str(path)])[1].normalize_obs is None
 
 
 def test_a_run_config_json_can_be_read_as_settings(tmp_path):
@@ -125,6 +135,8 @@ def test_a_run_config_json_can_be_read_as_settings(tmp_path):
     ("anneal_lr: yes\n", [], "anneal_lr must be true or false, got 'yes'"),  # YAML 1.1 would read true
     ("norm_adv: off\n", [], "norm_adv must be true or false, got 'off'"),
     ("lr: [1, 2]\n", [], "lr takes one value, got the list"),
+    ("lr: null\n", [], "lr has no value \\(null\\); give one, or leave it out for the default"),
+    ("algo: grpo\ngrpo: {oversampl: 2}\n", [], "unknown setting 'grpo.oversampl' for GRPOOptions; valid: grpo.group_size"),
     ("\x89PNG\x00\xff\n", [], "is not a text file"),
 ])
 def test_bad_config_files_fail_with_the_field_named(tmp_path, text, flags, message):
