@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from jaxrl_po.logs import make_console
 
     check_episodes(args.episodes)
     check_seed(args.seed)
@@ -485,7 +485,7 @@ def run(args: argparse.Namespace) -> int:
     if args.render is not None:  # before the evaluation, so a bad --render fails fast
         check_renderable(trained.config.env)
         check_run_index(trained, args.render_run)
-    console = Console()
+    console = make_console()
     result = evaluate_trained(trained, args.episodes, args.seed)
     console.print(results_table(result))
     console.print(f"wrote {write_eval_json(Path(args.run_dir), result)}")

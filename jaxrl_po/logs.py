@@ -308,6 +308,12 @@ def downsample_curve(returns: np.ndarray, steps: np.ndarray, points: int) -> dic
             "episode_return": [none_if_nan(round(float(r), 3)) for r in returns[idx]]}
 
 
+def make_console(quiet: bool = False) -> Console:
+    """The CLIs' console. soft_wrap: rich leaves long lines and table titles whole (the terminal wraps
+    them, a log file keeps them on one line) instead of breaking them at 80 columns in a pipe."""
+    return Console(quiet=quiet, soft_wrap=True)
+
+
 def print_summary(
     console: Console, summary: dict[str, Any], seeds: Sequence[int], settings: Sequence[dict] | None = None
 ) -> None:

@@ -604,14 +604,14 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
     (see the module docstring).
     """
     import jax
-    from rich.console import Console
 
     from jaxrl_po import distributed, sinks
+    from jaxrl_po.logs import make_console
     from jaxrl_po.runner import JobSpec, train_job
     from jaxrl_po.sweep import make_runs
 
     primary = distributed.is_primary()
-    console = Console(quiet=not primary)  # only process 0 prints
+    console = make_console(quiet=not primary)  # only process 0 prints
     runs = make_runs(config, seeds_of(options), grid)
     meta = json.loads(json.dumps({"algo": options.algo, "seeds": seeds_of(options), "sweep": grid, **to_dict(config)}))
     saved_options = {name: getattr(options, name) for name in SAVED_OPTIONS}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -83,7 +84,10 @@ def test_cli_sweep_writes_swept_columns_and_ranking(tmp_path):
     assert len(summary["ranking"]) == 4 and all(r["num_seeds"] == 2 for r in summary["ranking"])
     means = [r["final_return_mean"] for r in summary["ranking"]]
     assert means == sorted(means, reverse=True)
-    assert "configurations ranked" in proc.stdout
+    # In a pipe, rich used to break lines and the table's title at 80 columns and at the table's width.
+    assert "PPO on CartPole-v1: configurations ranked by final return (mean ± 95% CI over seeds)\n" in proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("PPO on"))
+    assert re.search(r" device\(s\) \(mesh: runs \d+ x envs 1\)$", header), header
 
 
 BAD_SPECS = [
