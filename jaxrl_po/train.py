@@ -294,8 +294,19 @@ def settings_as_flags(settings: dict[str, Any], config_cls: type, source: str, p
 
 MAX_CPU_DEVICES = 1024
 """--cpu-devices' upper bound: XLA's start-up time grows faster than the device count."""
-SAVED_OPTIONS = ("checkpoint_every", "keep_checkpoints")
-"""Run options kept in config.json so that --resume continues with them (they may be changed there)."""
+SAVED_OPTIONS = ("checkpoint_every", "keep_checkpoints", "tensorboard", "wandb", "wandb_project", "wandb_entity")
+"""Run options kept in config.json so that --resume continues with them (flags given with it replace them)."""
+
+
+def check_saved_option(name: str, value: Any) -> None:
+    """ValueError unless ``value`` has the type of RunOptions' field ``name`` (bool is not an int here)."""
+    import typing
+
+    hint = typing.get_type_hints(RunOptions)[name]
+    kinds = typing.get_args(hint) or (hint,)  # str | None -> (str, NoneType)
+    if not any(isinstance(value, kind) and (kind is bool or not isinstance(value, bool)) for kind in kinds):
+        wanted = {int: "an integer", bool: "true or false", str: "a string", type(None): "null"}
+        raise ValueError(f"options.{name} must be {' or '.join(wanted[kind] for kind in kinds)}, got {value!r}")
 
 
 def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
@@ -308,8 +319,7 @@ def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
         data, config = read_run_config(run_dir)
         saved_options = {k: v for k, v in data.get("options", {}).items() if k in SAVED_OPTIONS}
         for name, value in saved_options.items():
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"options.{name} must be an integer, got {value!r}")
+            check_saved_option(name, value)
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
         raise ConfigError("resume", f"{run_dir} is not a run directory this program can resume "
                                     f"({run_dir / 'config.json'}: {err})") from None

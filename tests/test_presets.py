@@ -201,6 +201,22 @@ def test_a_bad_flag_beside_a_file_is_not_blamed_on_the_file(tmp_path):
     assert err.value.field == "clip_eps" and "set in" not in err.value.message
 
 
+def test_resume_keeps_the_sinks_the_run_logged_to_unless_a_flag_turns_them_off(tmp_path):
+    from jaxrl_po.config import to_dict
+
+    options = {"checkpoint_every": 5, "keep_checkpoints": 2, "tensorboard": True, "wandb": True,
+               "wandb_project": "mine", "wandb_entity": None}
+    saved = {"algo": "ppo", "seeds": [0], "sweep": {}, **to_dict(PRESETS["cartpole-ppo"].config), "options": options}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "checkpoints" / "100").mkdir(parents=True)  # parse only checks that a step exists
+    resumed = parse(["--resume", str(tmp_path)])[0]
+    assert {name: getattr(resumed, name) for name in options} == options
+    changed = parse(["--resume", str(tmp_path), "--no-tensorboard", "--no-wandb", "--keep-checkpoints", "4"])[0]
+    assert (changed.tensorboard, changed.wandb, changed.keep_checkpoints, changed.checkpoint_every) == (False, False, 4, 5)
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "options": {}}))  # a run saved before these options
+    assert not parse(["--resume", str(tmp_path)])[0].tensorboard
+
+
 @pytest.mark.parametrize("change, message", [
     ({"seeds": []}, "seeds must be a non-empty list"),
     ({"seeds": 4}, "seeds must be a non-empty list"),
@@ -210,6 +226,8 @@ def test_a_bad_flag_beside_a_file_is_not_blamed_on_the_file(tmp_path):
     ({"sweep": {"num_envs": [8]}}, "num_envs changes shapes"),
     ({"options": [1]}, "options must be a mapping"),
     ({"options": {"checkpoint_every": "x"}}, "options.checkpoint_every must be an integer"),
+    ({"options": {"tensorboard": 1}}, "options.tensorboard must be true or false, got 1"),
+    ({"options": {"wandb_entity": 3}}, "options.wandb_entity must be a string or null, got 3"),
     ({"num_envs": -3}, "config.json: num_envs: must be a positive integer, got -3"),  # not as --num-envs
 ])
 def test_resume_refuses_a_damaged_config_json_with_one_error(tmp_path, change, message):
