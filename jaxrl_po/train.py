@@ -509,10 +509,16 @@ def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False)
         raise ConfigError("checkpoint_every", f"must be >= 0 (0: only at the end), got {options.checkpoint_every}")
     if options.keep_checkpoints < 1:
         raise ConfigError("keep_checkpoints", f"must be >= 1, got {options.keep_checkpoints}")
-    if options.tensorboard:
-        sinks.require("tensorboardX", "tensorboard", "tensorboard")
-    if options.wandb:  # only process 0 logs; the others learn whether it can
-        distributed.primary_only(sinks.check_wandb_login, ConfigError("wandb", "process 0 cannot log in to W&B"))
+    try:
+        if options.tensorboard:
+            sinks.require("tensorboardX", "tensorboard", "tensorboard")
+        if options.wandb:  # only process 0 logs; the others learn whether it can
+            distributed.primary_only(sinks.check_wandb_login, ConfigError("wandb", "process 0 cannot log in to W&B"))
+    except ConfigError as err:  # a resumed run keeps its sinks: say how to go on without one
+        if options.resume:
+            raise ConfigError(err.field, f"{err.message}; the run logged there, so --resume does too "
+                                         f"(--no-{err.field} resumes without it)") from None
+        raise
     config.validate()
     grid = parse_sweep(options.sweep)
     check_grid(config, grid)

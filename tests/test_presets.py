@@ -201,7 +201,8 @@ def test_a_bad_flag_beside_a_file_is_not_blamed_on_the_file(tmp_path):
     assert err.value.field == "clip_eps" and "set in" not in err.value.message
 
 
-def test_resume_keeps_the_sinks_the_run_logged_to_unless_a_flag_turns_them_off(tmp_path):
+def test_resume_keeps_the_sinks_the_run_logged_to_unless_a_flag_turns_them_off(tmp_path, monkeypatch):
+    from jaxrl_po import sinks
     from jaxrl_po.config import to_dict
 
     options = {"checkpoint_every": 5, "keep_checkpoints": 2, "tensorboard": True, "wandb": True,
@@ -209,12 +210,21 @@ def test_resume_keeps_the_sinks_the_run_logged_to_unless_a_flag_turns_them_off(t
     saved = {"algo": "ppo", "seeds": [0], "sweep": {}, **to_dict(PRESETS["cartpole-ppo"].config), "options": options}
     (tmp_path / "config.json").write_text(json.dumps(saved))
     (tmp_path / "checkpoints" / "100").mkdir(parents=True)  # parse only checks that a step exists
-    resumed = parse(["--resume", str(tmp_path)])[0]
+    resumed, config = parse(["--resume", str(tmp_path)])
     assert {name: getattr(resumed, name) for name in options} == options
     changed = parse(["--resume", str(tmp_path), "--no-tensorboard", "--no-wandb", "--keep-checkpoints", "4"])[0]
     assert (changed.tensorboard, changed.wandb, changed.keep_checkpoints, changed.checkpoint_every) == (False, False, 4, 5)
     (tmp_path / "config.json").write_text(json.dumps({**saved, "options": {}}))  # a run saved before these options
     assert not parse(["--resume", str(tmp_path)])[0].tensorboard
+
+    # On a machine without tensorboardX, the refusal says the run's own option asked for it, and how to go on.
+    def missing(module, flag, extra):
+        raise ConfigError(flag, f"needs the {module} package")
+
+    monkeypatch.setattr(sinks, "require", missing)
+    with pytest.raises(ConfigError, match=r"^tensorboard: needs the tensorboardX package; the run logged there, so "
+                                          r"--resume does too \(--no-tensorboard resumes without it\)$"):
+        train.validate(resumed, config)
 
 
 @pytest.mark.parametrize("change, message", [
