@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,6 +37,29 @@ MAX_TIMESTEPS = 2**31 - 2**24
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FINITE = f"a finite number (float32: |x| <= {FLOAT32_MAX:.3g})"
 """What a float setting must be: training computes in float32, where 1e39 is inf."""
+
+
+def plain_and_typed(config: Any) -> None:
+    """A config dataclass's ``__post_init__``: numpy scalars become Python numbers and lists tuples
+    (so a config built from numpy values validates, hashes and saves as one built from literals), and
+    booleans, sequences and nested options must be what their fields say: a truthy ``"False"`` would
+    switch a feature on. ConfigError names the field."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        hint, value = hints[f.name], getattr(config, f.name)
+        if isinstance(value, np.generic):
+            value = value.item()
+        elif isinstance(value, (list, tuple)):
+            value = tuple(v.item() if isinstance(v, np.generic) else v for v in value)
+        object.__setattr__(config, f.name, value)
+        kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        if bool in kinds and not (isinstance(value, bool) or (value is None and type(None) in kinds)):
+            raise ConfigError(f.name, f"must be True or False{' (or None: the default)' * (type(None) in kinds)}, "
+                                      f"got {value!r}")
+        if typing.get_origin(hint) is tuple and not isinstance(value, tuple):
+            raise ConfigError(f.name, f"must be a sequence, e.g. (64, 64), got {value!r}")
+        if dataclasses.is_dataclass(hint) and not isinstance(value, hint):
+            raise ConfigError(f.name, f"must be a {hint.__name__}, e.g. {hint.__name__}(group_size=8), got {value!r}")
 
 
 def traced(default: float) -> Any:
@@ -80,6 +104,9 @@ class BaseConfig:
     ent_coef: float = traced(0.0)
     """entropy bonus coefficient."""
 
+    def __post_init__(self):
+        plain_and_typed(self)
+
     # ---- derived -------------------------------------------------------------
     @property
     def steps_per_update(self) -> int:
@@ -91,8 +118,16 @@ class BaseConfig:
         return {f.name: jnp.float32(getattr(self, f.name)) for f in traced_fields(self)}
 
     def resolve_hparams(self, overrides: dict[str, jnp.ndarray] | None = None) -> dict[str, jnp.ndarray]:
-        """:meth:`hparams` with ``overrides`` (e.g. one point of a sweep) applied."""
-        return {**self.hparams(), **(overrides or {})}
+        """:meth:`hparams` with ``overrides`` (e.g. one point of a sweep) applied.
+
+        An unknown name is a ConfigError (names are static, so this holds inside ``jit``); the
+        values may be traced and are not range-checked here: :func:`jaxrl_po.sweep.make_runs` checks them.
+        """
+        hparams = self.hparams()
+        unknown = sorted(set(overrides or {}) - set(hparams))
+        if unknown:
+            raise ConfigError("hparams", f"unknown hyperparameter {unknown[0]!r}; traced: {', '.join(sorted(hparams))}")
+        return {**hparams, **(overrides or {})}
 
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)
@@ -229,7 +264,7 @@ def json_ready(value: Any) -> Any:
 
 
 def from_dict(cls: type[BaseConfig], data: dict[str, Any]) -> BaseConfig:
-    """Inverse of :func:`to_dict` (lists become tuples, nested configs rebuilt)."""
+    """Inverse of :func:`to_dict` (nested configs rebuilt; lists become tuples in the config's ``__post_init__``)."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -238,8 +273,6 @@ def from_dict(cls: type[BaseConfig], data: dict[str, Any]) -> BaseConfig:
         value = data[f.name]
         if isinstance(value, dict) and dataclasses.is_dataclass(hints[f.name]):
             value = from_dict(hints[f.name], value)
-        elif isinstance(value, list):
-            value = tuple(value)
         kwargs[f.name] = value
     return cls(**kwargs)
 
@@ -247,8 +280,8 @@ def from_dict(cls: type[BaseConfig], data: dict[str, Any]) -> BaseConfig:
 # ---- small checks with uniform messages ----------------------------------------
 def is_finite_number(value: Any) -> bool:
     """A real number that stays finite in float32, the precision training uses (1e39 would be inf)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and abs(value) <= FLOAT32_MAX)
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value) and abs(value) <= FLOAT32_MAX)
 
 
 def as_float32(value: float) -> float:
@@ -326,6 +359,9 @@ def _check_range(
 @dataclass(frozen=True)
 class GRPOOptions:
     """GRPO-specific settings (flags ``--grpo.*``)."""
+
+    def __post_init__(self):
+        plain_and_typed(self)
 
     group_size: int = 8
     """rollouts per group; all members of a group start from the same state."""

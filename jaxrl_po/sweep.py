@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from jaxrl_po.config import CONFIG_CLASSES, FINITE, BaseConfig, ConfigError, as_float32, is_finite_number, traced_fields
+from jaxrl_po.config import (CONFIG_CLASSES, FINITE, BaseConfig, ConfigError, as_float32, check_seed, is_finite_number,
+                             traced_fields)
 from jaxrl_po.logs import none_if_nan
 
 
@@ -103,6 +104,8 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
             )
         if name not in allowed:
             raise ConfigError("sweep", f"{_unknown_hparam(config, name)}; sweepable: {', '.join(allowed)}")
+        if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+            raise ConfigError("sweep", f"{name}: values must be a list of numbers, got {values!r}")
         if len(values) == 0:
             raise ConfigError("sweep", f"{name}: needs at least one value")
         for value in values:
@@ -154,6 +157,14 @@ def make_runs(config: BaseConfig, seeds: Sequence[int], grid: dict[str, Sequence
     """The grid's product x seeds as one flat batch (config-major, then seed)."""
     grid = dict(grid or {})
     check_grid(config, grid)
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("seeds", "needs at least one seed")
+    for seed in seeds:
+        check_seed(seed, "seeds")
+    if len(set(map(int, seeds))) < len(seeds):
+        twice = next(seed for i, seed in enumerate(seeds) if seed in seeds[:i])
+        raise ConfigError("seeds", f"seed {twice} is given twice; it would train the same run twice")
     names = list(grid)
     combos = list(itertools.product(*(grid[n] for n in names))) or [()]
     settings, run_seeds = [], []

@@ -6,6 +6,8 @@ with ``jax.eval_shape``, which traces without compiling.
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -250,3 +252,57 @@ def test_the_update_computes_its_advantages_with_rollout_advantages(monkeypatch)
     state = jax.eval_shape(algo.init, jax.random.key(0), {})
     jax.eval_shape(algo.update, state, {})
     assert len(calls) == 1
+
+
+# ---- Python API input ----------------------------------------------------------------
+
+
+def test_configs_take_numpy_values_and_refuse_wrong_kinds_by_name():
+    import json
+
+    from jaxrl_po.config import ConfigError, GRPOConfig, GRPOOptions, PPOConfig, to_dict
+
+    config = PPOConfig(num_envs=np.int64(64), lr=np.float32(1e-3), hidden_sizes=[np.int32(32), 32], norm_adv=np.bool_(True))
+    config.validate()  # numpy values used to be refused as "must be a positive integer, got np.int64(64)"
+    assert (type(config.num_envs), type(config.lr), config.hidden_sizes, config.norm_adv) == (int, float, (32, 32), True)
+    assert hash(config) == hash(config.replace()) and json.loads(json.dumps(to_dict(config)))["num_envs"] == 64
+    bad = [  # a truthy string used to switch a feature on; an int or None for a list failed deep inside
+        (lambda: PPOConfig(normalize_obs="False"), "normalize_obs", "must be True or False (or None: the default)"),
+        (lambda: PPOConfig(anneal_lr="no"), "anneal_lr", "must be True or False, got 'no'"),
+        (lambda: PPOConfig(norm_adv=0), "norm_adv", "got 0"),
+        (lambda: PPOConfig(hidden_sizes=64), "hidden_sizes", "must be a sequence"),
+        (lambda: GRPOConfig(grpo={"group_size": 8}), "grpo", "must be a GRPOOptions"),
+        (lambda: GRPOOptions(shared_reset="yes"), "shared_reset", "must be True or False"),
+    ]
+    for make, field, message in bad:
+        with pytest.raises(ConfigError, match=re.escape(message)) as err:
+            make()
+        assert err.value.field == field
+
+
+def test_an_unknown_hyperparameter_name_is_refused_inside_jit(make_tiny_ppo_config):
+    from jaxrl_po.config import ConfigError
+
+    config = make_tiny_ppo_config()
+    train = make_train(config)
+    with pytest.raises(ConfigError, match="^hparams: unknown hyperparameter 'learning_rate'; traced: clip_eps, "):
+        jax.eval_shape(train, jax.random.key(0), {"learning_rate": jnp.float32(0.5)})  # used to train at the default lr
+    jax.eval_shape(train, jax.random.key(0), {"lr": jnp.float32(0.5)})
+
+
+def test_make_runs_checks_seeds_and_sweep_values():
+    from jaxrl_po.config import ConfigError, PPOConfig
+    from jaxrl_po.sweep import make_runs
+
+    config = PPOConfig()
+    runs = make_runs(config, [np.int64(3)], {"lr": np.array([1e-4, 1e-3], np.float32)})
+    assert runs.seeds == [3, 3] and len(runs.settings) == 2
+    for seeds, grid, message in [
+        ([-1], None, "seeds: must be an integer from 0 to 2**32 - 1, got -1"),  # used to raise OverflowError
+        ([0.5], None, "got 0.5"),  # used to be seed 0
+        ([0, 0], None, "seeds: seed 0 is given twice"),
+        ([], None, "seeds: needs at least one seed"),
+        ([0], {"lr": 1e-3}, "sweep: lr: values must be a list of numbers, got 0.001"),  # used to raise TypeError
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            make_runs(config, seeds, grid)
