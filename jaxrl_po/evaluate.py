@@ -171,6 +171,8 @@ def load_run(run_dir: str | os.PathLike):
     """:func:`jaxrl_po.runner.load_trained`, with one-line errors for a missing dir or checkpoint."""
     from jaxrl_po.runner import load_trained
 
+    if not os.fspath(run_dir).strip():  # Path("") would be the current directory
+        raise ConfigError("run_dir", f"must name a run directory, got {os.fspath(run_dir)!r}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError("run_dir", f"{run_dir} is not a directory")
@@ -440,11 +442,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=whole_number_argument, default=0, metavar="S", help="evaluation seed: picks the episodes' starts (default 0)")
     p.add_argument("--render", metavar="OUT.gif", default=None,
                    help="also draw one greedy episode to this GIF (gymnax's visualiser)")
-    p.add_argument("--overwrite", action="store_true", help="replace the --render GIF if it exists (without it an "
+    p.add_argument("--overwrite", action="store_true", help="with --render: replace the GIF if it exists (without it an "
                    "existing file is refused; eval.json is derived from the run and always replaced)")
-    p.add_argument("--render-run", type=whole_number_argument, default=0, metavar="R", help="which run to draw (the table's run index, default 0)")
+    p.add_argument("--render-run", type=whole_number_argument, default=None, metavar="R",
+                   help="with --render: which run to draw (the table's run index, default 0)")
     p.add_argument("--render-seed", type=whole_number_argument, default=None, metavar="K",
-                   help="seed of the drawn episode (default --seed: greedy episode 0 of the table)")
+                   help="with --render: seed of the drawn episode (default --seed: greedy episode 0 of the table)")
     return p
 
 
@@ -477,6 +480,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_episodes(args.episodes)
     check_seed(args.seed)
+    if args.render is None:  # a drawing option alone would be ignored: say so rather than exit 0
+        for name in ("render_run", "render_seed", "overwrite"):
+            if getattr(args, name) not in (None, False):
+                raise ConfigError(name, "only applies with --render OUT.gif (eval.json is always replaced)")
+    render_run = args.render_run or 0
     render_seed = args.seed if args.render_seed is None else args.render_seed
     if args.render is not None:
         check_render_path(args.render, args.overwrite)
@@ -484,7 +492,7 @@ def run(args: argparse.Namespace) -> int:
     trained = load_run(args.run_dir)
     if args.render is not None:  # before the evaluation, so a bad --render fails fast
         check_renderable(trained.config.env)
-        check_run_index(trained, args.render_run)
+        check_run_index(trained, render_run)
     console = make_console()
     result = evaluate_trained(trained, args.episodes, args.seed)
     console.print(results_table(result))
@@ -493,7 +501,7 @@ def run(args: argparse.Namespace) -> int:
         import matplotlib
 
         matplotlib.use("Agg")  # the visualiser uses pyplot; a command line never needs a window
-        path, frames = render_trained(trained, args.render, args.render_run, render_seed)
+        path, frames = render_trained(trained, args.render, render_run, render_seed)
         console.print(f"wrote {path} ({frames} frames)")
     return 0
 

@@ -329,6 +329,11 @@ def test_bad_inputs_are_one_line_errors(deepsea_grpo_run, breakout_run, tmp_path
         "no such run": ([str(breakout_run), "--render", str(tmp_path / "x.gif"), "--render-run", "2"],
                         "error: --render-run: must be a run index from 0 to 1 (this directory has 2 run(s)), got 2"),
         "unknown flag": ([run, "--frobnicate"], "error: unrecognized arguments"),
+        "empty run dir": ([""], "error: RUN_DIR: must name a run directory, got ''"),  # not the current directory
+        # Drawing options without --render used to be ignored (exit 0), --render-run unchecked.
+        "render run alone": ([run, "--render-run", "5"], "error: --render-run: only applies with --render OUT.gif"),
+        "render seed alone": ([run, "--render-seed", "3"], "error: --render-seed: only applies with --render"),
+        "overwrite alone": ([run, "--overwrite"], "error: --overwrite: only applies with --render"),
         "no run dir": ([], "error: the following arguments are required: RUN_DIR"),
     }
     for name, (argv, start) in cases.items():
