@@ -414,12 +414,17 @@ def results_table(result: dict[str, Any]):
 
 
 def _mean_std(mode: dict[str, Any]) -> str:
-    return "n/a" if mode["mean"] is None else f"{mode['mean']:.4g} ± {mode['std']:.3g}"
+    return "n/a" if mode["mean"] is None else _mean_std_text(mode["mean"], mode["std"])
+
+
+def _mean_std_text(mean: float, std: float) -> str:
+    """One format for every cell (two decimals: returns of CartPole's 500 and Catch's 1 alike)."""
+    return f"{mean:.2f} ± {std:.2f}"
 
 
 def _across_runs(means: list) -> str:
     values = np.asarray([m for m in means if m is not None], float)
-    return "n/a" if values.size == 0 else f"{values.mean():.4g} ± {values.std():.3g}"
+    return "n/a" if values.size == 0 else _mean_std_text(values.mean(), values.std())
 
 
 # ---- command line ---------------------------------------------------------------------

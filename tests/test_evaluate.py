@@ -361,7 +361,7 @@ def test_table_shows_swept_values():
     console = Console(file=io.StringIO(), width=200)
     console.print(evaluate.results_table(result))
     text = console.file.getvalue()
-    assert "lr" in text and "0.0003" in text and "0.001" in text and "2 ± 1" in text
+    assert "lr" in text and "0.0003" in text and "0.001" in text and "2.00 ± 1.00" in text
     assert text.count("│") >= 5 * 4  # a row per run, and the "all" row
     assert "*" not in text and "non-finite" not in text
 
@@ -382,4 +382,4 @@ def test_table_marks_a_stopped_run_and_leaves_it_out_of_all():
     caption = " ".join(text.split())  # the caption wraps to the table's width
     assert "stopped on non-finite values: the last good parameters of run(s) 1 (update 3), left out of all" in caption
     all_row = next(line for line in text.splitlines() if "all" in line and "│" in line)
-    assert "100 ± 0" in all_row and "90 ± 0" in all_row  # run 1's 10 and 9 are not averaged in
+    assert "100.00 ± 0.00" in all_row and "90.00 ± 0.00" in all_row  # run 1's 10 and 9 are not averaged in
