@@ -3,6 +3,9 @@
     python benchmarks/grpo_vs_ppo.py [--out benchmarks/results/grpo_vs_ppo-cpu.json] [--quick]
                                      [--only SUBSTRING ...] [--ablation-seeds N] [--overwrite]
 
+``--quick`` is a smoke run: budgets cut 50x, 2 seeds per row (``--ablation-seeds``
+still sets the ablation rows').
+
 Each run is one ``jax.jit(jax.vmap(train))`` call over its seeds (seeds 0..N-1 via
 ``jax.random.split(jax.random.key(0), N)``), compiled with ``.lower().compile()``
 and timed apart from the run (``block_until_ready``).
@@ -26,17 +29,17 @@ return-to-go, so the first step's advantage ranks members exactly as the
 outcome advantage does and only the per-step baseline differs).
 
 Writes the JSON (every per-seed number and each run's full config) to ``--out``
-and the markdown table beside it (same name, ``.md``), and prints the table.
-``--only`` re-runs some rows and keeps the others. A run that would replace
-rows already in ``--out`` is refused before any work unless ``--overwrite`` is
-given.
+(a ``.json`` file) and the markdown table beside it (same name, ``.md``), and
+prints the table. ``--only`` re-runs some rows and keeps the others (never across
+a quick and a full run: a file holds one or the other). A run that would replace
+rows already in ``--out`` (or the whole file, when it is of the other kind), or a
+``.md`` that is not the table of the results it adds to, is refused before any
+work unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -44,15 +47,17 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from benchmark_cli import (Parser, check_companion, check_json_out, kept_entries, path_argument,  # beside this script
+                           replaced_held, save_results)
 from jaxrl_po import GRPOConfig, PPOConfig, make_train
-from jaxrl_po.config import to_dict
-from jaxrl_po.logs import (NOT_RESULTS, downsample_curve, final_returns, mean_ci_text, named, none_if_nan,
-                           replace_refusal, saved_entries, saved_record)
+from jaxrl_po.config import to_dict, whole_number_argument
+from jaxrl_po.logs import downsample_curve, final_returns, mean_ci_text, none_if_nan, replace_refusal, saved_record
 from jaxrl_po.sweep import confidence_interval
 from jaxrl_po.timing import compile_then_run, machine_info
 
 THRESHOLDS = {"CartPole-v1": 495.0, "Acrobot-v1": -100.0, "Pendulum-v1": -200.0}
 MAIN_SEEDS = 8
+QUICK_SEEDS = 2  # a smoke run's seeds per row, unless --ablation-seeds says otherwise for the ablations
 CURVE_POINTS = 40  # learning-curve points kept per seed in the JSON
 
 # Written out, not taken from the presets: the presets have been tuned since, and a rerun must run the
@@ -170,46 +175,51 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=None,
-                        help="JSON path (default benchmarks/results/grpo_vs_ppo-<platform>[-quick].json)")
-    parser.add_argument("--quick", action="store_true", help="tiny budgets and 2 seeds (a smoke run)")
+    parser = Parser(description=__doc__)
+    parser.add_argument("--out", type=path_argument, default=None,
+                        help="a .json file (default benchmarks/results/grpo_vs_ppo-<platform>[-quick].json)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"tiny budgets and {QUICK_SEEDS} seeds per row (a smoke run)")
     parser.add_argument("--only", nargs="*", default=None, help="run only the runs whose name contains one of these")
-    parser.add_argument("--ablation-seeds", type=int, default=MAIN_SEEDS,
-                        help="seeds for the GRPO ablation rows (main rows always use 8)")
+    parser.add_argument("--ablation-seeds", type=whole_number_argument, default=None,
+                        help=f"seeds for the GRPO ablation rows (default {MAIN_SEEDS}; --quick {QUICK_SEEDS}); "
+                             f"main rows use {MAIN_SEEDS} ({QUICK_SEEDS} with --quick)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the rows at --out that this run re-runs (all of them without --only)")
+                        help="replace the rows at --out that this run re-runs (all of them without --only; the "
+                             "whole file if it is of the other kind, quick or full), and a .md beside it that is "
+                             "not its table")
     args = parser.parse_args()
     if args.only and not any(s in name for name, *_ in RUNS for s in args.only):
         parser.error(f"--only: {' '.join(args.only)} matches no run; the runs are {', '.join(r[0] for r in RUNS)}")
-    if args.ablation_seeds < 1:
-        parser.error(f"--ablation-seeds: must be positive, got {args.ablation_seeds}")
+    main_seeds = QUICK_SEEDS if args.quick else MAIN_SEEDS
+    # An explicit --ablation-seeds wins over --quick's default, as --budget-s does in scaling.py.
+    ablation_seeds = main_seeds if args.ablation_seeds is None else args.ablation_seeds
+    if ablation_seeds < 1:
+        parser.error(f"--ablation-seeds: must be positive, got {ablation_seeds}")
     suffix = "-quick" if args.quick else ""
     out = Path(args.out or f"benchmarks/results/grpo_vs_ppo-{jax.devices()[0].platform}{suffix}.json")
+    check_json_out(parser, out)
+    md = out.with_suffix(".md")
     rerun = lambda name: not args.only or any(s in name for s in args.only)
     previous = saved_record(out)
-    previous_runs = saved_entries(previous, "runs", ("name",))
-    if previous is not None and not args.overwrite:  # adding rows is fine; replacing one needs --overwrite
-        replaced = [r["name"] for r in previous_runs if rerun(r["name"])]
-        if replaced or not previous_runs:
-            held = named("row", replaced) if replaced else NOT_RESULTS
-            parser.error(replace_refusal("--out", out, held, max(len(replaced), 1), record=previous))
-    out.parent.mkdir(parents=True, exist_ok=True)
+    kept = kept_entries(previous, args.quick, "runs", ("name",))
+    replaced = [r["name"] for r in kept if rerun(r["name"])]
+    held = None if args.overwrite else replaced_held(previous, args.quick, kept, replaced, "row")
+    if held:  # adding rows is fine; replacing one needs --overwrite
+        parser.error(replace_refusal("--out", out, held, max(len(replaced), 1), record=previous))
+    check_companion(parser, md, "table", redrawn=bool(kept), overwrite=args.overwrite)
 
     results = {"machine": machine_info(), "quick": args.quick, "thresholds": THRESHOLDS,
-               "seeds_main": 2 if args.quick else MAIN_SEEDS,
-               "seeds_ablation": 2 if args.quick else args.ablation_seeds,
-               "runs": []}
-    if args.only and previous_runs:  # re-running some rows: keep the others from the last run
-        results["runs"] = [r for r in previous_runs if not rerun(r["name"])]
+               "seeds_main": main_seeds, "seeds_ablation": ablation_seeds, "runs": []}
+    if args.only and kept:  # re-running some rows: keep the others from the last run
+        results["runs"] = [r for r in kept if not rerun(r["name"])]
         results["total_wall_s_previous"] = previous.get("total_wall_s")
     start = time.perf_counter()
     for name, algo, variant, config, main_row in RUNS:
         if not rerun(name):
             continue
-        seeds = MAIN_SEEDS if main_row else args.ablation_seeds
+        seeds = main_seeds if main_row else ablation_seeds
         if args.quick:
-            seeds = 2
             config = config.replace(total_timesteps=max(config.steps_per_update, config.total_timesteps // 50))
         print(f"[{time.perf_counter() - start:7.1f} s] {name}: {seeds} seeds, {config.total_timesteps:,} steps/seed",
               flush=True)
@@ -220,11 +230,10 @@ def main() -> None:
         print(f"    final per seed [{finals}]; reached {row['seeds_reaching_threshold']}/{seeds}; "
               f"compile {row['compile_s']:.1f} s, run {row['run_s']:.1f} s", flush=True)
         results["total_wall_s"] = time.perf_counter() - start
-        out.write_text(json.dumps(results, indent=2) + "\n")  # after every run, so a cut run keeps its rows
+        save_results(out, results)  # after every run, so a cut run keeps its rows
     results["total_wall_s"] = time.perf_counter() - start + (results.pop("total_wall_s_previous", None) or 0.0)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    save_results(out, results)
     table = markdown(results["runs"])
-    md = out.with_suffix(".md")
     m = results["machine"]
     md.write_text(
         f"PPO vs GRPO, {results['seeds_main']} seeds per main row, {results['seeds_ablation']} per GRPO ablation"

@@ -1,6 +1,6 @@
 """Memory of a long run: does the CLI host loop grow host or device memory?
 
-    python benchmarks/memory.py [--updates 10000] [--num-seeds 1] [--quick] [--out PATH] [--overwrite]
+    python benchmarks/memory.py [--updates N] [--num-seeds 1] [--quick] [--out PATH.json] [--overwrite]
 
 Trains a small PPO CartPole-v1 config (64 envs x 16 steps = 1,024 env steps per
 update, 1 epoch x 16 minibatches; 1e4 updates = 1.02e7 env steps per seed) through
@@ -26,13 +26,13 @@ Reported: RSS after the first segment ("start", compile done), at 10% and 50% of
 the updates and after the last segment ("end"), the growth start -> end and
 10% -> end next to the expected growth over the same updates, and the slope of
 RSS against updates over the second half of the run (least squares) next to
-the expected bytes per update. Writes ``benchmarks/results/memory-<platform>[-quick].json``;
+the expected bytes per update. ``--quick`` runs 1,000 updates unless ``--updates`` says otherwise.
+Writes ``benchmarks/results/memory-<platform>[-quick].json`` (``--out``: a ``.json`` file);
 a file already there is replaced only with ``--overwrite`` (refused before any work).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import tempfile
@@ -43,14 +43,16 @@ import jax
 import numpy as np
 from rich.console import Console
 
+from benchmark_cli import Parser, check_json_out, path_argument, save_results  # beside this script
 from jaxrl_po import PPOConfig
-from jaxrl_po.config import to_dict
+from jaxrl_po.config import to_dict, whole_number_argument
 from jaxrl_po.logs import NOT_RESULTS, make_run_dir, replace_refusal, saved_record
 from jaxrl_po.runner import MAX_SEGMENT_ROWS, JobSpec, train_job
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
 
 CONFIG = PPOConfig(env="CartPole-v1", num_envs=64, num_steps=16, update_epochs=1, num_minibatches=16)
+UPDATES, QUICK_UPDATES = 10_000, 1_000  # a full run's and a smoke run's, unless --updates is given
 
 
 def proc_status_bytes(field: str) -> int | None:
@@ -148,18 +150,25 @@ def mib(x: float | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--updates", type=int, default=10_000, help="PPO updates per run (1,024 env steps each)")
-    parser.add_argument("--num-seeds", type=int, default=1, help="runs trained at once (vmapped)")
-    parser.add_argument("--quick", action="store_true", help="1,000 updates (a smoke run)")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/memory-<platform>[-quick].json)")
-    parser.add_argument("--run-dir", default=None, help="keep the run directory here (default: a temporary one)")
+    parser = Parser(description=__doc__)
+    parser.add_argument("--updates", type=whole_number_argument, default=None,
+                        help=f"PPO updates per run, 1,024 env steps each "
+                             f"(default {UPDATES:,}; --quick {QUICK_UPDATES:,})")
+    parser.add_argument("--num-seeds", type=whole_number_argument, default=1, help="runs trained at once (vmapped)")
+    parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_UPDATES:,} updates by default")
+    parser.add_argument("--out", type=path_argument, default=None,
+                        help="a .json file (default benchmarks/results/memory-<platform>[-quick].json)")
+    parser.add_argument("--run-dir", type=path_argument, default=None,
+                        help="keep the run directory here (default: a temporary one)")
     parser.add_argument("--overwrite", action="store_true", help="replace the results already at --out")
     args = parser.parse_args()
-    if args.updates < 1 or args.num_seeds < 1:
-        parser.error(f"--updates and --num-seeds must be positive, got {args.updates} and {args.num_seeds}")
+    # An explicit --updates wins over --quick's default, as --budget-s does in scaling.py.
+    updates = args.updates if args.updates is not None else QUICK_UPDATES if args.quick else UPDATES
+    if updates < 1 or args.num_seeds < 1:
+        parser.error(f"--updates and --num-seeds must be positive, got {updates} and {args.num_seeds}")
     platform_name = jax.devices()[0].platform
     out = Path(args.out or f"benchmarks/results/memory-{platform_name}{'-quick' if args.quick else ''}.json")
+    check_json_out(parser, out)
     previous = None if args.overwrite else saved_record(out)
     if previous is not None:
         updates = previous.get("updates")
@@ -170,10 +179,8 @@ def main() -> None:
             make_run_dir(args.run_dir)  # a fresh directory: never another run's
         except OSError as err:
             parser.error(f"--run-dir: {err}")
-    updates = 1_000 if args.quick else args.updates
     config = CONFIG.replace(total_timesteps=updates * CONFIG.steps_per_update)
     config.validate()
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     seeds = list(range(args.num_seeds))
     runs = make_runs(config, seeds)
@@ -215,7 +222,7 @@ def main() -> None:
         },
         "samples": s,
     }
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    save_results(out, results)
 
     g, g10, sl = results["growth_start_to_end"], results["growth_10pct_to_end"], results["slope_second_half"]
     print(f"compile {summary['compile_s']:.1f} s, {config.num_updates:,} updates in {summary['train_s']:.1f} s "

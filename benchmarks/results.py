@@ -27,6 +27,8 @@ PPO and GRPO on the same axes). Runs can be done in pieces: each call adds its
 presets' JSON and redraws the whole table. A preset that already has a JSON in
 ``out-dir`` is refused before anything trains, unless ``--overwrite`` is given:
 a trial call (``--max-steps 4096``) must not replace hours of a full-budget record.
+A missing ``out-dir`` is made when the first record is written (a refused or failed
+call leaves none behind).
 
 Final return: mean episode return over the last 10% of updates (as the CLI's
 ``summary.json``), i.e. of the episodes the policy played while it was still
@@ -42,7 +44,6 @@ policy, not training-time episodes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -50,7 +51,8 @@ from pathlib import Path
 
 import jax
 
-from jaxrl_po.config import ConfigError, whole_number
+from benchmark_cli import Parser, check_directory, path_argument  # beside this script
+from jaxrl_po.config import ConfigError, whole_number_argument
 from jaxrl_po.train import split_cpu_or_exit
 
 # One JAX device per core, exactly as the CLI makes them, so the seeds are spread over the cores
@@ -158,9 +160,12 @@ def record_from_run(name: str, run_dir: Path, eval_episodes: int = EVAL_EPISODES
     field = "from_run"
     try:
         trained = load_trained(run_dir)
+    except CheckpointError as err:  # its message names the run directory
+        raise ConfigError(field, str(err)) from None
+    try:
         summary = json.loads((run_dir / "summary.json").read_text())
-    except (CheckpointError, OSError, ValueError) as err:
-        raise ConfigError(field, f"{run_dir}: {err}") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(field, f"{run_dir / 'summary.json'}: {getattr(err, 'strerror', None) or err}") from None
     preset = PRESETS[name]
     expected = to_dict(preset.config.replace(total_timesteps=trained.config.total_timesteps))
     differ = sorted(k for k, v in to_dict(trained.config).items() if expected.get(k) != v)
@@ -266,30 +271,33 @@ def describe_record(path: Path) -> str:
         return path.name
 
 
-def step_budget(text: str) -> int:
-    """``--max-steps``: an integer, also written ``5e5`` as the train CLI takes it."""
-    try:
-        return whole_number(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+def check_out_dir(parser: Parser, out_dir: Path, trains: bool) -> None:
+    """``--out-dir``: a directory, or one that can be made when the first record is written; a call that trains
+    nothing (``--report-only``) redraws the table of one that exists."""
+    if out_dir.exists() and not out_dir.is_dir():
+        parser.error(f"--out-dir: {out_dir} is not a directory")
+    check_directory(parser, "--out-dir", out_dir, out_dir.parent)
+    if not trains and not out_dir.exists():
+        parser.error(f"--out-dir: {out_dir} does not exist: there is no table to redraw")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     parser.add_argument("--presets", nargs="*", default=list(PRESETS), choices=list(PRESETS), metavar="NAME",
                         help=f"presets to run (default: all): {', '.join(PRESETS)}")
-    parser.add_argument("--num-seeds", type=int, default=None, help="seeds per preset (default 8)")
-    parser.add_argument("--max-steps", type=step_budget, default=None,
+    parser.add_argument("--num-seeds", type=whole_number_argument, default=None, help="seeds per preset (default 8)")
+    parser.add_argument("--max-steps", type=whole_number_argument, default=None,
                         help="cap each preset's per-seed budget (e.g. 4096 or 5e5)")
-    parser.add_argument("--out-dir", default=None, help="default benchmarks/results/suite-<platform>")
-    parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES,
+    parser.add_argument("--out-dir", type=path_argument, default=None,
+                        help="default benchmarks/results/suite-<platform>")
+    parser.add_argument("--eval-episodes", type=whole_number_argument, default=EVAL_EPISODES,
                         help="final-policy episodes per seed and mode (sampled, greedy)")
     parser.add_argument("--report-only", action="store_true", help="only redraw table.md and figures")
-    parser.add_argument("--from-run", metavar="RUN_DIR", type=Path,
+    parser.add_argument("--from-run", metavar="RUN_DIR", type=path_argument,
                         help="take the one preset named by --presets from this finished CLI run of it "
                              "(python -m jaxrl_po.train --preset NAME --num-seeds N, resumed as often as needed) "
                              "instead of training it")
-    parser.add_argument("--cpu-devices", type=int,
+    parser.add_argument("--cpu-devices", type=whole_number_argument,
                         help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the records of --presets already in --out-dir (otherwise they are refused)")
@@ -307,22 +315,23 @@ def main() -> None:
     if args.from_run is not None and len(args.presets) != 1:
         parser.error(f"--from-run: name the run's preset with --presets NAME (one), got {len(args.presets)}")
     out_dir = Path(args.out_dir or f"benchmarks/results/suite-{jax.devices()[0].platform}")
+    check_out_dir(parser, out_dir, trains=bool(args.presets) and not args.report_only)
     existing = [] if args.report_only or args.overwrite else [
         describe_record(out_dir / f"{name}.json") for name in args.presets if (out_dir / f"{name}.json").exists()]
     if existing:
         parser.error(replace_refusal("--out-dir", out_dir, "; ".join(existing), len(existing)))
-    out_dir.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for name in args.presets:
             if args.from_run is not None:
                 print(f"{name}: from {args.from_run} ...", flush=True)
                 try:
-                    record = record_from_run(name, args.from_run, args.eval_episodes)
+                    record = record_from_run(name, Path(args.from_run), args.eval_episodes)
                 except ConfigError as err:
                     parser.error(f"--from-run: {err.message}")
             else:
                 print(f"{name}: {args.num_seeds} seeds ...", flush=True)
                 record = run_preset(name, args.num_seeds, args.max_steps, args.eval_episodes)
+            out_dir.mkdir(parents=True, exist_ok=True)  # now that there is a record to write
             write_json(out_dir / f"{name}.json", record)
             print(f"  {cell(record)}; compile {record['compile_s']:.1f} s, {record['sps']:,.0f} SPS; final policy "
                   f"sampled {eval_cell(record, 'stochastic')}, greedy {eval_cell(record, 'greedy')}", flush=True)

@@ -3,7 +3,7 @@
     python benchmarks/scaling.py [--quick] [--only SUBSTRING ...] [--sweep {both,envs,seeds}]
                                  [--budget-s S] [--max-envs N] [--max-seeds N] [--max-total-envs N]
                                  [--envs-per-seed N] [--max-update-s S] [--grpo-horizon H] [--plot-only]
-                                 [--out PATH] [--overwrite]
+                                 [--out PATH.json] [--overwrite]
 
 Two sweeps, for PPO and GRPO on CartPole-v1 and Breakout-MinAtar (64-64 tanh MLPs;
 Breakout's 10x10x4 observation is flattened to 400 inputs):
@@ -42,22 +42,22 @@ Points that would not fit are skipped, not run, and recorded with the reason:
   * one update predicted (linearly in total envs, from the line's previous point)
     to take longer than ``--max-update-s``.
 
-Writes ``benchmarks/results/scaling-<platform>[-quick].json`` (after every point,
-so a cut run keeps its points) and the plot beside it (``.png``), and prints a
-markdown table. ``--only`` runs some lines (``ppo/CartPole-v1``, ``grpo/Breakout``,
-``random``, ``Breakout`` ...: any substring, case-insensitive; a line's env ceiling
-comes with it) and ``--sweep`` one sweep; the points of the other (sweep, line)
-pairs already in the output file are kept, so a long grid can be run in parts
-(``--plot-only`` redraws the plot and table from the file). A run that would
-replace lines already in the file (or the whole file, when it is of the other
-kind, quick or full) is refused before any work unless ``--overwrite`` is given.
+Writes ``benchmarks/results/scaling-<platform>[-quick].json`` (``--out``: a ``.json``
+file; after every point, so a cut run keeps its points) and the plot beside it
+(the same name, ``.png``), and prints a markdown table. ``--only`` runs some lines
+(``ppo/CartPole-v1``, ``grpo/Breakout``, ``random``, ``Breakout`` ...: any
+substring, case-insensitive; a line's env ceiling comes with it) and ``--sweep``
+one sweep; the points of the other (sweep, line) pairs already in the output file
+are kept, so a long grid can be run in parts (``--plot-only`` redraws the plot and
+table from the file). A run that would replace lines already in the file (or the
+whole file, when it is of the other kind, quick or full), or a ``.png`` that is
+not the plot of the results it adds to, is refused before any work unless
+``--overwrite`` is given.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import time
 from pathlib import Path
 
@@ -65,10 +65,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmark_cli import (Parser, check_companion, check_json_out, kept_entries, path_argument,  # beside this script
+                           replaced_held, save_results)
 from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig, make_algorithm
-from jaxrl_po.config import MAX_TIMESTEPS, to_dict
+from jaxrl_po.config import MAX_TIMESTEPS, to_dict, whole_number_argument
 from jaxrl_po.envs import make_vec_env
-from jaxrl_po.logs import NOT_RESULTS, named, replace_refusal, saved_entries, saved_record
+from jaxrl_po.logs import NOT_RESULTS, replace_refusal, saved_entries, saved_record
 from jaxrl_po.runner import compile_job
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
@@ -399,9 +401,30 @@ def plot(results: dict, path: Path) -> None:
 
 
 # ---- main ---------------------------------------------------------------------------
+POINT_FIELDS = ("sweep", "line", "algo", "env", "num_seeds", "num_envs_per_seed")  # what the plot and table read
+
+
+def plot_only(parser: Parser, out: Path, png: Path) -> None:
+    """``--plot-only``: redraw the plot and table of the results at ``out``; a file that is not such results is
+    refused with one line (it used to end in a traceback)."""
+    if not out.is_file():
+        parser.error(f"--plot-only: no results at {out}; run without --plot-only first (or pass --out)")
+    results = saved_record(out)
+    points = saved_entries(results, "points", POINT_FIELDS)
+    readable = points and "quick" in results and all(isinstance(results.get(k), dict) for k in ("machine", "settings"))
+    if not readable:
+        parser.error(f"--out: {out} holds {NOT_RESULTS}: nothing to plot")
+    check_companion(parser, png, "plot", redrawn=True, overwrite=False)  # their own plot: only a directory is refused
+    results["points"] = sorted(points, key=point_order)
+    plot(results, png)
+    print(markdown(results["points"]))
+    print(f"wrote {png}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/scaling-<platform>[-quick].json)")
+    parser = Parser(description=__doc__)
+    parser.add_argument("--out", type=path_argument, default=None,
+                        help="a .json file (default benchmarks/results/scaling-<platform>[-quick].json)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke run (numbers meaningless): num_envs {QUICK_NUM_ENVS}, seeds {QUICK_SEEDS}, "
                              f"0.3 s per point, --max-update-s 3, only {', '.join(QUICK_LINES)} unless --only is given")
@@ -409,31 +432,29 @@ def main() -> None:
                         help="lines to run: substrings of 'ppo/CartPole-v1', 'grpo/Breakout-MinAtar', 'random/...'")
     parser.add_argument("--sweep", choices=("both", "envs", "seeds"), default="both")
     parser.add_argument("--budget-s", type=float, default=None, help="timed seconds per point (default 2, quick 0.3)")
-    parser.add_argument("--max-envs", type=int, default=max(NUM_ENVS), help="largest num_envs of the envs sweep")
-    parser.add_argument("--max-seeds", type=int, default=max(SEEDS), help="most seeds of the seeds sweep")
-    parser.add_argument("--max-total-envs", type=int, default=max(NUM_ENVS),
+    parser.add_argument("--max-envs", type=whole_number_argument, default=max(NUM_ENVS),
+                        help="largest num_envs of the envs sweep")
+    parser.add_argument("--max-seeds", type=whole_number_argument, default=max(SEEDS),
+                        help="most seeds of the seeds sweep")
+    parser.add_argument("--max-total-envs", type=whole_number_argument, default=max(NUM_ENVS),
                         help="skip points with seeds x envs per seed above this")
-    parser.add_argument("--envs-per-seed", type=int, default=64, help="per-seed batch of the seeds sweep")
+    parser.add_argument("--envs-per-seed", type=whole_number_argument, default=64,
+                        help="per-seed batch of the seeds sweep")
     parser.add_argument("--max-update-s", type=float, default=None,
                         help="skip points whose one update is predicted to take longer (seconds; default 20, quick 3)")
-    parser.add_argument("--grpo-horizon", type=int, default=None,
+    parser.add_argument("--grpo-horizon", type=whole_number_argument, default=None,
                         help="GRPO episode horizon (default: the env's, 500 CartPole / 1000 Breakout)")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot and table from the JSON")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the lines at --out that this run re-runs (the whole file if it is of the other "
-                             "kind, quick or full)")
+                             "kind, quick or full), and a .png beside it that is not its plot")
     args = parser.parse_args()
     platform_name = jax.devices()[0].platform
     out = Path(args.out or f"benchmarks/results/scaling-{platform_name}{'-quick' if args.quick else ''}.json")
+    check_json_out(parser, out)
     png = out.with_suffix(".png")
     if args.plot_only:
-        if not out.is_file():
-            parser.error(f"--plot-only: no results at {out}; run without --plot-only first (or pass --out)")
-        results = json.loads(out.read_text())
-        results["points"].sort(key=point_order)
-        plot(results, png)
-        print(markdown(results["points"]))
-        print(f"wrote {png}")
+        plot_only(parser, out, png)
         return
 
     if args.budget_s is None:
@@ -458,15 +479,12 @@ def main() -> None:
     todo = plan(args, lines, envs)
     previous = saved_record(out)
     ran = {(p["sweep"], p["line"]) for p in todo}
-    same_kind = previous is not None and previous.get("quick") == args.quick  # quick and full never merge
-    kept = saved_entries(previous, "points", ("sweep", "line")) if same_kind else []
-    if previous is not None and not args.overwrite:  # adding lines is fine; replacing one needs --overwrite
-        replaced = sorted({f"{p['line']} ({p['sweep']} sweep)" for p in kept if (p["sweep"], p["line"]) in ran})
-        if replaced or not kept:
-            held = (named("line", replaced) if replaced
-                    else f"a {'quick' if previous['quick'] else 'full'} run" if "quick" in previous and not same_kind
-                    else NOT_RESULTS)
-            parser.error(replace_refusal("--out", out, held, max(len(replaced), 1), record=previous))
+    kept = kept_entries(previous, args.quick, "points", ("sweep", "line"))
+    replaced = sorted({f"{p['line']} ({p['sweep']} sweep)" for p in kept if (p["sweep"], p["line"]) in ran})
+    held = None if args.overwrite else replaced_held(previous, args.quick, kept, replaced, "line")
+    if held:  # adding lines is fine; replacing one needs --overwrite
+        parser.error(replace_refusal("--out", out, held, max(len(replaced), 1), record=previous))
+    check_companion(parser, png, "plot", redrawn=bool(kept), overwrite=args.overwrite)
 
     templates = {algo: to_dict(make_config(algo, "CartPole-v1", 1024 if algo == "ppo" else 128, args.grpo_horizon))
                  for algo in ALGOS}
@@ -489,7 +507,6 @@ def main() -> None:
         "points": [],
     }
     results["points"] = [p for p in kept if (p["sweep"], p["line"]) not in ran]  # the lines not re-run
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     done: dict = {}
     last: dict = {}
@@ -509,7 +526,7 @@ def main() -> None:
         attach_ceiling(results["points"])
         results["points"].sort(key=point_order)
         results["wall_s"] = time.perf_counter() - start
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        save_results(out, results)
     plot(results, png)
     print()
     print(markdown(results["points"]))

@@ -17,19 +17,19 @@ device per core (``train.split_cpu``), seeds are spread over the cores, so the
 16-seed case runs 8 seeds per core on 2 cores; it is also timed on one device
 (as ``jax.jit(jax.vmap(train))`` without a mesh runs) for comparison.
 
-Results already at ``--out`` are replaced only with ``--overwrite`` (refused
-before any work).
+Results already at ``--out`` (a ``.json`` file) are replaced only with ``--overwrite``
+(refused before any work).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 import jax
 
+from benchmark_cli import Parser, check_json_out, path_argument, save_results  # beside this script
+from jaxrl_po.config import whole_number_argument
 from jaxrl_po.train import split_cpu_or_exit
 
 # One JAX device per core, exactly as the CLI makes them (respecting --cpu-devices and a device
@@ -112,20 +112,22 @@ def train_flops_per_step(config: PPOConfig, obs_dim: int = 4, actions: int = 2) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", help="default: benchmarks/results/throughput-<platform>[-quick].json")
+    parser = Parser(description=__doc__)
+    parser.add_argument("--out", type=path_argument,
+                        help="a .json file (default: benchmarks/results/throughput-<platform>[-quick].json)")
     parser.add_argument("--quick", action="store_true", help="10x smaller budgets (a smoke run)")
-    parser.add_argument("--cpu-devices", type=int,
+    parser.add_argument("--cpu-devices", type=whole_number_argument,
                         help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
     parser.add_argument("--overwrite", action="store_true", help="replace the results already at --out")
     args = parser.parse_args()
     quick = "-quick" if args.quick else ""  # a smoke run never replaces the full results
-    args.out = args.out or f"benchmarks/results/throughput-{jax.devices()[0].platform}{quick}.json"
-    previous = None if args.overwrite else saved_record(Path(args.out))
+    out = Path(args.out or f"benchmarks/results/throughput-{jax.devices()[0].platform}{quick}.json")
+    check_json_out(parser, out)
+    previous = None if args.overwrite else saved_record(out)
     if previous is not None:
         cases = previous.get("cases")
         held = f"a run of {len(cases)} cases" if isinstance(cases, dict) else NOT_RESULTS
-        parser.error(replace_refusal("--out", Path(args.out), held, record=previous))
+        parser.error(replace_refusal("--out", out, held, record=previous))
 
     flop_rate = dense_flop_rate()
     results = {
@@ -152,9 +154,7 @@ def main() -> None:
               f"{ceiling['sps']:>18,.0f}{row['fraction_of_rollout_only']:>11.0%}{flops / 1e9:>9.2f}G"
               f"{row['fraction_of_dense_flop_rate']:>9.1%}{train['final_return_mean']:>8.1f}")
     print(f"dense 64-wide layer: {flop_rate / 1e9:.2f} GFLOP/s")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    save_results(out, results)
     print(f"wrote {out}")
 
 

@@ -2,8 +2,11 @@
 
 A full benchmark run takes minutes to hours, and the committed results are
 what the README cites, so a rerun that would replace any of them is refused
-before any work unless ``--overwrite`` is given. Adding rows or lines to a
-file (``--only``) is allowed and keeps everything already there.
+before any work unless ``--overwrite`` is given; so is the plot or table a
+script writes beside its JSON, and a quick run never mixes with a full run's
+file. Adding rows or lines to a file (``--only``) is allowed and keeps
+everything already there. Every bad input (a flag, an empty path, a directory
+or another suffix for ``--out``) exits 2 with one line, before any work.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from conftest import cli_env
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 RESULTS = BENCHMARKS / "results"
+SCRIPTS = ("throughput.py", "memory.py", "grpo_vs_ppo.py", "scaling.py", "results.py")
+OUT_SCRIPTS = SCRIPTS[:4]  # the scripts that write one JSON file, --out
+# The functions each script's work starts with: a refusal must come before them.
+WORK = {"throughput.py": ("dense_flop_rate",), "memory.py": ("train_job",), "grpo_vs_ppo.py": ("run_one",),
+        "scaling.py": ("measure", "plot"), "results.py": ("run_preset", "report")}
 
 
 def run_benchmark(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -35,6 +43,8 @@ def run_benchmark(script: str, *args: str, timeout: float = 300) -> subprocess.C
 def load_benchmark(script: str):
     """The benchmark script as a module, in this process (its ``main`` reads ``sys.argv``)."""
     jax.devices()  # the backend is up: importing a script cannot change this process's devices
+    if str(BENCHMARKS) not in sys.path:  # the scripts share benchmark_cli.py, beside them
+        sys.path.append(str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"benchmark_{Path(script).stem}", BENCHMARKS / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -43,14 +53,38 @@ def load_benchmark(script: str):
 
 def refusal(script: str, argv: list[str], monkeypatch, capsys) -> str:
     """The one-line error ``script`` exits 2 with (in this process: the refusal comes before any work)."""
-    main = load_benchmark(script).main
+    module = load_benchmark(script)
+    for work in WORK[script]:
+        monkeypatch.setattr(module, work, lambda *a, **k: pytest.fail(f"{script} started work, then refused"))
     monkeypatch.setattr(sys, "argv", [script, *argv])
     with pytest.raises(SystemExit) as exit_info:
-        main()
+        module.main()
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("error:") == 1, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err  # one line, no usage lines
     return err
+
+
+class Started(Exception):
+    """Raised by a stand-in for a script's work, with what the work was given."""
+
+
+def run_main(module, argv: list[str], monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["script.py", *argv])
+    module.main()
+
+
+def fake_grpo_vs_ppo_runs(module, monkeypatch) -> list[tuple[str, int]]:
+    """Stand in a saved row for each training run of grpo_vs_ppo.py, with the seeds asked for; the calls made."""
+    saved = json.loads((RESULTS / "grpo_vs_ppo-cpu.json").read_text())["runs"][0]
+    calls = []
+
+    def run_one(name, algo, variant, config, num_seeds):
+        calls.append((name, num_seeds))
+        return {**saved, "name": name, "num_seeds": num_seeds, "final_return_per_seed": [500.0] * num_seeds}
+
+    monkeypatch.setattr(module, "run_one", run_one)
+    return calls
 
 
 @pytest.mark.parametrize("script, saved, args, held", [
@@ -64,6 +98,7 @@ def refusal(script: str, argv: list[str], monkeypatch, capsys) -> str:
      "the lines grpo/CartPole-v1 (num_envs sweep), grpo/CartPole-v1 (seeds sweep), random/CartPole-v1 (num_envs "
      "sweep), random/CartPole-v1 (seeds sweep) (made 2026-11-22)"),  # a line re-runs its env's random ceiling
     ("scaling.py", "scaling-cpu.json", ["--quick"], "a full run (made 2026-11-22)"),  # a quick run would drop it all
+    ("grpo_vs_ppo.py", "grpo_vs_ppo-cpu.json", ["--quick", "--only", "cartpole-ppo"], "a full run (date unknown)"),
 ])
 def test_benchmark_refuses_to_replace_saved_results(tmp_path, monkeypatch, capsys, script, saved, args, held):
     out = tmp_path / saved
@@ -87,6 +122,7 @@ def test_scaling_adds_a_line_and_keeps_the_others(tmp_path):
     kept = [p for p in saved["points"] if p["line"] != "random/CartPole-v1"]
     out = tmp_path / "scaling.json"
     out.write_text(json.dumps({**saved, "points": kept}))
+    (tmp_path / "scaling.png").write_text("the plot of the lines kept")  # redrawn with the new line, unasked
     proc = run_benchmark("scaling.py", "--quick", "--only", "random/CartPole-v1", "--sweep", "envs",
                          "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -97,14 +133,15 @@ def test_scaling_adds_a_line_and_keeps_the_others(tmp_path):
     strip = lambda p: {k: v for k, v in p.items() if k not in ("random_sps", "fraction_of_random")}  # new ceiling
     assert sorted(map(json.dumps, map(strip, kept))) == sorted(
         json.dumps(strip(p)) for p in points if p["line"] != "random/CartPole-v1")
-    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert (tmp_path / "scaling.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_grpo_vs_ppo_adds_a_row_and_keeps_the_others(tmp_path):
     saved = json.loads((RESULTS / "grpo_vs_ppo-cpu.json").read_text())
     kept = [r for r in saved["runs"] if r["name"] != "cartpole-ppo"]
     out = tmp_path / "grpo_vs_ppo.json"
-    out.write_text(json.dumps({**saved, "runs": kept}))
+    out.write_text(json.dumps({**saved, "quick": True, "runs": kept}))  # a quick run adds only to a quick run's rows
+    (tmp_path / "grpo_vs_ppo.md").write_text("the table of the rows kept")  # redrawn with the new row, unasked
     proc = run_benchmark("grpo_vs_ppo.py", "--quick", "--only", "cartpole-ppo", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = json.loads(out.read_text())["runs"]
@@ -139,7 +176,7 @@ def test_throughput_benchmark_writes_a_row_per_case(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(throughput, "CASES", {"2 seeds, 4 envs x 16": (tiny, 2, None)})
     dense_rate = throughput.dense_flop_rate
     monkeypatch.setattr(throughput, "dense_flop_rate", lambda: dense_rate(batch=64, iters=10))
-    out = tmp_path / "throughput.json"
+    out = tmp_path / "new" / "throughput.json"  # a directory that does not exist is made when the results are written
     monkeypatch.setattr(sys, "argv", ["throughput.py", "--out", str(out)])
     throughput.main()
 
@@ -153,3 +190,158 @@ def test_throughput_benchmark_writes_a_row_per_case(tmp_path, monkeypatch, capsy
     assert {"platform", "jax", "date"} <= record["machine"].keys()
     printed = capsys.readouterr().out
     assert "2 seeds, 4 envs x 16" in printed and f"wrote {out}" in printed
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("args, message", [
+    (["--no-such-flag"], "error: unrecognized arguments: --no-such-flag"),
+    (["--overwrite=yes"], "error: --overwrite: ignored explicit argument 'yes'"),
+])
+def test_benchmark_flag_errors_are_one_line(monkeypatch, capsys, script, args, message):
+    assert refusal(script, args, monkeypatch, capsys) == message + "\n"
+
+
+@pytest.mark.parametrize("script", OUT_SCRIPTS)
+@pytest.mark.parametrize("name", ["clash.png", "clash.md", "clash"])
+def test_benchmark_out_must_be_a_json_file(tmp_path, monkeypatch, capsys, script, name):
+    """The plot and table written beside --out take its name with another suffix, so --out is a .json file:
+    ``--out clash.png`` would have been the JSON and the plot at once, and kept only the plot."""
+    out = tmp_path / "new" / name
+    err = refusal(script, ["--out", str(out), "--overwrite"], monkeypatch, capsys)
+    assert f"error: --out: must name a .json file, got {out}" in err, err
+    assert not out.parent.exists()  # a refused run makes no directory
+
+
+@pytest.mark.parametrize("script, suffix, what", [("scaling.py", ".png", "plot"), ("grpo_vs_ppo.py", ".md", "table")])
+def test_benchmark_refuses_to_replace_a_file_beside_out(tmp_path, monkeypatch, capsys, script, suffix, what):
+    """A new --out's plot or table would replace a file already there: the user's, since no results are beside it."""
+    mine = tmp_path / f"mine{suffix}"
+    mine.write_text("x")
+    err = refusal(script, ["--out", str(tmp_path / "mine.json"), "--quick"], monkeypatch, capsys)
+    assert f"error: --out: {mine} already holds a file this run would replace with its {what}. Pass --overwrite" in err
+    assert mine.read_text() == "x"
+    mine.unlink()
+    mine.mkdir()  # a directory cannot be replaced, --overwrite or not
+    err = refusal(script, ["--out", str(tmp_path / "mine.json"), "--quick", "--overwrite"], monkeypatch, capsys)
+    assert f"error: --out: {mine}, where this run writes its {what}, is a directory" in err, err
+
+
+@pytest.mark.parametrize("script", OUT_SCRIPTS)
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_benchmark_out_must_be_a_file_in_a_directory(tmp_path, monkeypatch, capsys, script, overwrite):
+    err = refusal(script, ["--out", str(tmp_path), "--quick", *overwrite], monkeypatch, capsys)
+    assert f"error: --out: {tmp_path} is a directory; name a .json file in it" in err, err
+    notes = tmp_path / "notes"
+    notes.write_text("a file, not a directory")
+    out = notes / "sub" / "results.json"
+    err = refusal(script, ["--out", str(out), "--quick", *overwrite], monkeypatch, capsys)
+    assert f"error: --out: cannot write {out}: {notes} is not a directory" in err, err
+
+
+def test_results_out_dir_must_be_a_directory(tmp_path, monkeypatch, capsys):
+    notes = tmp_path / "notes"
+    notes.write_text("a file, not a directory")
+    err = refusal("results.py", ["--presets", "cartpole-ppo", "--out-dir", str(notes)], monkeypatch, capsys)
+    assert f"error: --out-dir: {notes} is not a directory" in err, err
+    err = refusal("results.py", ["--presets", "cartpole-ppo", "--out-dir", str(notes / "suite")], monkeypatch, capsys)
+    assert f"error: --out-dir: cannot write {notes / 'suite'}: {notes} is not a directory" in err, err
+    err = refusal("results.py", ["--report-only", "--out-dir", str(tmp_path / "none")], monkeypatch, capsys)
+    assert f"error: --out-dir: {tmp_path / 'none'} does not exist: there is no table to redraw" in err, err
+    assert notes.read_text() == "a file, not a directory" and not (tmp_path / "none").exists()
+
+
+def test_scaling_plot_only_refuses_a_file_it_cannot_read(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "notes.json"
+    out.write_text("my notes, not JSON")
+    err = refusal("scaling.py", ["--plot-only", "--out", str(out)], monkeypatch, capsys)
+    assert f"error: --out: {out} holds {NOT_RESULTS}: nothing to plot" in err, err
+    assert not out.with_suffix(".png").exists()
+
+
+@pytest.mark.parametrize("script, args", [
+    ("throughput.py", ["--cpu-devices", "1e0"]),
+    ("memory.py", ["--updates", "1e3", "--num-seeds", "1.0"]),
+    ("grpo_vs_ppo.py", ["--ablation-seeds", "4e0"]),
+    ("scaling.py", ["--max-envs", "2.56e2", "--max-seeds", "4e0", "--max-total-envs", "1e3", "--envs-per-seed", "64.0",
+                    "--grpo-horizon", "1e2"]),
+])
+def test_benchmark_integer_flags_take_whole_floats(tmp_path, monkeypatch, capsys, script, args):
+    """Every integer flag takes ``5e5`` as the CLI does; the refusal that follows shows the flags were taken."""
+    out = tmp_path / "notes.json"
+    out.write_text("my notes, not JSON")
+    err = refusal(script, ["--out", str(out), *args], monkeypatch, capsys)
+    assert f"error: --out: {out} already holds {NOT_RESULTS}" in err, err
+
+
+def test_results_integer_flags_take_whole_floats(tmp_path, monkeypatch, capsys):
+    (tmp_path / "cartpole-ppo.json").write_text("{}")
+    err = refusal("results.py", ["--presets", "cartpole-ppo", "--num-seeds", "2e0", "--eval-episodes", "4.0",
+                                 "--max-steps", "4.096e3", "--cpu-devices", "1e0", "--out-dir", str(tmp_path)],
+                  monkeypatch, capsys)
+    assert f"error: --out-dir: {tmp_path} already holds cartpole-ppo.json. Pass --overwrite" in err, err
+
+
+@pytest.mark.parametrize("script, args", [
+    ("throughput.py", ["--out"]), ("memory.py", ["--out"]), ("memory.py", ["--run-dir"]), ("grpo_vs_ppo.py", ["--out"]),
+    ("scaling.py", ["--out"]), ("scaling.py", ["--plot-only", "--out"]), ("results.py", ["--out-dir"]),
+    ("results.py", ["--presets", "cartpole-ppo", "--from-run"]),
+])
+def test_benchmark_refuses_an_empty_path(monkeypatch, capsys, script, args):
+    """An empty path is a mistake (an unset variable), not the default path."""
+    err = refusal(script, [*args, ""], monkeypatch, capsys)
+    assert f"error: {args[-1]}: must name a path, got ''" in err, err
+
+
+@pytest.mark.parametrize("args, updates", [
+    (["--quick", "--updates", "5e1"], 50), (["--quick"], 1_000), ([], 10_000), (["--updates", "7"], 7)])
+def test_memory_runs_the_updates_asked_for(tmp_path, monkeypatch, args, updates):
+    """--quick sets the default number of updates; --updates beside it wins (it used to be ignored)."""
+    memory = load_benchmark("memory.py")
+
+    def train_job(job, console):
+        raise Started(job.config)
+
+    monkeypatch.setattr(memory, "train_job", train_job)
+    with pytest.raises(Started) as started:
+        run_main(memory, ["--out", str(tmp_path / "memory.json"), *args], monkeypatch)
+    assert started.value.args[0].num_updates == updates
+
+
+@pytest.mark.parametrize("args, seeds", [
+    (["--quick", "--only", "cartpole-grpo-rtg", "--ablation-seeds", "3"], [("cartpole-grpo-rtg", 3)]),
+    (["--quick", "--only", "cartpole-grpo-rtg"], [("cartpole-grpo-rtg", 2)]),
+    (["--quick", "--only", "acrobot-ppo", "--ablation-seeds", "3"], [("acrobot-ppo", 2)]),  # a main row
+    (["--only", "acrobot-grpo-small"], [("acrobot-grpo-small", 8)]),
+])
+def test_grpo_vs_ppo_runs_the_seeds_asked_for(tmp_path, monkeypatch, capsys, args, seeds):
+    """--quick sets the default seeds; --ablation-seeds beside it wins for the ablation rows (it used to be ignored)."""
+    grpo_vs_ppo = load_benchmark("grpo_vs_ppo.py")
+    calls = fake_grpo_vs_ppo_runs(grpo_vs_ppo, monkeypatch)
+    out = tmp_path / "grpo_vs_ppo.json"
+    run_main(grpo_vs_ppo, ["--out", str(out), *args], monkeypatch)
+    assert calls == seeds
+    record = json.loads(out.read_text())
+    assert [r["num_seeds"] for r in record["runs"]] == [n for _, n in seeds]
+    if "--ablation-seeds" in args:
+        assert record["seeds_ablation"] == 3
+
+
+def test_grpo_vs_ppo_never_mixes_quick_and_full_rows(tmp_path, monkeypatch, capsys):
+    """A quick run given --overwrite replaces a full run's file whole, as scaling.py does: it used to keep the
+    full rows beside its quick one and label them all quick."""
+    out = tmp_path / "grpo_vs_ppo.json"
+    shutil.copy(RESULTS / "grpo_vs_ppo-cpu.json", out)
+    grpo_vs_ppo = load_benchmark("grpo_vs_ppo.py")
+    fake_grpo_vs_ppo_runs(grpo_vs_ppo, monkeypatch)
+    run_main(grpo_vs_ppo, ["--out", str(out), "--quick", "--only", "cartpole-ppo", "--overwrite"], monkeypatch)
+    record = json.loads(out.read_text())
+    assert record["quick"] is True and [r["name"] for r in record["runs"]] == ["cartpole-ppo"]
+    assert record["total_wall_s"] < 60  # this run's time alone, not the full run's 26 min added
+
+
+def test_results_from_run_refusal_names_the_run_once_and_makes_no_directory(tmp_path, monkeypatch, capsys):
+    run, out_dir = tmp_path / "nope", tmp_path / "suite"
+    err = refusal("results.py", ["--presets", "cartpole-ppo", "--from-run", str(run), "--out-dir", str(out_dir)],
+                  monkeypatch, capsys)
+    assert f"error: --from-run: {run} is not a run directory" in err and f"{run}: {run}" not in err, err
+    assert not out_dir.exists()
