@@ -321,8 +321,9 @@ def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
         for name, value in saved_options.items():
             check_saved_option(name, value)
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err  # not the path a second time
         raise ConfigError("resume", f"{run_dir} is not a run directory this program can resume "
-                                    f"({run_dir / 'config.json'}: {err})") from None
+                                    f"({run_dir / 'config.json'}: {reason})") from None
     if not has_checkpoint(run_dir):
         raise ConfigError("resume", f"{run_dir} has no checkpoint to resume from (none in {run_dir / CHECKPOINT_DIR})")
     for place in (run_dir, run_dir / CHECKPOINT_DIR):  # resuming adds checkpoints and rewrites metrics.csv
