@@ -67,7 +67,7 @@ from jaxrl_po.checkpoint import CheckpointError  # noqa: E402
 from jaxrl_po.config import to_dict  # noqa: E402
 from jaxrl_po.evaluate import check_episodes, evaluate_trained  # noqa: E402
 from jaxrl_po.logs import (  # noqa: E402
-    downsample_curve, final_returns, mean_ci_text, none_if_nan, replace_refusal, write_json)
+    downsample_curve, error_reason, final_returns, mean_ci_text, none_if_nan, replace_refusal, write_json)
 from jaxrl_po.plot import Curve, common_grid, forward_fill, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
 from jaxrl_po.runner import TrainedRuns, job_layout, load_trained  # noqa: E402
@@ -165,7 +165,7 @@ def record_from_run(name: str, run_dir: Path, eval_episodes: int = EVAL_EPISODES
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError) as err:
-        raise ConfigError(field, f"{run_dir / 'summary.json'}: {getattr(err, 'strerror', None) or err}") from None
+        raise ConfigError(field, f"{run_dir / 'summary.json'}: {error_reason(err)}") from None
     preset = PRESETS[name]
     expected = to_dict(preset.config.replace(total_timesteps=trained.config.total_timesteps))
     differ = sorted(k for k, v in to_dict(trained.config).items() if expected.get(k) != v)

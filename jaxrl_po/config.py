@@ -126,7 +126,7 @@ class BaseConfig:
         hparams = self.hparams()
         unknown = sorted(set(overrides or {}) - set(hparams))
         if unknown:
-            raise ConfigError("hparams", f"unknown hyperparameter {unknown[0]!r}; traced: {', '.join(sorted(hparams))}")
+            raise ConfigError("hparams", f"{unknown_hparam(self, unknown[0])}; traced: {', '.join(sorted(hparams))}")
         return {**hparams, **(overrides or {})}
 
     def replace(self, **changes: Any):
@@ -516,6 +516,15 @@ class GRPOConfig(BaseConfig):
 
 CONFIG_CLASSES: dict[str, type[BaseConfig]] = {"ppo": PPOConfig, "grpo": GRPOConfig}
 """The config class of each algorithm name (``--algo``, ``config.json``'s ``algo``)."""
+
+
+def unknown_hparam(config: BaseConfig, name: str) -> str:
+    """Why ``name`` is not one of ``config``'s traced hyperparameters: another algorithm's, or none at all."""
+    algo = {cls: algo for algo, cls in CONFIG_CLASSES.items()}[type(config)]
+    owners = [other for other, cls in CONFIG_CLASSES.items() if other != algo and name in cls().hparams()]
+    if owners:
+        return f"{name} is a hyperparameter of --algo {owners[0]}, not of --algo {algo}"
+    return f"unknown hyperparameter {name!r}"
 
 
 def config_class(algo: str) -> type[BaseConfig]:

@@ -69,6 +69,12 @@ class Progress:
             self.stream.flush()
 
 
+def error_reason(err: BaseException) -> str:
+    """An error as the reason given after the file it concerns: an OSError's ``strerror`` (its full text
+    repeats the path), any other error as it prints."""
+    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+
+
 WANDB_DIR = "wandb"
 """W&B's own files in a run directory (``wandb.init(dir=RUN_DIR)``); each W&B run has its own directory there."""
 

@@ -387,8 +387,8 @@ def load_trained(run_dir: Path) -> TrainedRuns:
         meta = {k: v for k, v in data.items() if k != "options"}
         runs = make_runs(config, meta["seeds"], meta["sweep"])
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else err  # not the path a second time
-        raise CheckpointError(f"{run_dir} is not a run directory ({Path(run_dir) / 'config.json'}: {reason})") from None
+        raise CheckpointError(f"{run_dir} is not a run directory ({Path(run_dir) / 'config.json'}: "
+                              f"{logs.error_reason(err)})") from None
     algo = make_algorithm(config)
     abstract = jax.eval_shape(jax.vmap(algo.init), runs.keys, runs.hparams)
     first = lambda tree: jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from jaxrl_po.config import (CONFIG_CLASSES, FINITE, BaseConfig, ConfigError, as_float32, check_seed, is_finite_number,
-                             traced_fields)
+from jaxrl_po.config import (FINITE, BaseConfig, ConfigError, as_float32, check_seed, is_finite_number, traced_fields,
+                             unknown_hparam)
 from jaxrl_po.logs import none_if_nan
 
 
@@ -82,15 +82,6 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
     return grid
 
 
-def _unknown_hparam(config: BaseConfig, name: str) -> str:
-    """Why ``name`` is not one of ``config``'s hyperparameters: another algorithm's, or none at all."""
-    algo = {cls: algo for algo, cls in CONFIG_CLASSES.items()}[type(config)]
-    owners = [other for other, cls in CONFIG_CLASSES.items() if other != algo and name in cls().hparams()]
-    if owners:
-        return f"{name} is a hyperparameter of --algo {owners[0]}, not of --algo {algo}"
-    return f"unknown hyperparameter {name!r}"
-
-
 def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
     """Every swept name must be a traced hyperparameter and every value valid for it."""
     allowed = traced_names(config)
@@ -103,7 +94,7 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
                 f"Sweepable: {', '.join(allowed)}",
             )
         if name not in allowed:
-            raise ConfigError("sweep", f"{_unknown_hparam(config, name)}; sweepable: {', '.join(allowed)}")
+            raise ConfigError("sweep", f"{unknown_hparam(config, name)}; sweepable: {', '.join(allowed)}")
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
             raise ConfigError("sweep", f"{name}: values must be a list of numbers, got {values!r}")
         if len(values) == 0:
@@ -160,11 +151,12 @@ def make_runs(config: BaseConfig, seeds: Sequence[int], grid: dict[str, Sequence
     seeds = list(seeds)
     if not seeds:
         raise ConfigError("seeds", "needs at least one seed")
+    seen = set()
     for seed in seeds:
         check_seed(seed, "seeds")
-    if len(set(map(int, seeds))) < len(seeds):
-        twice = next(seed for i, seed in enumerate(seeds) if seed in seeds[:i])
-        raise ConfigError("seeds", f"seed {twice} is given twice; it would train the same run twice")
+        if int(seed) in seen:
+            raise ConfigError("seeds", f"seed {seed} is given twice; it would train the same run twice")
+        seen.add(int(seed))
     names = list(grid)
     combos = list(itertools.product(*(grid[n] for n in names))) or [()]
     settings, run_seeds = [], []

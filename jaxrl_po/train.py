@@ -312,7 +312,7 @@ def check_saved_option(name: str, value: Any) -> None:
 def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
     """The options and config a run directory was started with (from its config.json)."""
     from jaxrl_po.checkpoint import CHECKPOINT_DIR, has_checkpoint
-    from jaxrl_po.logs import read_run_config
+    from jaxrl_po.logs import error_reason, read_run_config
     from jaxrl_po.sweep import value_text
 
     try:
@@ -321,9 +321,8 @@ def load_saved_run(run_dir: Path) -> tuple[RunOptions, BaseConfig]:
         for name, value in saved_options.items():
             check_saved_option(name, value)
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else err  # not the path a second time
         raise ConfigError("resume", f"{run_dir} is not a run directory this program can resume "
-                                    f"({run_dir / 'config.json'}: {reason})") from None
+                                    f"({run_dir / 'config.json'}: {error_reason(err)})") from None
     if not has_checkpoint(run_dir):
         raise ConfigError("resume", f"{run_dir} has no checkpoint to resume from (none in {run_dir / CHECKPOINT_DIR})")
     for place in (run_dir, run_dir / CHECKPOINT_DIR):  # resuming adds checkpoints and rewrites metrics.csv
