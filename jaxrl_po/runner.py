@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,38 @@ class Interrupt:
 
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self.previous)
+
+
+class CtrlCBeforeTraining:
+    """Before training: Ctrl-C raises KeyboardInterrupt, as by default, and is not lost where Python drops it.
+
+    A KeyboardInterrupt raised while a gc callback runs (jax registers one) is only passed to
+    ``sys.unraisablehook``, which printed a traceback, and the run went on as if no Ctrl-C had come.
+    Here that hook drops it, and leaving this context raises it again: one line, exit code 130.
+    """
+
+    def __enter__(self):
+        self.pressed, self.active = False, True
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._drop_lost_ctrl_c
+        return self
+
+    def _handle(self, signum, frame):
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def _drop_lost_ctrl_c(self, unraisable) -> None:
+        if not (self.active and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            self.previous_hook(unraisable)
+
+    def __exit__(self, exc_type, *exc):
+        self.active = False
+        signal.signal(signal.SIGINT, self.previous)
+        if sys.unraisablehook == self._drop_lost_ctrl_c:  # else a hook set since chains to this one: keep it
+            sys.unraisablehook = self.previous_hook
+        if self.pressed and exc_type is None:
+            raise KeyboardInterrupt
 
 
 def rollout_buffer_bytes(config: Any) -> int:
@@ -235,29 +268,30 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         if logs.finished_at(summary, latest):
             console.print(f"{job.run_dir} already finished training (checkpoint {latest}); nothing to do")
             return summary, EXIT_NONFINITE if summary.get("stopped_nonfinite") else EXIT_OK
-    console.print("compiling...")
-    mesh = make_mesh(layout)
-    keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
-    init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
-    state = init(keys, hparams)
-    row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
-    # Every process runs this loop on the same global arrays; only process 0 writes files and prints.
-    primary = distributed.is_primary()
-    reported_failures: dict[int, dict] = {}
-    if resume:
-        real_runs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((num_runs,) + x.shape[1:], x.dtype), state)
-        restored = restore(checkpointer, latest, saved_meta, real_runs, row_shape)
-        # Restored leaves are host values: place them like a fresh state (same shapes, same devices).
-        state = put_runs(restored.state, jax.tree_util.tree_map(lambda x: x.sharding, state),
-                         layout.padded_runs(num_runs))
-        history = History(num_runs, restored.history)
-        start_rows = restored.history
-        console.print(f"resumed from {checkpointer.directory / str(restored.step)} (update {restored.step})")
-        # Runs that had already stopped on non-finite values stay stopped and reported (exit code 3).
-        _report_failures(console, restored.history, np.ones(num_runs, np.int64), runs, reported_failures)
-    else:
-        history = History(num_runs)
-        start_rows = empty_history(row_shape, num_runs)
+    with CtrlCBeforeTraining():  # until Interrupt below takes Ctrl-C over
+        console.print("compiling...")
+        mesh = make_mesh(layout)
+        keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
+        init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
+        state = init(keys, hparams)
+        row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
+        # Every process runs this loop on the same global arrays; only process 0 writes files and prints.
+        primary = distributed.is_primary()
+        reported_failures: dict[int, dict] = {}
+        if resume:
+            real_runs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((num_runs,) + x.shape[1:], x.dtype), state)
+            restored = restore(checkpointer, latest, saved_meta, real_runs, row_shape)
+            # Restored leaves are host values: place them like a fresh state (same shapes, same devices).
+            state = put_runs(restored.state, jax.tree_util.tree_map(lambda x: x.sharding, state),
+                             layout.padded_runs(num_runs))
+            history = History(num_runs, restored.history)
+            start_rows = restored.history
+            console.print(f"resumed from {checkpointer.directory / str(restored.step)} (update {restored.step})")
+            # Runs that had already stopped on non-finite values stay stopped and reported (exit code 3).
+            _report_failures(console, restored.history, np.ones(num_runs, np.int64), runs, reported_failures)
+        else:
+            history = History(num_runs)
+            start_rows = empty_history(row_shape, num_runs)
     start_env_steps = distributed.fetch(state.env_steps)[:num_runs]
     interrupted = False
     seg_len = 1
