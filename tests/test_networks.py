@@ -27,6 +27,26 @@ def test_orthogonal_init_equals_flax_qr_for_the_same_key(shape):
     np.testing.assert_allclose(ours, flax_qr, atol=1e-5)
 
 
+@pytest.mark.parametrize("env_name", ["CartPole-v1", "Pendulum-v1"])
+def test_policy_init_scales_biases_and_log_std(env_name):
+    """Hidden layers orthogonal at sqrt(2), the policy head at 0.01, the value head at 1.0, every
+    bias 0 and the log-std at log_std_init: each weight matrix's singular values all equal its scale."""
+    env = make_vec_env(env_name, 1)
+    params = make_policy(env.action_spec, (16, 8), "tanh", log_std_init=-0.7).init(jax.random.key(0), env.obs_dim)
+    for net, head_scale in (("actor", 0.01), ("critic", 1.0)):
+        leaves = jax.tree_util.tree_flatten_with_path(params[net])[0]
+        kernels = [(jax.tree_util.keystr(path), leaf) for path, leaf in leaves if path[-1].key == "kernel"]
+        biases = [leaf for path, leaf in leaves if path[-1].key == "bias"]
+        assert len(kernels) == len(biases) == 3, kernels
+        for (name, kernel), scale in zip(sorted(kernels), (np.sqrt(2.0), np.sqrt(2.0), head_scale)):
+            singular = np.linalg.svd(np.asarray(kernel), compute_uv=False)
+            np.testing.assert_allclose(singular, scale, rtol=1e-4, err_msg=f"{net}{name}")
+        for bias in biases:
+            np.testing.assert_array_equal(np.asarray(bias), 0.0)
+    if not env.action_spec.discrete:
+        np.testing.assert_allclose(np.asarray(params["actor"]["params"]["log_std"]), -0.7)
+
+
 def test_vmapped_init_does_not_hang():
     # LAPACK QR under vmap hung within 300 calls on this CPU (jaxlib 0.10.2); ours must not.
     script = textwrap.dedent("""

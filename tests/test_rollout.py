@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import chex
+import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,9 +75,10 @@ def test_rollout_shapes_continuous(pendulum):
     env, _, carry, traj = pendulum
     assert env.obs_dim == 3
     _check_shapes(env, carry, traj, T=205, B=3, action_shape=(1,), action_dtype=np.float32)
-    # Normalisation and reward scaling were on: their statistics moved.
-    assert float(carry.obs_stats.count) > 3.0
-    assert float(carry.return_stats.count) >= 3 * 205
+    # Normalisation and reward scaling were on: every observation (the 3 resets, then 3 per step)
+    # and every discounted return (3 per step) went into their statistics.
+    np.testing.assert_allclose(float(carry.obs_stats.count), 1e-4 + 3 + 3 * 205, rtol=1e-6)
+    np.testing.assert_allclose(float(carry.return_stats.count), 1e-4 + 3 * 205, rtol=1e-6)
 
 
 def test_rollout_first_obs_is_carry_obs(cartpole):
@@ -279,3 +281,85 @@ def test_an_env_gymnax_cannot_make_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="^env: gymnax could not make MNISTBandit-bsuite: <urlopen error") as err:
         make_vec_env("MNISTBandit-bsuite", 4)
     assert err.value.field == "env"
+
+
+# ---- normalisation against statistics pooled by hand ----------------------------------
+PRIOR_COUNT = 1e-4  # RunningMeanStd's starting count, at mean 0 and variance 1
+
+
+def _pooled_mean_var(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of ``rows`` [N, ...] pooled with the prior, in one pass (not Chan's running merge)."""
+    total = PRIOR_COUNT + len(rows)
+    mean = rows.sum(axis=0) / total
+    var = (PRIOR_COUNT * (1.0 + mean**2) + ((rows - mean) ** 2).sum(axis=0)) / total
+    return mean, var
+
+
+def _normalised(x: np.ndarray, rows_seen: np.ndarray) -> np.ndarray:
+    mean, var = _pooled_mean_var(rows_seen)
+    return np.clip((x - mean) / np.sqrt(var + 1e-8), -10.0, 10.0)
+
+
+def test_normalised_observations_and_scaled_rewards_use_everything_seen_so_far():
+    """The stored observations, final observations and rewards of a rollout with normalisation and
+    reward scaling on, against statistics recomputed here from the raw stream.
+
+    CartPole cut at 12 steps, so that episodes both terminate and are truncated: the discounted
+    return behind reward scaling starts again after either. The actor is zero, so the actions
+    (hence the raw stream) do not depend on the normalisation: a second rollout with it off gives
+    the raw values. An observation is normalised by the statistics of every observation that
+    arrived before it (the resets included); a final observation by those including its own step's
+    arrivals; a reward by the std of every discounted return so far, its own step's included.
+    """
+    base, env_params = gymnax.make("CartPole-v1")
+    env = VecEnv(base, env_params.replace(max_steps_in_episode=12), 4)
+    policy = make_policy(env.action_spec, (8,), "tanh")
+    k_params, k_env, k_roll = jax.random.split(jax.random.key(7), 3)
+    params = policy.init(k_params, env.obs_dim)
+    params["actor"] = jax.tree_util.tree_map(jnp.zeros_like, params["actor"])  # uniform: actions from the key alone
+    gamma, steps = 0.9, 60
+
+    def run(normalize: bool):
+        carry0 = init_env_carry(k_env, env, normalize)
+        go = jax.jit(lambda key: rollout(key, carry0, params, policy, env, steps, normalize, normalize, jnp.float32(gamma)))
+        carry, traj = go(k_roll)
+        return carry0, carry, jax.tree_util.tree_map(np.asarray, traj)
+
+    carry0, raw_carry, raw = run(False)
+    _, carry, traj = run(True)
+    np.testing.assert_array_equal(traj.action, raw.action)
+    terminated, truncated = raw.terminated, raw.done & ~raw.terminated
+    assert terminated.sum() >= 2 and truncated.sum() >= 2, "the scenario needs both kinds of episode end"
+
+    next_obs = np.concatenate([raw.obs[1:], np.asarray(raw_carry.obs)[None]]).astype(np.float64)
+    seen = np.asarray(carry0.obs, np.float64)  # the resets
+    returns_seen = np.zeros(0)
+    discounted = np.zeros(env.num_envs)
+    for t in range(steps):
+        np.testing.assert_allclose(traj.obs[t], _normalised(raw.obs[t].astype(np.float64), seen), atol=2e-5)
+        seen = np.concatenate([seen, next_obs[t]])
+        np.testing.assert_allclose(traj.final_obs[t], _normalised(raw.final_obs[t].astype(np.float64), seen), atol=2e-5)
+        discounted = discounted * gamma + raw.reward[t]
+        returns_seen = np.concatenate([returns_seen, discounted])
+        _, return_var = _pooled_mean_var(returns_seen)
+        np.testing.assert_allclose(traj.reward[t], raw.reward[t] / np.sqrt(return_var + 1e-8), rtol=2e-5)
+        discounted = np.where(raw.done[t], 0.0, discounted)
+    np.testing.assert_allclose(np.asarray(carry.obs_stats.count), PRIOR_COUNT + len(seen), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(carry.discounted_return), discounted, rtol=1e-5)
+    # Raw episode statistics are not scaled.
+    np.testing.assert_array_equal(traj.episode_return, raw.episode_return)
+
+
+def test_stored_log_probs_are_those_of_the_stored_observations():
+    """With normalisation on, the policy acts on the normalised observation it stores, so the loss's
+    first ratio is exactly 1: the log-probability recomputed from the stored (observation, action)
+    pair equals the stored one."""
+    env = make_vec_env("Pendulum-v1", 3)
+    policy = make_policy(env.action_spec, (8,), "tanh")
+    k_params, k_env, k_roll = jax.random.split(jax.random.key(1), 3)
+    params = policy.init(k_params, env.obs_dim)
+    carry0 = init_env_carry(k_env, env, True)
+    _, traj = jax.jit(lambda key: rollout(key, carry0, params, policy, env, 20, True, True, jnp.float32(0.99)))(k_roll)
+    recomputed = policy.dist(params, traj.obs).log_prob(traj.action)
+    np.testing.assert_allclose(np.asarray(recomputed), np.asarray(traj.log_prob), atol=1e-5)
+    assert np.abs(np.asarray(traj.obs)).max() > 1.5, "normalised observations should differ visibly from raw ones"
