@@ -326,7 +326,7 @@ def _adam_step_by_hand(grads, moments, step, max_grad_norm, lr, b1=0.9, b2=0.999
 
 
 def _ppo_loss_by_hand(policy, clip, vf_coef, ent_coef):
-    """(params, minibatch) -> (loss, (surrogate, value loss, approx KL)), advantages normalised here."""
+    """(params, minibatch) -> (loss, (surrogate, value loss, approx KL, clip fraction)), advantages normalised here."""
 
     def loss(params, mb):
         a = (mb["advantage"] - mb["advantage"].mean()) / (mb["advantage"].std() + 1e-8)
@@ -335,7 +335,9 @@ def _ppo_loss_by_hand(policy, clip, vf_coef, ent_coef):
         surrogate = -jnp.minimum(ratio * a, jnp.clip(ratio, 1 - clip, 1 + clip) * a).mean()
         value_loss = 0.5 * jnp.square(policy.value(params, mb["obs"]) - mb["target"]).mean()
         kl = ((ratio - 1) - jnp.log(ratio)).mean()
-        return surrogate + vf_coef * value_loss - ent_coef * dist.entropy().mean(), (surrogate, value_loss, kl)
+        clipped = (jnp.abs(ratio - 1) > clip).mean()
+        total = surrogate + vf_coef * value_loss - ent_coef * dist.entropy().mean()
+        return total, (surrogate, value_loss, kl, clipped)
 
     return loss
 
@@ -379,15 +381,15 @@ def _ppo_update_by_hand(config, policy, env, state, moments, step):
                 float(hp["max_grad_norm"]), lr)
             params = [p + d for p, d in zip(params, deltas)]
             seen.append([float(x) for x in aux] + [norm])
-    policy_loss, value_loss, approx_kl, grad_norm = np.mean(seen, axis=0)
-    metrics = dict(policy_loss=policy_loss, value_loss=value_loss, approx_kl=approx_kl, grad_norm=grad_norm, lr=lr,
-                   explained_var=1 - advantage.var() / target.var())
+    policy_loss, value_loss, approx_kl, clip_frac, grad_norm = np.mean(seen, axis=0)
+    metrics = dict(policy_loss=policy_loss, value_loss=value_loss, approx_kl=approx_kl, clip_frac=clip_frac,
+                   grad_norm=grad_norm, lr=lr, explained_var=1 - advantage.var() / target.var())
     return params, moments, step, metrics
 
 
 def test_two_updates_match_an_sgd_loop_written_out_by_hand():
     """Two PPO updates on Pendulum (normalisation and reward scaling on) against the same updates
-    written out here. The settings make every piece matter: a value coefficient other than 0.5,
+    written out here. The settings make every piece matter: γ, λ and a value coefficient off their defaults,
     gradient clipping that binds at every step, annealing, entropy, and two minibatches per epoch
     whose advantages are normalised separately."""
     from jaxrl_po.config import PPOConfig
@@ -396,7 +398,7 @@ def test_two_updates_match_an_sgd_loop_written_out_by_hand():
 
     config = PPOConfig(env="Pendulum-v1", num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2,
                        total_timesteps=4 * 8 * 3, hidden_sizes=(8,), grad_piece_size=0, lr=3e-2,
-                       max_grad_norm=0.3, vf_coef=0.7, ent_coef=0.01, clip_eps=0.1)
+                       max_grad_norm=0.3, vf_coef=0.7, ent_coef=0.01, clip_eps=0.1, gamma=0.9, gae_lambda=0.8)
     algo = ppo.make_algorithm(config)
     env = make_vec_env(config.env, config.num_envs)
     policy = policy_for(config, env)
