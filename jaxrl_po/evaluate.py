@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxrl_po.logs import make_console
+    from jaxrl_po.logs import make_console, print_table
 
     check_episodes(args.episodes)
     check_seed(args.seed)
@@ -500,7 +500,7 @@ def run(args: argparse.Namespace) -> int:
         check_run_index(trained, render_run)
     console = make_console()
     result = evaluate_trained(trained, args.episodes, args.seed)
-    console.print(results_table(result))
+    print_table(console, results_table(result))
     console.print(f"wrote {write_eval_json(Path(args.run_dir), result)}")
     if args.render is not None:
         import matplotlib

@@ -28,7 +28,7 @@ class Progress:
     Progress is measured in env steps (cumulative per run), which works for
     PPO's fixed updates and GRPO's alive-step budget. On a terminal the line is
     redrawn in place; otherwise (CI, pipes) a plain line is printed about every
-    10% of training, so a run is never a silent wait.
+    10% of training, and the last one at the end, so a run is never a silent wait.
     """
 
     def __init__(self, num_runs: int, steps_per_run: int, stream=None, start_steps: np.ndarray | None = None):
@@ -41,19 +41,20 @@ class Progress:
         # Each run's return of its latest finished episodes, kept across reports: long episodes
         # (Freeway: 2,500 steps) end in few segments, and the line should not say n/a in between.
         self.last_return = np.full(num_runs, np.nan)
+        self.unprinted = None  # the latest line, if a pipe has not had it yet
 
     def report(self, env_steps: np.ndarray, update: int, latest_return: np.ndarray) -> None:
         """env_steps: i[R] cumulative per run; latest_return: f[R] from this segment (NaN where none finished)."""
         self.last_return = np.where(np.isnan(latest_return), self.last_return, latest_return)
         total = self.steps_per_run * self.num_runs
-        done = int(np.minimum(env_steps, self.steps_per_run).sum())
-        fraction = done / total
+        # GRPO's last update may pass the budget: the fraction stops at 100%, the steps shown do not.
+        fraction = int(np.minimum(env_steps, self.steps_per_run).sum()) / total
         elapsed = time.perf_counter() - self.start[0]
         sps = (int(np.sum(env_steps)) - self.start[1]) / elapsed if elapsed > 0 else 0.0
         known = self.last_return[~np.isnan(self.last_return)]
         ret = f"{known.mean():8.1f}" if known.size else "     n/a"
         line = (
-            f"{fraction:5.0%}  update {update:>6}  env steps {done:>13,}  "
+            f"{fraction:5.0%}  update {update:>6}  env steps {int(np.sum(env_steps)):>13,}  "
             f"SPS {sps:>11,.0f}  mean return {ret}"
         )
         if self.live:
@@ -61,12 +62,16 @@ class Progress:
         elif fraction + 1e-9 >= self.next_plain_report:
             self.stream.write(line + "\n")
             self.next_plain_report = math.floor(fraction * 10 + 1) / 10
+            line = None
+        self.unprinted = line
         self.stream.flush()
 
     def close(self) -> None:
         if self.live:
             self.stream.write("\n")
-            self.stream.flush()
+        elif self.unprinted:  # e.g. the end came at 97%, or a run stopped on non-finite values
+            self.stream.write(self.unprinted + "\n")
+        self.stream.flush()
 
 
 def error_reason(err: BaseException) -> str:
@@ -102,6 +107,39 @@ def make_run_dir(path: str | os.PathLike) -> bool:
     except FileExistsError:
         raise taken from None
     return made
+
+
+_held_locks: list[int] = []  # descriptors of the run directories this process has locked
+
+
+def lock_run_dir(run_dir: Path) -> bool:
+    """Lock ``run_dir`` for this process, so that no second process trains there at the same time
+    (a second ``--resume`` of a run, or a ``--resume`` of a run that is still going). Returns False if
+    another process holds it. The lock (``flock`` on the directory itself: no file is added) lasts
+    until :func:`unlock_run_dirs` or the process's end, however it ends; where the platform or file
+    system has no such locks, none is taken.
+    """
+    try:
+        import fcntl
+        fd = os.open(run_dir, os.O_RDONLY)
+    except (ImportError, OSError):
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    except OSError:  # e.g. a file system that cannot lock a directory
+        os.close(fd)
+        return True
+    _held_locks.append(fd)
+    return True
+
+
+def unlock_run_dirs() -> None:
+    """Release every lock :func:`lock_run_dir` took (closing the descriptor releases its ``flock``)."""
+    while _held_locks:
+        os.close(_held_locks.pop())
 
 
 def read_run_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
@@ -320,6 +358,25 @@ def make_console(quiet: bool = False) -> Console:
     return Console(quiet=quiet, soft_wrap=True)
 
 
+def print_table(console: Console, table: Table) -> None:
+    """Print ``table`` with every value whole. In a pipe or file rich would squeeze it into 80
+    columns and cut values with '…' (two swept values could then look alike), so it is printed at
+    its natural width there; on a terminal a value too wide for its column folds onto a second line."""
+    from rich.measure import Measurement
+
+    for column in table.columns:
+        column.overflow = "fold"
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = console.width  # print(width=...) cannot widen past it
+    console.width = max(width, Measurement.get(console, console.options.update_width(10**6), table).maximum)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
 def print_summary(
     console: Console, summary: dict[str, Any], seeds: Sequence[int], settings: Sequence[dict] | None = None
 ) -> None:
@@ -345,7 +402,7 @@ def print_summary(
         for row in summary["ranking"]:
             value = mean_ci_text(row["final_return_mean"], row["ci95"])
             table.add_row(*[value_text(row["hparams"][n]) for n in names], value, str(row["num_seeds"]))
-    console.print(table)
+    print_table(console, table)
     # train_s, sps and compile_s are this invocation's; after a resume so are its env steps.
     steps, total = summary["sessions"][-1]["env_steps"], summary["total_env_steps"]
     steps_text = f"{steps:,}" if steps == total else f"{steps:,} this session ({total:,} in all)"

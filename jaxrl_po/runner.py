@@ -36,7 +36,24 @@ SEGMENT_SECONDS = 1.0
 MAX_SEGMENT_ROWS = 1024
 """Most updates per segment (the length of the segment's metric buffer)."""
 
-EXIT_OK, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 3, 130
+EXIT_OK, EXIT_NONFINITE = 0, 3
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+"""Signals that stop a run, saving a checkpoint once training has started: Ctrl-C, and the
+SIGTERM that schedulers (SLURM, Kubernetes, ``timeout``) send before they kill. Exit code 128 + signal."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """A stop signal before training started: leave at once (exit code ``128 + signum``)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(STOP_SIGNALS[signum])
+        self.signum = signum
+
+
+def stop_exit_code(err: KeyboardInterrupt) -> tuple[str, int]:
+    """(what stopped the run, exit code): a plain KeyboardInterrupt is Ctrl-C."""
+    signum = getattr(err, "signum", signal.SIGINT)
+    return STOP_SIGNALS[signum], 128 + signum
 
 
 @dataclass
@@ -94,57 +111,64 @@ class History:
 
 
 class Interrupt:
-    """Ctrl-C sets a flag that the host loop checks after each segment; a second Ctrl-C aborts at once."""
+    """A stop signal sets a flag that the host loop checks after each segment; a second one aborts at once."""
 
     def __init__(self, console):
-        self.requested = False
+        self.signum = None  # the first stop signal received
         self.console = console
-        self.previous = None
+        self.previous = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.console.print("\n[yellow]Ctrl-C: saving a checkpoint after this segment (Ctrl-C again to abort)[/]")
+            raise StopRequested(signum)
+        self.signum = signum
+        name = STOP_SIGNALS[signum]
+        self.console.print(f"\n[yellow]{name}: saving a checkpoint after this segment ({name} again to abort)[/]")
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
 
-class CtrlCBeforeTraining:
-    """Before training: Ctrl-C raises KeyboardInterrupt, as by default, and is not lost where Python drops it.
+class StopBeforeTraining:
+    """Before training: a stop signal raises :class:`StopRequested` at once, and is not lost where Python drops it.
 
     A KeyboardInterrupt raised while a gc callback runs (jax registers one) is only passed to
     ``sys.unraisablehook``, which printed a traceback, and the run went on as if no Ctrl-C had come.
-    Here that hook drops it, and leaving this context raises it again: one line, exit code 130.
+    Here that hook drops it, and leaving this context raises it again: one line, exit code 128 + signal.
     """
 
     def __enter__(self):
-        self.pressed, self.active = False, True
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.signum, self.active = None, True
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
         self.previous_hook = sys.unraisablehook
-        sys.unraisablehook = self._drop_lost_ctrl_c
+        sys.unraisablehook = self._drop_lost_stop
         return self
 
     def _handle(self, signum, frame):
-        self.pressed = True
-        raise KeyboardInterrupt
+        self.signum = signum
+        raise StopRequested(signum)
 
-    def _drop_lost_ctrl_c(self, unraisable) -> None:
+    def _drop_lost_stop(self, unraisable) -> None:
         if not (self.active and isinstance(unraisable.exc_value, KeyboardInterrupt)):
             self.previous_hook(unraisable)
 
     def __exit__(self, exc_type, *exc):
         self.active = False
-        signal.signal(signal.SIGINT, self.previous)
-        if sys.unraisablehook == self._drop_lost_ctrl_c:  # else a hook set since chains to this one: keep it
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+        if sys.unraisablehook == self._drop_lost_stop:  # else a hook set since chains to this one: keep it
             sys.unraisablehook = self.previous_hook
-        if self.pressed and exc_type is None:
-            raise KeyboardInterrupt
+        if self.signum is not None and exc_type is None:
+            raise StopRequested(self.signum)
 
 
 def rollout_buffer_bytes(config: Any) -> int:
@@ -153,8 +177,8 @@ def rollout_buffer_bytes(config: Any) -> int:
     PPO keeps [num_steps, num_envs] transitions (obs and final obs, action, log-prob,
     reward, flags, values, advantages, targets); GRPO keeps [horizon rounded up to
     whole chunks, candidates] steps (obs, normalised obs, action, log-probs,
-    reference log-probs, reward, mask, advantage). Parameters, optimiser state and
-    XLA temporaries come on top.
+    reference log-probs, reward, mask, advantage). Parameters and optimiser state
+    (:func:`training_state_bytes`) and XLA temporaries come on top.
     """
     from jaxrl_po.config import GRPOConfig
     from jaxrl_po.envs import make_vec_env
@@ -167,6 +191,20 @@ def rollout_buffer_bytes(config: Any) -> int:
         steps = episode_buffer_length(horizon, config.grpo.chunk_size) * config.num_envs * config.grpo.oversample
         return 4 * steps * (2 * obs + action + 6)
     return 4 * config.num_steps * config.num_envs * (2 * obs + action + 9)
+
+
+def training_state_bytes(config: Any) -> int:
+    """One run's parameters with Adam's two moments (and GRPO's reference policy), float32 each."""
+    from jaxrl_po.config import GRPOConfig
+    from jaxrl_po.envs import make_vec_env
+    from jaxrl_po.networks import policy_for
+
+    grpo = isinstance(config, GRPOConfig)
+    env = make_vec_env(config.env, 1)
+    init = functools.partial(policy_for(config, env, with_critic=not grpo).init, obs_dim=env.obs_dim)
+    shapes = jax.eval_shape(init, jax.random.key(0))  # shapes only: nothing is allocated
+    count = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes))
+    return 4 * count * (4 if grpo else 3)
 
 
 def device_memory_bytes() -> tuple[int, str, bool]:
@@ -199,21 +237,27 @@ def job_layout(config: Any, num_runs: int, env_shards: int | None, cores_split: 
 
 
 def check_fits(config: Any, num_runs: int, layout: Layout) -> None:
-    """Raise ConfigError before compiling when the runs' experience buffers alone exceed device memory."""
+    """Raise ConfigError before compiling when the runs' experience buffers and parameters alone
+    exceed device memory. It names ``num_seeds`` if one run would fit, else the bigger of the two."""
     runs_per_device = -(-num_runs // layout.runs)
     have, what, shared = device_memory_bytes()
     # CPU devices are slices of one host: their buffers all live in the same RAM.
     devices = min(layout.devices, jax.local_device_count()) if shared else 1
-    need = rollout_buffer_bytes(config) * runs_per_device // layout.envs * devices
+    buffers = rollout_buffer_bytes(config) // layout.envs  # per device, for one run
+    state = training_state_bytes(config)  # on every device of the run
+    need = (buffers + state) * runs_per_device * devices
     if need > have:
         gib = 2**30
+        one_run = (buffers + state) * (min(layout.envs, devices) if shared else 1)
+        field = "num_seeds" if one_run <= have else "hidden_sizes" if state > buffers else "num_envs"
         split = f" (each run's envs split over {layout.envs} devices)" if layout.envs > 1 else ""
         where = f" on each of {devices} devices" if devices > 1 else " per device"
         raise ConfigError(
-            "num_envs",
-            f"will not fit: {runs_per_device} run(s){where}{split} need at least {need / gib:.1f} GiB for their "
-            f"rollout buffers (num_envs x num_steps/horizon x obs size), but the {what} has {have / gib:.1f} GiB; "
-            f"use fewer envs, steps or seeds{'' if shared else ', or more devices'}",
+            field,
+            f"will not fit: {runs_per_device} run(s){where}{split} need at least {need / gib:.1f} GiB (rollout buffers "
+            f"{buffers * runs_per_device * devices / gib:.1f} GiB, parameters and optimiser state "
+            f"{state * runs_per_device * devices / gib:.1f} GiB), but the {what} has {have / gib:.1f} GiB; "
+            f"use fewer envs, steps or seeds, or a smaller network{'' if shared else ', or more devices'}",
         )
 
 
@@ -268,7 +312,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         if logs.finished_at(summary, latest):
             console.print(f"{job.run_dir} already finished training (checkpoint {latest}); nothing to do")
             return summary, EXIT_NONFINITE if summary.get("stopped_nonfinite") else EXIT_OK
-    with CtrlCBeforeTraining():  # until Interrupt below takes Ctrl-C over
+    with StopBeforeTraining():  # until Interrupt below takes the stop signals over
         console.print("compiling...")
         mesh = make_mesh(layout)
         keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
@@ -299,7 +343,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     is_running = jax.jit(jax.vmap(functools.partial(loop.running, algo)))
     start_steps = _logged_env_steps(start_rows)
 
-    # From here on Ctrl-C saves a checkpoint (after the files below are written, so the run can resume).
+    # From here on a stop signal saves a checkpoint (after the files below are written, so the run can resume).
     with Interrupt(console) as interrupt:
         csv_sink = logs.MetricsCSV(job.run_dir / "metrics.csv", row_shape._fields, runs.seeds,
                                    {f"hp_{n}": [s[n] for s in runs.settings] for n in job.meta["sweep"]})
@@ -363,7 +407,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     if interrupted:
         console.print(f"[yellow]interrupted at update {step}; checkpoint {path}[/]\n"
                       f"continue with: python -m jaxrl_po.train --resume {job.run_dir}")
-        return summary, EXIT_INTERRUPTED
+        return summary, 128 + interrupt.signum
     logs.print_summary(console, summary, runs.seeds, runs.settings if job.meta["sweep"] else None)
     return summary, EXIT_NONFINITE if reported_failures else EXIT_OK
 

@@ -6,7 +6,8 @@ by segment (:mod:`jaxrl_po.runner`), with a live progress line, streamed
 metrics and checkpoints -> print the table.
 
 Exit codes: 0 done; 2 bad input or unusable checkpoint; 3 some run stopped on
-non-finite values; 130 interrupted by Ctrl-C (after saving a checkpoint).
+non-finite values; 130 interrupted by Ctrl-C, 143 by SIGTERM (after saving a checkpoint
+once training has started).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import io
 import json
 import os
 import re
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -135,6 +137,17 @@ def fields_set_by(args: list[str], config_cls: type) -> set[str]:
     return {names[arg.split("=")[0]] for arg in args if arg.split("=")[0] in names}
 
 
+def check_swept_not_set(sweep: tuple[str, ...], argv: list[str], config_cls: type) -> None:
+    """A swept name given a flag too (``--sweep lr=1e-3 --lr 5e-4``): the sweep would win and the flag
+    be ignored, yet config.json would record it; ConfigError("sweep", ...) naming both."""
+    flags = config_flags(config_cls)
+    for spec in sweep:
+        name = spec.partition("=")[0].strip().replace("-", "_")
+        flag = next((arg.split("=")[0] for arg in argv if flags.get(arg.split("=")[0]) in (name, f"grpo.{name}")), None)
+        if flag:
+            raise ConfigError("sweep", f"{name} is swept and also set by {flag}; give its values in --sweep alone")
+
+
 PATH_OPTIONS = ("config", "run_dir", "resume", "compile_cache_dir")
 
 
@@ -206,6 +219,11 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
             if err.field in from_file:
                 raise ConfigError(err.field, f"{err.message} (set in {known.config})") from None
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
+    if not saved:  # (a resumed run refuses such flags anyway)
+        check_swept_not_set(options.sweep, argv, config_cls)
+    for name in ("wandb_project", "wandb_entity"):  # else quietly ignored
+        if not options.wandb and any(arg.split("=")[0] == flag_name(name) for arg in argv):
+            raise ConfigError(name, "only applies with --wandb")
     options = dataclasses.replace(options, **{name: user_path(name, getattr(options, name)) for name in PATH_OPTIONS})
     if saved and not options.sweep:
         options = dataclasses.replace(options, sweep=saved[0].sweep)
@@ -538,14 +556,21 @@ def default_run_dir(options: RunOptions, config: BaseConfig) -> Path:
 def open_run_dir(options: RunOptions, config: BaseConfig) -> tuple[Path, bool]:
     """(run directory, whether this call made it): the resumed one, or one taken for this run alone.
 
-    Process 0 takes it (:func:`jaxrl_po.logs.make_run_dir`); the others wait for
+    Process 0 takes it (:func:`jaxrl_po.logs.make_run_dir`) and locks it for as
+    long as it runs (:func:`jaxrl_po.logs.lock_run_dir`); the others wait for
     it. A default name that another run took first (two runs started in the
     same second) gets a suffix: ``...-120000-2``.
     """
     from jaxrl_po import distributed
-    from jaxrl_po.logs import make_run_dir
+    from jaxrl_po.logs import lock_run_dir, make_run_dir
 
     if options.resume:
+        def lock() -> None:
+            if not lock_run_dir(Path(options.resume)):
+                raise ConfigError("resume", f"{options.resume} is in use: another process is training there "
+                                            "(the run itself, or a --resume of it, is still going)")
+
+        distributed.primary_only(lock, ConfigError("resume", f"process 0 cannot lock {options.resume}"))
         return Path(options.resume), False
     base = Path(options.run_dir) if options.run_dir else default_run_dir(options, config)
     numbered = lambda n: base if n == 1 else base.with_name(f"{base.name}-{n}")
@@ -554,7 +579,9 @@ def open_run_dir(options: RunOptions, config: BaseConfig) -> tuple[Path, bool]:
         for suffix in range(1, 101):
             run_dir = numbered(suffix)
             try:
-                return suffix, make_run_dir(run_dir)
+                made = make_run_dir(run_dir)
+                lock_run_dir(run_dir)  # just taken: no other process can hold it yet
+                return suffix, made
             except FileExistsError as err:
                 if options.run_dir or suffix == 100:
                     raise ConfigError("run_dir", f"cannot use {run_dir}: {err}") from None
@@ -661,6 +688,7 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = made = None
+    previous_sigterm = signal.signal(signal.SIGTERM, _stop)  # as Ctrl-C is by default: stop, tidy up, one line
     try:
         cores_split = split_cpu(argv)
         join_processes(argv)
@@ -675,21 +703,35 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{flag_name(err.field)}: {err.message}" if isinstance(err, ConfigError) else err
         print(f"error: {where}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before training started (from then on the runner saves a checkpoint), or a 2nd Ctrl-C
+    except KeyboardInterrupt as err:  # before training started (from then on the runner saves a checkpoint), or a 2nd one
+        from jaxrl_po.runner import stop_exit_code
+
+        name, code = stop_exit_code(err)
         if not run_dir:
-            message = "interrupted (Ctrl-C)"
+            message = f"interrupted ({name})"
         elif undo_run_dir(run_dir, made):
-            message = "interrupted (Ctrl-C) before training started; nothing was saved"
+            message = f"interrupted ({name}) before training started; nothing was saved"
         else:
-            message = f"interrupted (Ctrl-C); {run_dir} keeps what was written before"
+            message = f"interrupted ({name}); {run_dir} keeps what was written before"
         print(f"\n{message}", file=sys.stderr)
-        return 130
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        from jaxrl_po.logs import unlock_run_dirs
+
+        unlock_run_dirs()
+
+
+def _stop(signum, frame):
+    from jaxrl_po.runner import StopRequested
+
+    raise StopRequested(signum)
 
 
 if __name__ == "__main__":
     code = main()
-    if code == 130:
-        # Ctrl-C: XLA may still be compiling on its own threads (a Ctrl-C while compiling), and tearing
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        # Stopped: XLA may still be compiling on its own threads (a stop while compiling), and tearing
         # the interpreter down under them can crash (SIGABRT, SIGSEGV). Everything is saved by now.
         sys.stdout.flush()
         sys.stderr.flush()

@@ -50,35 +50,44 @@ def runs(tmp_path_factory, cli):
     reference = cli.run([*FLAGS, *cache, "--run-dir", str(base / "ref"), *sinks], cwd=base, timeout=300)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
-    # The same run, stopped with Ctrl-C once training is under way.
-    proc = cli.start([*FLAGS, *cache, "--run-dir", str(base / "cut"), *sinks], cwd=base)
-    for line in proc.stdout:
-        if "update" in line:  # the first progress line: segments are running
-            break
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    interrupted = (proc.returncode, out, err)
+    def stopped_part_way(name, signum, extra=()):  # the same run, stopped once training is under way
+        proc = cli.start([*FLAGS, *cache, "--run-dir", str(base / name), *extra], cwd=base)
+        for line in proc.stdout:
+            if "update" in line:  # the first progress line: segments are running
+                break
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+        return proc.returncode, line + out, err
+
+    interrupted = stopped_part_way("cut", signal.SIGINT, sinks)
     summary_at_stop = json.loads((base / "cut" / "summary.json").read_text())
+    terminated = stopped_part_way("term", signal.SIGTERM)  # as a scheduler stops a job
     # Without the sink flags: the run keeps logging where it logged (config.json's options).
     resumed = cli.run(["--resume", str(base / "cut"), *cache], cwd=base, timeout=300)
-    return {"base": base, "reference": reference, "interrupted": interrupted,
+    return {"base": base, "reference": reference, "interrupted": interrupted, "terminated": terminated,
             "summary_at_stop": summary_at_stop, "resumed": resumed}
 
 
-def test_ctrl_c_saves_a_loadable_checkpoint_and_exits_130(runs):
-    code, out, err = runs["interrupted"]
-    assert code == 130, err[-3000:]
+@pytest.mark.parametrize("how, code", [("interrupted", 130), ("terminated", 143)])
+def test_ctrl_c_or_sigterm_saves_a_loadable_checkpoint(runs, how, code):
+    returncode, out, err = runs[how]
+    assert returncode == code, err[-3000:]
     assert "Traceback" not in err
     assert "--resume" in out
-    summary = runs["summary_at_stop"]
+    # "cut" was resumed since: its summary as the stop left it was read before.
+    summary = runs["summary_at_stop"] if how == "interrupted" else json.loads(
+        (runs["base"] / "term" / "summary.json").read_text())
     assert summary["interrupted"] is True
     stopped_at = int(summary["checkpoint"].rsplit("/", 1)[1])
     assert 0 < stopped_at < 2000, "the run was not stopped part way"
+    if how == "terminated":
+        assert "SIGTERM: saving a checkpoint after this segment" in out
+        assert Checkpointer(runs["base"] / "term").steps()[-1] == stopped_at
 
 
-@pytest.mark.parametrize("delay_s", [0.0, 2.5])
-def test_ctrl_c_while_compiling_leaves_nothing_behind(cli, tmp_path, delay_s):
-    """Before training starts there is nothing to save: one line, exit 130, and the run directory is gone.
+@pytest.mark.parametrize("signum, delay_s", [(signal.SIGINT, 0.0), (signal.SIGINT, 2.5), (signal.SIGTERM, 0.0)])
+def test_ctrl_c_or_sigterm_while_compiling_leaves_nothing_behind(cli, tmp_path, signum, delay_s):
+    """Before training starts there is nothing to save: one line, exit 128 + signal, and the run directory is gone.
 
     A Ctrl-C 2-3 s into compiling this program, sent by a script, once crashed the
     process at exit (SIGABRT/SIGSEGV: XLA still at work on its own threads) in 1-6 of
@@ -92,13 +101,14 @@ def test_ctrl_c_while_compiling_leaves_nothing_behind(cli, tmp_path, delay_s):
         if "compiling" in line:
             break
     time.sleep(delay_s)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == 128 + signum, err[-3000:]
     if delay_s and "--resume" in out:  # a fast machine had finished compiling: the runner saved a checkpoint
         assert err == "" and Checkpointer(tmp_path / "run").steps()
         return
-    assert err.strip() == "interrupted (Ctrl-C) before training started; nothing was saved", err[-3000:]
+    name = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}[signum]
+    assert err.strip() == f"interrupted ({name}) before training started; nothing was saved", err[-3000:]
     assert not (tmp_path / "run").exists()  # so the same command can simply be run again
 
 
@@ -109,7 +119,7 @@ def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_stops_a_run_before_tr
     import gc
     import sys
 
-    from jaxrl_po.runner import CtrlCBeforeTraining
+    from jaxrl_po.runner import StopBeforeTraining
 
     def press_ctrl_c_in_gc(phase, info):
         if phase == "start":
@@ -121,7 +131,7 @@ def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_stops_a_run_before_tr
     sys.unraisablehook = unraisable.append
     try:
         with pytest.raises(KeyboardInterrupt):
-            with CtrlCBeforeTraining():
+            with StopBeforeTraining():
                 gc.callbacks.append(press_ctrl_c_in_gc)
                 gc.collect()  # Python drops the KeyboardInterrupt raised in the callback
     finally:
@@ -129,7 +139,7 @@ def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_stops_a_run_before_tr
     assert unraisable == []  # no "Exception ignored" traceback beside the one-line message
     assert signal.getsignal(signal.SIGINT) is before
     try:  # a hook set meanwhile (checkpoint's filter after a failed restore) chains to this one and stays
-        with CtrlCBeforeTraining():
+        with StopBeforeTraining():
             sys.unraisablehook = unraisable.append
         assert sys.unraisablehook == unraisable.append
     finally:
@@ -171,6 +181,33 @@ def test_resuming_a_finished_run_changes_nothing(runs, cli, tmp_path):
     assert "already finished training (checkpoint 2000); nothing to do" in result.stdout
     assert "resumed from" not in result.stdout
     assert {p: digest(p) for p in done.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_that_is_still_going_cannot_be_resumed_beside_it(runs, cli, tmp_path):
+    """Two processes training in one run directory would write its metrics and checkpoints over each
+    other (seen: duplicated metric rows and a crashed checkpoint write). A run locks its directory while
+    it goes, so a --resume of it (or a second --resume) is refused with one line and exit code 2."""
+    flags = [*FLAGS, "--total-timesteps", "2560000", "--compile-cache-dir", str(runs["base"] / "xla")]
+    going = cli.start([*flags, "--run-dir", str(tmp_path / "run")], cwd=tmp_path)
+    try:
+        for line in going.stdout:
+            if "update" in line:  # training: config.json is written, so the run could be resumed
+                break
+        refused = cli.run(["--resume", str(tmp_path / "run")], cwd=tmp_path, timeout=120)
+        assert going.poll() is None, "the run ended before the --resume was tried"
+    finally:
+        going.send_signal(signal.SIGINT)
+        out, err = going.communicate(timeout=120)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert refused.stderr == (f"error: --resume: {tmp_path / 'run'} is in use: another process is training there "
+                              "(the run itself, or a --resume of it, is still going)\n")
+    assert going.returncode == 130, err[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["sessions"]) == 1
+    from jaxrl_po.logs import lock_run_dir, unlock_run_dirs
+
+    assert lock_run_dir(tmp_path / "run")  # the lock went with the process: the run can be resumed now
+    unlock_run_dirs()
 
 
 def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs, cli, tmp_path):

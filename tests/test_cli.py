@@ -89,9 +89,13 @@ BAD_CASES = [
         "--grpo.clip-eps-high", ["0.1", "0.2"],
     ),
     (
-        "will-not-fit",  # 64 runs x 65536 envs x 1024 steps: ~288 GiB of rollout buffers
+        "will-not-fit",  # 64 runs x 65536 envs x 1024 steps: ~288 GiB of rollout buffers (one run would fit)
         ["--num-envs", "65536", "--num-steps", "1024", "--num-seeds", "64", "--total-timesteps", "67108864"],
-        "--num-envs", ["will not fit", "GiB"],
+        "--num-seeds", ["will not fit", "GiB"],
+    ),
+    (   # 2 x 1e10 weights with Adam's moments: 224 GiB before any rollout (it used to compile, then hang)
+        "network-will-not-fit", ["--hidden-sizes", "100000", "100000", "--total-timesteps", "2e4"],
+        "--hidden-sizes", ["will not fit", "rollout buffers 0.0 GiB, parameters and optimiser state"],
     ),
     ("checkpoint-every-negative", ["--checkpoint-every", "-1"], "--checkpoint-every", ["-1"]),
     ("keep-checkpoints-zero", ["--keep-checkpoints", "0"], "--keep-checkpoints", []),
@@ -101,6 +105,7 @@ BAD_CASES = [
     ("cpu-devices-huge", ["--cpu-devices", "1000000"], "--cpu-devices", ["1 .. 1024", "1000000"]),
     ("grad-piece-size-negative", ["--grad-piece-size", "-1"], "--grad-piece-size", ["non-negative integer", "-1"]),
     ("process-id-without-distributed", ["--process-id", "1"], "--process-id", ["--distributed"]),
+    ("wandb-project-without-wandb", ["--wandb-project", "mine"], "--wandb-project", ["only applies with --wandb"]),
     (
         "process-id-out-of-range",
         ["--distributed", "--num-processes", "2", "--process-id", "2"],
@@ -118,6 +123,10 @@ BAD_CASES = [
     ("sweep-value-twice", ["--sweep", "lr=1e-3,0.001"], "--sweep", ["0.001 is given twice", "--num-seeds"]),
     ("sweep-value-twice-in-float32", ["--sweep", "lr=1e-3,0.0010000000000000002"], "--sweep",
      ["0.001 is given twice", "equals 0.001 in float32"]),
+    # The sweep would win and the flag be ignored, yet config.json would record the flag's value.
+    ("sweep-and-flag", ["--sweep", "lr=1e-3", "--lr", "5e-4"], "--sweep", ["lr is swept and also set by --lr"]),
+    ("sweep-and-grpo-flag", ["--algo", "grpo", "--sweep", "kl_coef=0,0.1", "--grpo.kl-coef=0.2"], "--sweep",
+     ["kl_coef is swept and also set by --grpo.kl-coef"]),
     ("compile-cache-dir-under-a-file", ["--compile-cache-dir", "{file}/cache"], "--compile-cache-dir",
      ["--no-compile-cache"]),
     ("config-file-unknown-setting", ["--config", "{bad_yaml}"], "--config", ["unknown setting 'num_env'", "num_envs"]),
@@ -342,3 +351,28 @@ def test_progress_line_shows_each_runs_latest_finished_return():
     progress.report(np.array([100, 100]), 4, np.array([nan, 30.0]))
     returns = [line.split("mean return")[1].strip() for line in out.getvalue().splitlines()]
     assert returns == ["n/a", "10.0", "10.0", "20.0"]
+
+
+def test_progress_line_in_a_pipe_shows_the_real_steps_and_always_the_last_line():
+    """GRPO's last update may pass the budget: the fraction stops at 100% but the steps shown are
+    the steps run. The end of training is printed even where it did not reach the next 10%
+    (a run stopped on non-finite values, or a last segment that ended at 97%)."""
+    import io
+
+    from jaxrl_po.logs import Progress
+
+    out = io.StringIO()
+    progress = Progress(num_runs=2, steps_per_run=100, stream=out)
+    progress.report(np.array([55, 50]), 1, np.array([np.nan, np.nan]))
+    progress.report(np.array([60, 57]), 2, np.array([np.nan, np.nan]))  # 58.5%: no line of its own yet
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == ["52%", "58%"]
+    assert "env steps           117" in lines[-1]
+
+    out = io.StringIO()
+    progress = Progress(num_runs=1, steps_per_run=100, stream=out)
+    progress.report(np.array([112]), 5, np.array([3.0]))
+    progress.close()
+    assert out.getvalue().count("\n") == 1 and out.getvalue().startswith(" 100%")
+    assert "env steps           112" in out.getvalue()

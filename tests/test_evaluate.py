@@ -366,6 +366,30 @@ def test_table_shows_swept_values():
     assert "*" not in text and "non-finite" not in text
 
 
+def test_table_keeps_every_value_whole_in_an_80_column_pipe():
+    """rich squeezes a table into 80 columns when output is not a terminal, cutting values with '…':
+    two swept values could then read alike. print_table prints it at its natural width there."""
+    from jaxrl_po.logs import print_table
+
+    names = ["lr", "max_grad_norm", "ent_coef", "gamma", "vf_coef"]
+    mode = {"returns": [95.0, 123.0], "lengths": [95, 123], "mean": 109.0, "std": 14.0, "mean_length": 109.0}
+    runs = [{"run": i, "seed": 0, "settings": {"lr": lr, "max_grad_norm": 0.5, "ent_coef": 0.01, "gamma": 0.99,
+                                               "vf_coef": 0.5},
+             "update": 7, "stopped_nonfinite": None, "greedy": mode, "stochastic": mode}
+            for i, lr in enumerate([0.00123456789, 0.00123457])]
+    result = {"algo": "ppo", "env": "CartPole-v1", "checkpoint_step": 7, "episodes": 2, "seed": 0, "sweep": names,
+              "runs": runs}
+    console = Console(file=io.StringIO(), width=80)
+    assert not console.is_terminal
+    print_table(console, evaluate.results_table(result))
+    text = console.file.getvalue()
+    assert "…" not in text
+    for whole in ("0.00123456789", "0.00123457", "max_grad_norm", "109.00 ± 14.00"):
+        assert whole in text, whole
+    console.print("x " * 60)  # the console's own width is back: later lines wrap at 80 again
+    assert max(len(line) for line in console.file.getvalue().splitlines()[-2:]) <= 80
+
+
 def test_table_marks_a_stopped_run_and_leaves_it_out_of_all():
     """A run stopped by non-finite values is scored with its last good parameters: marked, not averaged."""
     scored = lambda mean: {"returns": [mean], "lengths": [1], "mean": mean, "std": 0.0, "mean_length": 1.0}

@@ -60,7 +60,7 @@ def test_env_batch_that_does_not_split_is_a_config_error():
 def test_check_fits_counts_every_cpu_device_against_the_one_host_ram(monkeypatch, shared, per_device_fits):
     """8 runs on 2 devices: 4 runs' buffers must fit one accelerator, but 8 runs' must fit a CPU host's RAM."""
     config = PPOConfig(num_envs=64, num_steps=32)
-    four_runs = 4 * runner.rollout_buffer_bytes(config)
+    four_runs = 4 * (runner.rollout_buffer_bytes(config) + runner.training_state_bytes(config))
     monkeypatch.setattr(runner, "device_memory_bytes", lambda: (four_runs + 1, "test memory", shared))
     monkeypatch.setattr(runner.jax, "local_device_count", lambda: 2)
     if per_device_fits:
@@ -68,8 +68,22 @@ def test_check_fits_counts_every_cpu_device_against_the_one_host_ram(monkeypatch
         return
     with pytest.raises(ConfigError, match=r"will not fit: 4 run\(s\) on each of 2 devices need") as err:
         runner.check_fits(config, 8, Layout(2, 1))
-    assert err.value.field == "num_envs" and "test memory" in str(err.value)
+    assert err.value.field == "num_seeds" and "test memory" in str(err.value)  # one run would fit
     runner.check_fits(config, 4, Layout(2, 1))  # 2 runs per device, 4 in the host's RAM
+
+
+@pytest.mark.parametrize("hidden_sizes, field", [((64, 64), "num_envs"), ((4096, 4096), "hidden_sizes")])
+def test_check_fits_counts_parameters_and_names_what_makes_one_run_too_big(monkeypatch, hidden_sizes, field):
+    """One run that cannot fit names the bigger of its buffers and its parameters with Adam's moments
+    (3 float32 copies of each of the actor's and critic's 4x4096 + 4096x4096 + 4096x2 (or 1) weights)."""
+    config = PPOConfig(num_envs=64, num_steps=32, hidden_sizes=hidden_sizes)
+    params = 2 * (4 * 4096 + 4096 + 4096 * 4096 + 4096) + 4096 * 2 + 2 + 4096 + 1
+    if hidden_sizes == (4096, 4096):
+        assert runner.training_state_bytes(config) == 3 * 4 * params
+    monkeypatch.setattr(runner, "device_memory_bytes", lambda: (runner.rollout_buffer_bytes(config) // 2, "tiny", False))
+    with pytest.raises(ConfigError, match=r"will not fit: 1 run\(s\) per device need") as err:
+        runner.check_fits(config, 1, Layout(1, 1))
+    assert err.value.field == field
 
 
 def _abstract_mesh(runs: int, envs: int) -> AbstractMesh:
