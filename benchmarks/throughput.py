@@ -7,6 +7,8 @@ Cases (CartPole-v1, PPO with PureJaxRL's CartPole settings: 4 epochs x 4 minibat
   1 seed,  4 envs x 128 steps, 5e5 steps per seed
   16 seeds vmapped, same config
   1 seed,  2048 envs x 128 steps, 1e7 steps
+``--quick`` runs a tenth of each budget. A case's label (its key in the JSON) is made from
+what it runs, budget included: ``1 seed, 4 envs x 128, 5e5 steps``, or ``5e4 steps`` with ``--quick``.
 For each: compile s (``.lower().compile()``), run s (``block_until_ready``), SPS,
 final return. The limits printed beside them: the same number of env steps
 rolled out with the same network and no learning, and the FLOP rate of a
@@ -53,13 +55,35 @@ BASE = PPOConfig(
     env="CartPole-v1", num_envs=4, num_steps=128, update_epochs=4, num_minibatches=4,
     total_timesteps=500_000, lr=2.5e-4, ent_coef=0.01, clip_value_loss=True,
 )
-# name -> (config, seeds, devices): None = as the CLI chooses (one seed per core at most), else that many.
-CASES = {
-    "1 seed, 4 envs x 128": (BASE, 1, None),
-    "16 seeds vmapped, 4 envs x 128": (BASE, 16, None),
-    "16 seeds vmapped, 4 envs x 128, 1 device": (BASE, 16, 1),
-    "1 seed, 2048 envs x 128, 1e7 steps": (BASE.replace(num_envs=2048, total_timesteps=10_000_000), 1, None),
-}
+# (config, seeds, devices): devices None = as the CLI chooses (one seed per core at most), else that many.
+# Each case's label is case_label's, made from these so that it states the budget actually run.
+CASES = (
+    (BASE, 1, None),
+    (BASE, 16, None),
+    (BASE, 16, 1),
+    (BASE.replace(num_envs=2048, total_timesteps=10_000_000), 1, None),
+)
+QUICK_FRACTION = 10  # --quick runs 1/10 of each case's budget
+
+
+def steps_text(steps: int) -> str:
+    """500_000 -> "5e5", 1_500_000 -> "1.5e6"; a count that short form would round stays whole: "1,234,567"."""
+    short = f"{steps:.3g}".replace("e+0", "e").replace("e+", "e")
+    return short if float(short) == steps else f"{steps:,}"
+
+
+def case_label(config: PPOConfig, num_seeds: int, devices: int | None) -> str:
+    """"16 seeds vmapped, 4 envs x 128, 1 device, 5e5 steps each": what the case runs, made from its
+    config so that the budget it states is the one run (a tenth of the full one with --quick)."""
+    seeds = "1 seed" if num_seeds == 1 else f"{num_seeds} seeds vmapped"
+    where = "" if devices is None else f", {devices} device" + ("s" if devices != 1 else "")
+    budget = f"{steps_text(config.total_timesteps)} steps" + (" each" if num_seeds > 1 else "")
+    return f"{seeds}, {config.num_envs} envs x {config.num_steps}{where}, {budget}"
+
+
+def run_config(config: PPOConfig, quick: bool) -> PPOConfig:
+    """The case's config as run: its budget cut to 1/QUICK_FRACTION for ``--quick``."""
+    return config.replace(total_timesteps=config.total_timesteps // QUICK_FRACTION) if quick else config
 
 
 def train_case(config: PPOConfig, num_seeds: int, layout: Layout) -> dict:
@@ -115,7 +139,7 @@ def main() -> None:
     parser = Parser(description=__doc__)
     parser.add_argument("--out", type=path_argument,
                         help="a .json file (default: benchmarks/results/throughput-<platform>[-quick].json)")
-    parser.add_argument("--quick", action="store_true", help="10x smaller budgets (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_FRACTION}x smaller budgets (a smoke run)")
     parser.add_argument("--cpu-devices", type=whole_number_argument,
                         help="JAX devices the CPU is split into, as the CLI's flag (default: one per core)")
     parser.add_argument("--overwrite", action="store_true", help="replace the results already at --out")
@@ -135,11 +159,12 @@ def main() -> None:
         "dense64_flops_per_s": flop_rate,
         "cases": {},
     }
-    print(f"{'case':<44}{'devices':>8}{'compile s':>10}{'run s':>8}{'SPS':>12}{'rollout-only SPS':>18}{'of ceiling':>11}"
-          f"{'FLOP/s':>10}{'of dense':>9}{'return':>8}")
-    for name, (config, seeds, devices) in CASES.items():
-        if args.quick:
-            config = config.replace(total_timesteps=config.total_timesteps // 10)
+    runs = [(run_config(config, args.quick), seeds, devices) for config, seeds, devices in CASES]
+    names = [case_label(*run) for run in runs]
+    width = max(map(len, ["case", *names])) + 2
+    print(f"{'case':<{width}}{'devices':>8}{'compile s':>10}{'run s':>8}{'SPS':>12}{'rollout-only SPS':>18}"
+          f"{'of ceiling':>11}{'FLOP/s':>10}{'of dense':>9}{'return':>8}")
+    for name, (config, seeds, devices) in zip(names, runs):
         layout = job_layout(config, seeds, None, CORES_SPLIT) if devices is None else Layout(devices, 1)
         devices = layout.devices
         train = train_case(config, seeds, layout)
@@ -150,7 +175,7 @@ def main() -> None:
                "rollout_only": ceiling, "fraction_of_rollout_only": train["sps"] / ceiling["sps"],
                "train_flops_per_s": flops, "fraction_of_dense_flop_rate": flops / flop_rate}
         results["cases"][name] = row
-        print(f"{name:<44}{devices:>8}{train['compile_s']:>10.1f}{train['run_s']:>8.2f}{train['sps']:>12,.0f}"
+        print(f"{name:<{width}}{devices:>8}{train['compile_s']:>10.1f}{train['run_s']:>8.2f}{train['sps']:>12,.0f}"
               f"{ceiling['sps']:>18,.0f}{row['fraction_of_rollout_only']:>11.0%}{flops / 1e9:>9.2f}G"
               f"{row['fraction_of_dense_flop_rate']:>9.1%}{train['final_return_mean']:>8.1f}")
     print(f"dense 64-wide layer: {flop_rate / 1e9:.2f} GFLOP/s")

@@ -27,6 +27,7 @@ from jaxrl_po.config import whole_number_argument
 from jaxrl_po.sweep import mean_and_ci, value_text
 
 DEFAULT_POINTS = 200
+Y_MARGIN = 0.05  # of the data's y-range, above and below it (matplotlib's own default margin)
 REQUIRED_COLUMNS = ("seed", "update", "env_steps", "episode_return")
 OPTIONAL_COLUMNS = ("nonfinite",)  # > 0 on the update that stopped a run (jaxrl_po.loop.describe_nonfinite)
 
@@ -172,6 +173,8 @@ def load_curves(
     when seeds' env steps differ. Raises :class:`PlotError` for unusable input.
     """
     run_dir = Path(run_dir)
+    if run_dir.is_file():  # e.g. a settings file or metrics.csv itself given in place of its directory
+        raise PlotError(f"{run_dir}: not a run directory (it is a file); give the directory that holds metrics.csv")
     if not run_dir.is_dir():
         raise PlotError(f"{run_dir}: no such directory")
     path = run_dir / "metrics.csv"
@@ -210,9 +213,28 @@ def load_curves(
 # ---- drawing -------------------------------------------------------------------------------
 
 
+def data_ylim(curves: Sequence[Curve], margin: float = Y_MARGIN) -> tuple[float, float] | None:
+    """(low, high) y-limits that cover every curve's mean f[P] and per-seed returns f[S, P],
+    widened by ``margin`` of their range on each side; None when there is no finite value
+    or they are all equal (matplotlib's own limits then suffice).
+
+    The confidence bands are left out on purpose: with 2 seeds the Student-t half-width is
+    12.7 / sqrt(2) = 9x the seeds' standard deviation, far wider than the data, and would
+    squash every line into a sliver of the axis. A band wider than the data is clipped.
+    """
+    values = np.concatenate([np.empty(0)] + [np.ravel(a) for c in curves for a in (c.mean, c.returns)])
+    values = values[np.isfinite(values)]
+    if values.size == 0 or values.min() == values.max():
+        return None
+    low, high = float(values.min()), float(values.max())
+    pad = margin * (high - low)
+    return low - pad, high + pad
+
+
 def draw_curves(curves: Sequence[Curve], title: str | None = None):
     """A matplotlib Figure with one line per curve (``ax.get_lines()`` has them in order)
-    and its 95% CI band where at least two seeds have a value."""
+    and its 95% CI band where at least two seeds have a value; the y-limits are
+    :func:`data_ylim`'s, so a band wider than the data is clipped by the axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -230,6 +252,9 @@ def draw_curves(curves: Sequence[Curve], title: str | None = None):
                 curve.env_steps, curve.mean - curve.half_width, curve.mean + curve.half_width,
                 where=band, color=line.get_color(), alpha=0.2, linewidth=0,
             )
+    limits = data_ylim(curves)
+    if limits is not None:  # the data sets the y-range, not the band (see data_ylim)
+        ax.set_ylim(limits)
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return")
     ax.grid(alpha=0.3)

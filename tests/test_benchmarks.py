@@ -168,20 +168,40 @@ def test_throughput_benchmark_runs_purejaxrls_cartpole_config():
     assert not base.normalize_reward  # None: off for discrete actions, as in PureJaxRL's CartPole
 
 
-def test_throughput_benchmark_writes_a_row_per_case(tmp_path, monkeypatch, capsys):
-    """``main`` end to end on one tiny case (2 vmapped seeds, laid out as the CLI lays them out):
-    every figure the README's table takes from the JSON is there and positive."""
+def test_throughput_case_labels_state_the_budget_run():
+    """A case's label, its key in the JSON, states the budget it runs: a tenth of it with --quick. The committed
+    results were labelled before every label carried its budget: each key is the start of today's full label."""
     throughput = load_benchmark("throughput.py")
-    tiny = throughput.BASE.replace(num_envs=4, num_steps=16, num_minibatches=2, total_timesteps=4 * 16 * 3)
-    monkeypatch.setattr(throughput, "CASES", {"2 seeds, 4 envs x 16": (tiny, 2, None)})
+    full = ["1 seed, 4 envs x 128, 5e5 steps", "16 seeds vmapped, 4 envs x 128, 5e5 steps each",
+            "16 seeds vmapped, 4 envs x 128, 1 device, 5e5 steps each", "1 seed, 2048 envs x 128, 1e7 steps"]
+    for quick, labels in ((False, full), (True, [label.replace("5e5", "5e4").replace("1e7", "1e6") for label in full])):
+        runs = [(throughput.run_config(config, quick), seeds, devices) for config, seeds, devices in throughput.CASES]
+        assert [throughput.case_label(*run) for run in runs] == labels
+        cut = 10 if quick else 1
+        assert [config.total_timesteps for config, _, _ in runs] == [500_000 // cut] * 3 + [10_000_000 // cut]
+    for saved in ("throughput-cpu.json", "throughput-cpu-zen1.json"):
+        cases = json.loads((RESULTS / saved).read_text())["cases"]
+        assert len(cases) == len(full) and all(label.startswith(key) for key, label in zip(cases, full)), cases.keys()
+        assert [row["total_timesteps_per_seed"] for row in cases.values()] == [500_000] * 3 + [10_000_000]
+
+
+def test_throughput_benchmark_writes_a_row_per_case(tmp_path, monkeypatch, capsys):
+    """``main --quick`` end to end on one tiny case (2 vmapped seeds, laid out as the CLI lays them out):
+    every figure the README's table takes from the JSON is there and positive, and the row's label states
+    the budget the quick run ran (a tenth of the case's)."""
+    throughput = load_benchmark("throughput.py")
+    tiny = throughput.BASE.replace(num_envs=4, num_steps=16, num_minibatches=2, total_timesteps=4 * 16 * 30)
+    monkeypatch.setattr(throughput, "CASES", ((tiny, 2, None),))
     dense_rate = throughput.dense_flop_rate
     monkeypatch.setattr(throughput, "dense_flop_rate", lambda: dense_rate(batch=64, iters=10))
     out = tmp_path / "new" / "throughput.json"  # a directory that does not exist is made when the results are written
-    monkeypatch.setattr(sys, "argv", ["throughput.py", "--out", str(out)])
+    monkeypatch.setattr(sys, "argv", ["throughput.py", "--out", str(out), "--quick"])
     throughput.main()
 
     record = json.loads(out.read_text())
-    row = record["cases"]["2 seeds, 4 envs x 16"]
+    assert list(record["cases"]) == ["2 seeds vmapped, 4 envs x 16, 192 steps each"]
+    row = record["cases"]["2 seeds vmapped, 4 envs x 16, 192 steps each"]
+    assert row["total_timesteps_per_seed"] == 4 * 16 * 3
     assert row["num_seeds"] == 2 and row["env_steps"] == 2 * 3 * 64
     assert row["devices"] == min(2, jax.device_count())
     for figure in (row["compile_s"], row["run_s"], row["sps"], row["rollout_only"]["sps"],
@@ -189,7 +209,7 @@ def test_throughput_benchmark_writes_a_row_per_case(tmp_path, monkeypatch, capsy
         assert figure > 0
     assert {"platform", "jax", "date"} <= record["machine"].keys()
     printed = capsys.readouterr().out
-    assert "2 seeds, 4 envs x 16" in printed and f"wrote {out}" in printed
+    assert "2 seeds vmapped, 4 envs x 16, 192 steps each" in printed and f"wrote {out}" in printed
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -90,6 +90,7 @@ def test_walkthrough_notebook_runs(tmp_path, monkeypatch):
         for output in cell.get("outputs", []):
             assert output.get("output_type") != "error", f"cell raised: {output.get('ename')}: {output.get('evalue')}"
     text = _outputs_text(nb)
+    assert "RuntimeWarning" not in text, "a cell warned (e.g. a mean over updates where no episode finished)"
 
     # Section 1: four PPO seeds at a quarter of the default budget learn (random play is ~22; here all 500).
     assert _number_after("PPO final return", text) > 400

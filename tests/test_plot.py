@@ -110,6 +110,22 @@ def test_a_curve_of_one_point_is_drawn_as_a_marker(tmp_path):
     assert draw_curves([long]).axes[0].get_lines()[0].get_marker() in ("None", "", None)
 
 
+def test_y_range_covers_the_data_not_a_wider_band(tmp_path):
+    """Two seeds: the t(1) band is about 9x their standard deviation (here +-381 around returns of 10-90), so
+    the y-limits come from the means and the seeds' values, with a 5% margin, and the band is clipped."""
+    (curve,) = load_curves(write_run(tmp_path / "two", ppo_rows([[10.0, 20.0, 30.0], [30.0, 60.0, 90.0]])))
+    assert np.nanmax(curve.half_width) > 300
+    ax = draw_curves([curve]).axes[0]
+    assert ax.get_ylim() == pytest.approx((10.0 - 4.0, 90.0 + 4.0))
+    assert len(ax.collections) == 1  # the band is still drawn, past the axes
+    # Several curves: the limits span them all; a flat line keeps matplotlib's own limits.
+    (high,) = load_curves(write_run(tmp_path / "high", ppo_rows([[200.0, 500.0]])))
+    assert draw_curves([curve, high]).axes[0].get_ylim() == pytest.approx((10.0 - 24.5, 500.0 + 24.5))
+    (flat,) = load_curves(write_run(tmp_path / "flat", ppo_rows([[7.0, 7.0], [7.0, 7.0]])))
+    low, top = draw_curves([flat]).axes[0].get_ylim()
+    assert low < 7.0 < top
+
+
 def test_sweep_gives_one_line_per_configuration(tmp_path):
     rows = (
         ppo_rows([[1.0, 2.0], [3.0, 4.0]], hp=(0.001, 0.0))
@@ -197,9 +213,13 @@ def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
     good = write_run(tmp_path / "good", ppo_rows([[1.0]]))
     (tmp_path / "binary").mkdir()
     (tmp_path / "binary" / "metrics.csv").write_bytes(b"\x89PNG\x00\xff")
+    (tmp_path / "my.yaml").write_text("lr: 0.001\n")  # a settings file given in place of a run directory
     cases = {
         "not-text": ([str(tmp_path / "binary")], "not a text (CSV) file"),
         "missing": ([str(tmp_path / "nope")], "no such directory"),
+        "a-file": ([str(tmp_path / "my.yaml")], f"{tmp_path / 'my.yaml'}: not a run directory (it is a file)"),
+        "metrics-file": ([str(good / "metrics.csv")], "not a run directory (it is a file); give the directory that "
+                                                      "holds metrics.csv"),
         "no-csv": ([str(tmp_path / "empty")], "no metrics.csv"),
         "no-returns": ([str(tmp_path / "unfinished")], "no finite episode_return"),
         "labels": ([str(good), "--labels", "a", "b"], "--labels"),
