@@ -129,7 +129,7 @@ class Checkpointer:
         _ignore_reads_finishing_after_a_failed_restore()
         where = self.directory / str(step)
         older = [s for s in self.steps() if s < step]
-        hint = f"; move it away to resume from checkpoint {older[-1]} instead" if older else ""
+        hint = f"; move it away to use checkpoint {older[-1]} instead" if older else ""
         return CheckpointError(f"cannot read checkpoint {where}: {_reason(err)}{hint}")
 
 

@@ -398,7 +398,8 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     summary = summarize(job, history.stacked(), reported_failures, compile_s, train_s, session_steps,
                         layout, interrupted)
     summary["checkpoint"] = str(path)
-    this_session = {"compile_s": compile_s, "train_s": train_s, "env_steps": session_steps, "interrupted": interrupted}
+    this_session = {"compile_s": compile_s, "train_s": train_s, "env_steps": session_steps, "interrupted": interrupted,
+                    "mesh": layout._asdict()}  # a resumed run may move to other devices
     summary["sessions"] = (logs.sessions_so_far(job.run_dir) if resume else []) + [this_session]
     if primary:
         logs.write_json(job.run_dir / "summary.json", summary)

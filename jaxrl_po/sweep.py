@@ -56,10 +56,10 @@ def parse_sweep_spec(spec: str) -> tuple[str, list[float]]:
         raise ConfigError("sweep", f"{name}: needs at least one value, got {spec!r}")
     if "" in items:  # "1e-3,,2e-3": most likely a value left out, not one to drop quietly
         raise ConfigError("sweep", f"{name}: an empty value between commas in {values!r}")
-    try:
-        numbers = [float(v) for v in items]
-    except ValueError:
-        raise ConfigError("sweep", f"{name}: values must be numbers, got {values!r}") from None
+    bad = next((v for v in items if not _is_number(v)), None)
+    if bad is not None:
+        raise ConfigError("sweep", f"{name}: values must be numbers, got {bad!r} in {values!r}")
+    numbers = [float(v) for v in items]
     # A repeat would train the same runs twice and count them as more seeds; values are compared
     # as training sees them, in float32 (1e-3 and 1.0000000000000002e-3 are one value there).
     rounded = [as_float32(v) if is_finite_number(v) else v for v in numbers]
@@ -69,6 +69,14 @@ def parse_sweep_spec(spec: str) -> tuple[str, list[float]]:
         alike = "" if first == numbers[repeat] else f" ({value_text(numbers[repeat])} equals {value_text(first)} in float32)"
         raise ConfigError("sweep", f"{name}: {value_text(first)} is given twice{alike}; for more seeds use --num-seeds")
     return name, numbers
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:

@@ -185,7 +185,7 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
             raise ConfigError(name, f"{known.config} says {value!r}, got --{name} {getattr(known, name)}")
         setattr(known, name, getattr(known, name) or value)
     preset = get_preset(known.preset) if known.preset else None
-    for name in ("preset", "config"):
+    for name in ("config", "preset"):  # the file first: it may be where the preset came from
         if saved and getattr(known, name):
             raise ConfigError(name, "cannot be combined with --resume (the run keeps its own settings)")
     if preset and known.algo and known.algo != preset.algo:
@@ -401,7 +401,20 @@ def _tyro_cli(cls: type, argv: list[str], defaults: dict):
             sys.stdout.write(captured.getvalue())
             raise
         message = re.sub(r"^Error parsing (--[\w.-]+): ", r"\1: ", _one_line(captured.getvalue()))
-        raise UsageError(message or f"invalid arguments: {' '.join(argv)}") from None
+        raise UsageError(_clearer(message, argv) or f"invalid arguments: {' '.join(argv)}") from None
+
+
+def _clearer(message: str, argv: list[str]) -> str:
+    """Two of tyro's messages that name neither the flag nor the fix, made to: a value after an
+    on/off switch (``--norm-adv False``), and values that do not parse (``--hidden-sizes 64 abc``)."""
+    unrecognized = re.fullmatch(r"Unrecognized options: (\S+)", message)
+    if unrecognized and unrecognized[1] in argv and argv.index(unrecognized[1]) > 0:
+        switch = argv[argv.index(unrecognized[1]) - 1]
+        name = switch.removeprefix("--no-").removeprefix("--")
+        if switch.startswith("--") and name.replace("-", "_") not in ("normalize_obs", "normalize_reward"):
+            return f"{switch}: is an on/off switch and takes no value (got {unrecognized[1]}); give --{name} or --no-{name}"
+    return re.sub(r"Could not find valid parse for arguments: (.*)$", r"cannot read \1 (--help gives the expected values)",
+                  message)
 
 
 def _one_line(message: str) -> str:

@@ -164,6 +164,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(runs):
     assert first["interrupted"] is True and second["interrupted"] is False
     assert first["env_steps"] + second["env_steps"] == cut_summary["total_env_steps"] == ref_summary["total_env_steps"]
     assert first["train_s"] > 0 and second["train_s"] > 0
+    assert first["mesh"] == second["mesh"] == cut_summary["mesh"]  # each sitting's devices, as a run may move
     assert [s["interrupted"] for s in ref_summary["sessions"]] == [False]
 
 
@@ -277,7 +278,7 @@ def test_a_checkpoint_with_damaged_data_gives_one_line_in_a_real_process(runs, c
     assert result.returncode == 2, result.stderr[-3000:]
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: cannot read checkpoint {damaged / 'checkpoints' / '2000'}: "), line
-    assert line.endswith("; move it away to resume from checkpoint 1500 instead"), line
+    assert line.endswith("; move it away to use checkpoint 1500 instead"), line
 
 
 def test_resuming_a_run_directory_that_cannot_be_written_is_refused(runs, monkeypatch):
@@ -378,3 +379,13 @@ def test_cli_wandb_flag_logs_every_update_once_across_a_resume(runs):
     metrics = lambda rows: json.dumps([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows],
                                       sort_keys=True)
     assert metrics(first + second) == metrics(rows)
+
+
+def test_resume_with_a_settings_file_is_refused_naming_the_file_not_its_preset(runs, cli, tmp_path):
+    """A --config file that names a preset used to be refused as '--preset: cannot be combined with
+    --resume', a flag the user never gave."""
+    settings = tmp_path / "mine.yaml"
+    settings.write_text("preset: cartpole-ppo\n")
+    result = cli.run(["--resume", str(runs["base"] / "ref"), "--config", str(settings)], cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == "error: --config: cannot be combined with --resume (the run keeps its own settings)\n"

@@ -105,6 +105,9 @@ BAD_CASES = [
     ("cpu-devices-huge", ["--cpu-devices", "1000000"], "--cpu-devices", ["1 .. 1024", "1000000"]),
     ("grad-piece-size-negative", ["--grad-piece-size", "-1"], "--grad-piece-size", ["non-negative integer", "-1"]),
     ("process-id-without-distributed", ["--process-id", "1"], "--process-id", ["--distributed"]),
+    # tyro's own messages named neither the flag nor the fix.
+    ("switch-given-a-value", ["--norm-adv", "False"], "--norm-adv", ["takes no value (got False)", "--no-norm-adv"]),
+    ("list-that-does-not-parse", ["--hidden-sizes", "64", "abc"], "--hidden-sizes", ["cannot read", "abc", "--help"]),
     ("wandb-project-without-wandb", ["--wandb-project", "mine"], "--wandb-project", ["only applies with --wandb"]),
     (
         "process-id-out-of-range",

@@ -96,7 +96,7 @@ BAD_SPECS = [
     ("num_envs=4,8", "num_envs changes shapes"),
     ("lr=", "needs at least one value"),
     ("lr=1e-3,,2e-3", "lr: an empty value between commas in '1e-3,,2e-3'"),
-    ("lr=fast,slow", "values must be numbers"),
+    ("lr=3e-4,fast", "values must be numbers, got 'fast' in '3e-4,fast'"),
     ("lr", "expected NAME=V1,V2"),
     ("clip_eps=0.1,2.0", "clip_eps"),
 ]
