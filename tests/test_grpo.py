@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxrl_po.config import ConfigError, GRPOConfig, GRPOOptions
-from jaxrl_po.envs import make_vec_env
+from jaxrl_po.envs import RunningMeanStd, make_vec_env
 from jaxrl_po import make_train
-from jaxrl_po.grpo import GRPOMetrics, keep_widest_groups, to_groups
-from jaxrl_po.networks import make_policy
+from jaxrl_po.grpo import GRPOMetrics, keep_widest_groups, make_algorithm, to_groups
+from jaxrl_po.networks import make_policy, policy_for
 from jaxrl_po.rollout import episode_rollout, group_keys
 
 
@@ -421,3 +423,162 @@ def test_nan_grpo_hyperparameters_rejected(field):
     with pytest.raises(ConfigError) as info:
         _with(**{field: math.nan}).validate()
     assert info.value.field == f"grpo.{field}"
+
+
+# ---- (9) one update against an independent reference ---------------------------------------------
+# Everything an update feeds its SGD is switched on and made non-trivial: oversampling (4 of 8
+# groups kept), a KL penalty to a reference policy that differs from the policy, obs normalisation
+# with statistics far from N(0, 1), lr annealing 40 % into the budget, and a reference refresh
+# (update 2 of ref_sync_every 2) with alpha 0.6. One minibatch: the loss is then a mean over the
+# kept groups, so the result does not depend on the order top_k stores them in (not what is tested).
+REF_CASE = GRPOConfig(
+    num_envs=16, num_minibatches=1, update_epochs=2, hidden_sizes=(8,), lr=2e-2, anneal_lr=True,
+    normalize_obs=True, total_timesteps=2000,
+    grpo=GRPOOptions(group_size=4, oversample=2, horizon=40, chunk_size=10, kl_coef=0.5,
+                     ref_sync_every=2, ref_mixup_alpha=0.6),
+)
+REF_START_ENV_STEPS = 800  # the update's lr is 0.6 x REF_CASE.lr
+REF_START_STATS = dict(mean=[0.1, -0.2, 0.05, 0.3], var=[0.04, 0.5, 0.01, 0.8], count=50.0)
+
+
+@pytest.fixture(scope="module")
+def reference_case():
+    """One compiled REF_CASE update, its start state (as above) and the rollout it played."""
+    config = REF_CASE
+    algo = make_algorithm(config)
+    update = jax.jit(algo.update)
+    fresh = algo.init(jax.random.key(7), {})
+    start = fresh._replace(
+        update=jnp.int32(config.grpo.ref_sync_every - 1),
+        env_steps=jnp.int32(REF_START_ENV_STEPS),
+        ref_params=jax.tree_util.tree_map(lambda p: p + 0.5 * jnp.cos(1.7 * jnp.arange(p.size).reshape(p.shape)),
+                                          fresh.params),
+        obs_stats=RunningMeanStd(**{k: jnp.asarray(v, jnp.float32) for k, v in REF_START_STATS.items()}),
+    )
+    after, row = update(start, {})
+    # The same rollout again: the update's key split, policy and (pre-update) obs statistics.
+    opts = config.grpo
+    env = make_vec_env(config.env, config.num_envs * opts.oversample)
+    policy = policy_for(config, env, with_critic=False)
+    _, rollout_key, _ = jax.random.split(start.key, 3)
+    episodes, steps_run = jax.jit(lambda key: episode_rollout(
+        key, start.params, policy, env, start.obs_stats, opts.group_size, opts.horizon, opts.chunk_size, False
+    ))(rollout_key)
+    return SimpleNamespace(config=config, update=update, fresh=fresh, start=start, after=after, row=row,
+                           policy=policy, episodes=jax.tree_util.tree_map(np.asarray, episodes),
+                           steps_run=int(steps_run))
+
+
+def _outcome_advantage_np(returns: np.ndarray) -> np.ndarray:
+    """Returns f[G, K] centred and divided by the group's std (ddof=1); 0 for zero-spread groups."""
+    spread = returns.std(1, ddof=1, keepdims=True)
+    return np.where(spread < 1e-6, 0.0, (returns - returns.mean(1, keepdims=True)) / (spread + 1e-8))
+
+
+def _normalize_np(obs: np.ndarray, stats: dict) -> np.ndarray:
+    return np.clip((obs - np.asarray(stats["mean"])) / np.sqrt(np.asarray(stats["var"]) + 1e-8), -10.0, 10.0)
+
+
+def _grpo_reference_loss(params, policy, data, kl_coef: float, clip_eps: float):
+    """loss_type "grpo": mean over episodes of each one's mean over its alive steps of the clipped
+    surrogate plus kl_coef x the k3 estimate of KL(pi || pi_ref) (ent_coef is 0)."""
+    log_prob = policy.dist(params, data["obs"]).log_prob(data["action"])
+    ratio = jnp.exp(log_prob - data["log_prob"])
+    adv = data["advantage"]
+    surrogate = -jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
+    log_ref_ratio = data["ref_log_prob"] - log_prob
+    per_step = (surrogate + kl_coef * (jnp.exp(log_ref_ratio) - log_ref_ratio - 1.0)) * data["mask"]
+    return (per_step.sum(-1) / data["mask"].sum(-1)).mean()
+
+
+def _leaves(tree) -> list[np.ndarray]:
+    return [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def test_one_update_matches_an_optax_reference(reference_case):
+    """The update's new params equal full-batch Adam (optax, annealed lr) on a loss rebuilt from the
+    rollout: the groups kept are the widest of all candidates (numpy), their obs normalised with the
+    start statistics, advantages recomputed from the kept groups' returns, the KL measured against
+    the *reference* params. The reference refresh and the reported lr follow too. Catches a
+    mis-selected group (obs or returns taken from other groups), KL against the wrong params,
+    annealing left out and a refresh that never happens."""
+    case = reference_case
+    config, opts, ep, start = case.config, case.config.grpo, case.episodes, case.start
+    K, G = opts.group_size, case.config.num_groups
+    group = lambda x: grouped(np.swapaxes(x, 0, 1), K)  # [H, B, ...] -> [G * oversample, K, H, ...]
+    alive = group(ep.alive).astype(np.float64)
+    returns = (group(ep.reward) * alive).sum(-1)
+    spread = returns.std(1, ddof=1)
+    order = np.argsort(-spread, kind="stable")
+    keep = order[:G]
+    assert spread[order[G - 1]] > spread[order[G]] + 1e-3, "tied spreads at the cut: pick another seed"
+    assert set(keep) != set(range(G)), "the widest groups should not just be the first ones"
+    assert not ep.alive[: case.steps_run].all()  # some episodes end early: the mask matters
+
+    obs = _normalize_np(group(ep.obs)[keep], REF_START_STATS).astype(np.float32)
+    action = group(ep.action)[keep]
+    mask = alive[keep].astype(np.float32)
+    advantage = (_outcome_advantage_np(returns[keep])[..., None] * mask).astype(np.float32)
+    ref_log_prob = case.policy.dist(start.ref_params, jnp.asarray(obs)).log_prob(jnp.asarray(action))
+    assert float(jnp.abs(ref_log_prob - group(ep.log_prob)[keep]).max()) > 0.05  # the reference differs
+    data = dict(obs=obs, action=action, log_prob=group(ep.log_prob)[keep], ref_log_prob=ref_log_prob,
+                advantage=advantage, mask=mask)
+
+    lr = config.lr * (1.0 - REF_START_ENV_STEPS / config.total_timesteps)
+    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+    grad = jax.jit(jax.grad(lambda p, d: _grpo_reference_loss(p, case.policy, d, opts.kl_coef, config.clip_eps)))
+    params, opt_state = start.params, optimizer.init(start.params)
+    for _ in range(config.update_epochs):  # one minibatch: the whole batch per step
+        updates, opt_state = optimizer.update(grad(params, data), opt_state, params)
+        params = optax.apply_updates(params, updates)
+
+    moved = max(np.abs(a - b).max() for a, b in zip(_leaves(params), _leaves(start.params)))
+    assert moved > 1e-2  # a wrong update would show up well above the tolerance below
+    for got, want in zip(_leaves(case.after.params), _leaves(params)):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+    np.testing.assert_allclose(float(case.row.lr), lr, rtol=1e-6)
+    # This update refreshes the reference: ref <- alpha * new params + (1 - alpha) * ref.
+    alpha = opts.ref_mixup_alpha
+    for got, new, ref in zip(_leaves(case.after.ref_params), _leaves(case.after.params), _leaves(start.ref_params)):
+        np.testing.assert_allclose(got, alpha * new + (1 - alpha) * ref, atol=1e-6, rtol=0)
+
+
+def test_update_merges_obs_statistics_of_alive_steps_only(reference_case):
+    """The new obs statistics are the start ones (a prior of ``count`` samples with that mean and
+    variance) merged with every alive step's raw obs, by the plain moment formulas in float64;
+    padding after an episode's end (and the never-run rows) is left out."""
+    case = reference_case
+    ep, prior = case.episodes, REF_START_STATS
+    alive = ep.alive.reshape(-1)
+    assert 0 < alive.sum() < alive.size
+    x = ep.obs.reshape(alive.size, -1)[alive].astype(np.float64)
+    m0, v0, c0 = np.asarray(prior["mean"]), np.asarray(prior["var"]), prior["count"]
+    count = c0 + len(x)
+    mean = (c0 * m0 + x.sum(0)) / count
+    var = (c0 * (v0 + m0**2) + (x**2).sum(0)) / count - mean**2
+    stats = case.after.obs_stats
+    np.testing.assert_allclose(float(stats.count), count, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(stats.mean), mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(stats.var), var, rtol=1e-4, atol=1e-6)
+
+
+def test_reference_refresh_schedule_and_lr_annealing_over_updates(reference_case):
+    """Four updates from a fresh state: the reference stays put on updates 1 and 3 and becomes
+    alpha * params + (1 - alpha) * previous reference on 2 and 4 (ref_sync_every 2); each update's
+    lr is lr x max(0, 1 - env_steps before it / total_timesteps)."""
+    case = reference_case
+    config, alpha = case.config, case.config.grpo.ref_mixup_alpha
+    state = case.fresh
+    reference = _leaves(state.params)  # a fresh reference is the initial policy
+    lrs, expected_lrs = [], []
+    for done in range(1, 5):
+        expected_lrs.append(config.lr * max(0.0, 1.0 - int(state.env_steps) / config.total_timesteps))
+        state, row = case.update(state, {})
+        lrs.append(float(row.lr))
+        assert int(state.update) == done and int(state.nonfinite) == 0
+        if done % 2 == 0:
+            reference = [alpha * p + (1 - alpha) * r for p, r in zip(_leaves(state.params), reference)]
+        for got, want in zip(_leaves(state.ref_params), reference):
+            np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(lrs, expected_lrs, rtol=1e-6)
+    assert expected_lrs[0] == config.lr and expected_lrs[2] < expected_lrs[1] < config.lr  # the schedule bites
