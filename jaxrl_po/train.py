@@ -411,7 +411,7 @@ def _clearer(message: str, argv: list[str]) -> str:
     if unrecognized and unrecognized[1] in argv and argv.index(unrecognized[1]) > 0:
         switch = argv[argv.index(unrecognized[1]) - 1]
         name = switch.removeprefix("--no-").removeprefix("--")
-        if switch.startswith("--") and name.replace("-", "_") not in ("normalize_obs", "normalize_reward"):
+        if switch.startswith("--"):  # a flag that takes a value would have taken this one
             return f"{switch}: is an on/off switch and takes no value (got {unrecognized[1]}); give --{name} or --no-{name}"
     return re.sub(r"Could not find valid parse for arguments: (.*)$", r"cannot read \1 (--help gives the expected values)",
                   message)
