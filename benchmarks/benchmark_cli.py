@@ -38,7 +38,7 @@ def path_argument(text: str) -> str:
 def check_directory(parser: argparse.ArgumentParser, flag: str, path: Path, directory: Path) -> None:
     """Refuse ``path`` when ``directory``, which it is written in, could not be made: it, or the nearest of its
     parents that exists, is not a directory. A missing directory is made when the first result is written
-    (:func:`write_json`), so a refused or failed run leaves nothing behind."""
+    (:func:`save_results`), so a refused or failed run leaves nothing behind."""
     existing = next((d for d in (directory, *directory.parents) if d.exists()), None)
     if existing is not None and not existing.is_dir():
         parser.error(f"{flag}: cannot write {path}: {existing} is not a directory")

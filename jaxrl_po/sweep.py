@@ -45,10 +45,15 @@ def value_text(value: float) -> str:
     return short if float(short) == value else repr(float(value))
 
 
+def spec_name(spec: str) -> str:
+    """The hyperparameter a ``--sweep`` spec names: ``"ent-coef=0,0.01"`` -> ``"ent_coef"``."""
+    return spec.partition("=")[0].strip().replace("-", "_")
+
+
 def parse_sweep_spec(spec: str) -> tuple[str, list[float]]:
     """``"lr=1e-4,3e-4"`` -> ("lr", [1e-4, 3e-4]); raises ConfigError("sweep", ...)."""
-    name, sep, values = spec.partition("=")
-    name = name.strip().replace("-", "_")
+    name = spec_name(spec)
+    _, sep, values = spec.partition("=")
     if not sep or not name:
         raise ConfigError("sweep", f"expected NAME=V1,V2,... got {spec!r}")
     items = [v.strip() for v in values.split(",")]

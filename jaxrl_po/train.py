@@ -140,12 +140,14 @@ def fields_set_by(args: list[str], config_cls: type) -> set[str]:
 def check_swept_not_set(sweep: tuple[str, ...], argv: list[str], config_cls: type) -> None:
     """A swept name given a flag too (``--sweep lr=1e-3 --lr 5e-4``): the sweep would win and the flag
     be ignored, yet config.json would record it; ConfigError("sweep", ...) naming both."""
-    flags = config_flags(config_cls)
-    for spec in sweep:
-        name = spec.partition("=")[0].strip().replace("-", "_")
-        flag = next((arg.split("=")[0] for arg in argv if flags.get(arg.split("=")[0]) in (name, f"grpo.{name}")), None)
-        if flag:
-            raise ConfigError("sweep", f"{name} is swept and also set by {flag}; give its values in --sweep alone")
+    from jaxrl_po.sweep import spec_name
+
+    set_by_flags = fields_set_by(argv, config_cls)
+    for name in map(spec_name, sweep):
+        field = next((f for f in (name, f"grpo.{name}") if f in set_by_flags), None)
+        if field:
+            raise ConfigError("sweep", f"{name} is swept and also set by {flag_name(field)}; give its values in "
+                                       "--sweep alone")
 
 
 PATH_OPTIONS = ("config", "run_dir", "resume", "compile_cache_dir")
