@@ -10,6 +10,8 @@ Breakout's 10x10x4 observation is flattened to 400 inputs):
   * num_envs 64, 256, 1024, 4096, 16384 for one agent (1 seed);
   * vmapped seeds 1, 4, 16, 64, 256 at a fixed per-seed batch (``--envs-per-seed``,
     64 by default), reported as aggregate SPS over all seeds.
+On a GPU, ``--max-envs 262144 --max-seeds 4096 --max-total-envs 262144`` adds
+65536 and 262144 envs, and 1024 and 4096 seeds.
 The 1-seed point of the seeds sweep is the 64-env point of the envs sweep (same
 program), measured once and shown in both.
 
@@ -71,14 +73,18 @@ from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig, make_algorithm
 from jaxrl_po.config import MAX_TIMESTEPS, to_dict, whole_number_argument
 from jaxrl_po.envs import make_vec_env
 from jaxrl_po.logs import NOT_RESULTS, replace_refusal, saved_entries, saved_record
-from jaxrl_po.runner import compile_job
+from jaxrl_po.runner import compile_job, is_out_of_memory
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
 
 ENVS = ("CartPole-v1", "Breakout-MinAtar")
 ALGOS = ("ppo", "grpo")
-NUM_ENVS = (64, 256, 1024, 4096, 16384)
-SEEDS = (1, 4, 16, 64, 256)
+# The grid runs up to DEFAULT_MAX_*; the larger points are for GPUs and run only when
+# --max-envs / --max-seeds / --max-total-envs are raised to them.
+NUM_ENVS = (64, 256, 1024, 4096, 16384, 65536, 262144)
+SEEDS = (1, 4, 16, 64, 256, 1024, 4096)
+DEFAULT_MAX_ENVS = 16384
+DEFAULT_MAX_SEEDS = 256
 QUICK_NUM_ENVS = (64, 256)
 QUICK_SEEDS = (1, 4)
 QUICK_LINES = ("ppo/CartPole-v1",)  # --quick without --only: a smoke run of one line (and its env's ceiling)
@@ -90,10 +96,11 @@ def make_config(algo: str, env: str, num_envs: int, grpo_horizon: int | None):
     """The CLI default config of ``algo`` with ``env`` and ``num_envs`` changed and a budget no point reaches."""
     if algo == "ppo":
         config = PPOConfig(env=env, num_envs=num_envs)
+        most = MAX_TIMESTEPS
     else:
         config = GRPOConfig(env=env, num_envs=num_envs, grpo=GRPOOptions(horizon=grpo_horizon))
-    budget = MAX_TIMESTEPS // config.steps_per_update * config.steps_per_update
-    return config.replace(total_timesteps=budget)
+        most = min(MAX_TIMESTEPS, 2**31 - 1 - config.most_steps_per_update())  # the last update may overrun
+    return config.replace(total_timesteps=most // config.steps_per_update * config.steps_per_update)
 
 
 # ---- measuring -----------------------------------------------------------------------
@@ -154,7 +161,13 @@ def train_point(config, num_seeds: int, budget_s: float) -> dict:
     """Compile the CLI's segment program for ``num_seeds`` runs of ``config``, warm up, time ``budget_s``."""
     algo = make_algorithm(config)
     runs = make_runs(config, list(range(num_seeds)))
-    init, segment, compile_s = compile_job(algo, runs.keys, runs.hparams)
+    try:
+        init, segment, compile_s = compile_job(algo, runs.keys, runs.hparams)
+    except jax.errors.JaxRuntimeError as error:  # XLA's GPU autotuner runs the kernels while compiling
+        if not is_out_of_memory(error):
+            raise
+        return {"compile_s": None, "memory_estimate_bytes": None,
+                "skipped": "out of device memory while compiling (RESOURCE_EXHAUSTED)"}
     estimate = compiled_bytes(init, segment)
     point = {"compile_s": compile_s, "memory_estimate_bytes": estimate}
     reason = too_big(estimate)
@@ -432,12 +445,12 @@ def main() -> None:
                         help="lines to run: substrings of 'ppo/CartPole-v1', 'grpo/Breakout-MinAtar', 'random/...'")
     parser.add_argument("--sweep", choices=("both", "envs", "seeds"), default="both")
     parser.add_argument("--budget-s", type=float, default=None, help="timed seconds per point (default 2, quick 0.3)")
-    parser.add_argument("--max-envs", type=whole_number_argument, default=max(NUM_ENVS),
-                        help="largest num_envs of the envs sweep")
-    parser.add_argument("--max-seeds", type=whole_number_argument, default=max(SEEDS),
-                        help="most seeds of the seeds sweep")
-    parser.add_argument("--max-total-envs", type=whole_number_argument, default=max(NUM_ENVS),
-                        help="skip points with seeds x envs per seed above this")
+    parser.add_argument("--max-envs", type=whole_number_argument, default=DEFAULT_MAX_ENVS,
+                        help=f"largest num_envs of the envs sweep, from {NUM_ENVS} (default {DEFAULT_MAX_ENVS})")
+    parser.add_argument("--max-seeds", type=whole_number_argument, default=DEFAULT_MAX_SEEDS,
+                        help=f"most seeds of the seeds sweep, from {SEEDS} (default {DEFAULT_MAX_SEEDS})")
+    parser.add_argument("--max-total-envs", type=whole_number_argument, default=DEFAULT_MAX_ENVS,
+                        help=f"skip points with seeds x envs per seed above this (default {DEFAULT_MAX_ENVS})")
     parser.add_argument("--envs-per-seed", type=whole_number_argument, default=64,
                         help="per-seed batch of the seeds sweep")
     parser.add_argument("--max-update-s", type=float, default=None,

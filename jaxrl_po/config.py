@@ -431,6 +431,12 @@ class GRPOConfig(BaseConfig):
         """Upper bound on updates within the budget; the metric buffers have this length."""
         return -(-self.total_timesteps // self.steps_per_update)
 
+    def most_steps_per_update(self) -> int:
+        """The most alive steps one update can consume: num_envs x oversample x the episode horizon."""
+        from jaxrl_po.envs import make_vec_env
+
+        return self.num_envs * self.grpo.oversample * self.grpo.episode_horizon(make_vec_env(self.env, 1).max_episode_steps)
+
     def hparams(self) -> dict[str, jnp.ndarray]:
         hp = super().hparams()
         hp["kl_coef"] = jnp.float32(self.grpo.kl_coef)
@@ -487,7 +493,7 @@ class GRPOConfig(BaseConfig):
             raise ConfigError("grpo.horizon", f"{g.horizon} is above {self.env}'s episode limit, where every episode "
                                               f"ends anyway; use at most {env_limit}")
         # The last update may run past the budget by up to one update's alive steps; the count is int32.
-        most_per_update = self.num_envs * g.oversample * g.episode_horizon(env_limit)
+        most_per_update = self.most_steps_per_update()
         if most_per_update + self.steps_per_update > 2**31 - 1:  # not even one update fits
             raise ConfigError(
                 "grpo.horizon" if g.horizon is not None else "num_envs",

@@ -261,6 +261,34 @@ def check_fits(config: Any, num_runs: int, layout: Layout) -> None:
         )
 
 
+def is_out_of_memory(error: Exception) -> bool:
+    """Whether ``error`` is XLA running out of device memory (compiling or running)."""
+    return isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+
+
+@contextlib.contextmanager
+def out_of_memory_as_config_error(num_runs: int, layout: Layout):
+    """Turn XLA running out of device memory into a ConfigError that says what to make smaller.
+
+    :func:`check_fits` counts buffers and parameters only; XLA's temporaries (the networks'
+    activations over a whole batch) come on top, and on a GPU its autotuner already runs kernels
+    while compiling. Names ``num_seeds`` when a device holds several runs, else ``num_envs``.
+    """
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        runs_per_device = -(-num_runs // layout.runs)
+        have, what, _ = device_memory_bytes()
+        raise ConfigError(
+            "num_seeds" if runs_per_device > 1 else "num_envs",
+            f"out of device memory: {runs_per_device} run(s) per device need more than the {what}'s "
+            f"{have / 2**30:.1f} GiB once XLA's temporaries are counted; use fewer envs, steps or seeds, "
+            f"or a smaller network",
+        ) from None
+
+
 def compile_job(algo: loop.Algorithm, keys: jax.Array, hparams: dict,
                 mesh: jax.sharding.Mesh | None = None) -> tuple[Callable, Callable, float]:
     """(init, segment, compile seconds): ahead-of-time compiled ``vmap(init)`` and ``vmap(run_segment)``.
@@ -316,8 +344,9 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         console.print("compiling...")
         mesh = make_mesh(layout)
         keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
-        init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
-        state = init(keys, hparams)
+        with out_of_memory_as_config_error(num_runs, layout):
+            init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
+            state = init(keys, hparams)
         row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
         # Every process runs this loop on the same global arrays; only process 0 writes files and prints.
         primary = distributed.is_primary()
@@ -371,7 +400,8 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
                 stop_at = min(stop_at, (current // every + 1) * every)
             stop_at = distributed.from_primary(stop_at)  # segment lengths are timed on each process
             start = time.perf_counter()
-            state, rows = segment(state, hparams, np.int32(stop_at))
+            with out_of_memory_as_config_error(num_runs, layout):  # checkpoints already saved stay
+                state, rows = segment(state, hparams, np.int32(stop_at))
             rows = jax.tree_util.tree_map(lambda x: distributed.fetch(x)[:num_runs], rows)
             elapsed = time.perf_counter() - start
             done = int((rows.env_steps > 0).sum(1).max())

@@ -11,6 +11,7 @@ or another suffix for ``--out``) exits 2 with one line, before any work.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import shutil
@@ -268,6 +269,57 @@ def test_results_out_dir_must_be_a_directory(tmp_path, monkeypatch, capsys):
     err = refusal("results.py", ["--report-only", "--out-dir", str(tmp_path / "none")], monkeypatch, capsys)
     assert f"error: --out-dir: {tmp_path / 'none'} does not exist: there is no table to redraw" in err, err
     assert notes.read_text() == "a file, not a directory" and not (tmp_path / "none").exists()
+
+
+def test_scaling_grid_stops_at_the_cpu_sizes_unless_raised(tmp_path, monkeypatch):
+    """The GPU-sized points (65536 and 262144 envs, 1024 and 4096 seeds) are planned only when the limits are raised."""
+    module = load_benchmark("scaling.py")
+    real_plan = module.plan
+
+    def plan(*args):
+        raise Started(real_plan(*args))
+
+    monkeypatch.setattr(module, "plan", plan)
+    for raised, envs, seeds in (([], 16384, 256),
+                                (["--max-envs", "262144", "--max-seeds", "4096", "--max-total-envs", "262144"],
+                                 262144, 4096)):
+        with pytest.raises(Started) as started:
+            run_main(module, ["--only", "random/CartPole", "--out", str(tmp_path / "s.json"), *raised], monkeypatch)
+        todo = started.value.args[0]
+        assert max(p["num_envs_per_seed"] for p in todo if p["sweep"] == "num_envs") == envs
+        assert max(p["num_seeds"] for p in todo if p["sweep"] == "seeds") == seeds
+
+
+@pytest.mark.parametrize("num_envs", [64, 65536, 262144])
+def test_scaling_grpo_budget_leaves_room_for_the_last_update(num_envs):
+    """GRPO's budget plus one update's most alive steps fits the int32 step count at every grid size (262144
+    Breakout envs x 1000 steps overflowed it, and the run stopped with a ConfigError)."""
+    module = load_benchmark("scaling.py")
+    for env in module.ENVS:
+        config = module.make_config("grpo", env, num_envs, None)
+        config.validate()
+        assert config.total_timesteps + config.most_steps_per_update() <= 2**31 - 1
+        assert config.total_timesteps > 10**9  # still far beyond what a point runs
+
+
+def test_scaling_skips_a_point_that_runs_out_of_device_memory_while_compiling(monkeypatch):
+    """XLA's GPU autotuner runs candidate kernels while compiling; running out of memory there skips the point
+    (as the memory estimate does after compiling) instead of ending the whole grid. Other errors still raise."""
+    module = load_benchmark("scaling.py")
+    config = module.make_config("ppo", "CartPole-v1", 64, None)
+
+    def compile_job(*args, message):
+        raise jax.errors.JaxRuntimeError(message)
+
+    monkeypatch.setattr(module, "compile_job", functools.partial(
+        compile_job, message="NOT_FOUND: All configs failed during profiling.\nEXECUTION FAILED: RESOURCE_EXHAUSTED: "
+                             "Out of memory while trying to allocate 31.27GiB with allocator GPU_0_bfc"))
+    point = module.train_point(config, 1, budget_s=0.1)
+    assert point["skipped"] == "out of device memory while compiling (RESOURCE_EXHAUSTED)"
+    assert point["compile_s"] is None
+    monkeypatch.setattr(module, "compile_job", functools.partial(compile_job, message="INTERNAL: something else"))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="something else"):
+        module.train_point(config, 1, budget_s=0.1)
 
 
 def test_scaling_plot_only_refuses_a_file_it_cannot_read(tmp_path, monkeypatch, capsys):

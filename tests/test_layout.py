@@ -1,5 +1,6 @@
 """The ("runs", "envs") device mesh: layout choice, env-split checks, and sharded runs on 4 CPU devices."""
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -162,3 +163,64 @@ def test_env_batch_sharded_over_four_cpu_devices_matches_one_device():
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.split() == ["ppo", "(1,", "4)", "ok", "ppo", "(2,", "2)", "ok",
                                    "grpo", "(1,", "4)", "ok", "grpo", "(2,", "2)", "ok"], proc.stdout
+
+
+OUT_OF_MEMORY = textwrap.dedent("""
+    import contextlib, io, os, sys
+    import jax
+    from jaxrl_po import runner, train
+
+    real_compile_job = runner.compile_job
+    oom = "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 31.27GiB with allocator GPU_0_bfc on device 0."
+
+    def compiling(*args, **kwargs):  # XLA's GPU autotuner runs kernels while compiling
+        raise jax.errors.JaxRuntimeError("NOT_FOUND: All configs failed during profiling. " + oom)
+
+    class FailingSegment:  # the compiled segment's shapes, but every call runs out of memory
+        def __init__(self, segment):
+            self.out_info = segment.out_info
+        def __call__(self, *args):
+            raise jax.errors.JaxRuntimeError(oom)
+
+    def running(*args, **kwargs):
+        init, segment, compile_s = real_compile_job(*args, **kwargs)
+        return init, FailingSegment(segment), compile_s
+
+    def other_error(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("INTERNAL: not a memory error")
+
+    tiny = ["--num-envs", "8", "--num-steps", "8", "--num-minibatches", "2", "--total-timesteps", "640",
+            "--no-progress", "--no-compile-cache"]
+    for name, stand_in, seeds in (("compiling", compiling, "1"), ("running", running, "1"),
+                                  ("seeds", compiling, "3"), ("other", other_error, "1")):
+        runner.compile_job = stand_in
+        run_dir = os.path.join(sys.argv[1], name)
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                code = train.main([*tiny, "--num-seeds", seeds, "--run-dir", run_dir])
+        except jax.errors.JaxRuntimeError as error:
+            code = "raised " + str(error)
+        print("RESULT", repr((name, code, err.getvalue(), os.path.exists(run_dir))))
+""")
+
+
+def test_running_out_of_device_memory_is_one_line_naming_what_to_make_smaller(tmp_path):
+    """XLA's temporaries come on top of what check_fits counts, so a run can still run out of device memory (on a
+    GPU, while compiling: the autotuner runs kernels). That is one line naming --num-envs, or --num-seeds when a
+    device holds several runs, exit code 2, and no run directory left behind before training; other XLA errors
+    are not dressed up as memory errors."""
+    proc = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, str(tmp_path)], env=cli_env(cpu_devices=1),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [line.removeprefix("RESULT ") for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    results = {r[0]: r[1:] for r in map(ast.literal_eval, lines)}
+    for name, field, runs in (("compiling", "--num-envs", 1), ("running", "--num-envs", 1), ("seeds", "--num-seeds", 3)):
+        code, err, left = results[name]
+        assert code == 2 and err.count("\n") == 1, (name, err)
+        assert err.startswith(f"error: {field}: out of device memory: {runs} run(s) per device need more than the "
+                              f"host RAM (cpu)'s "), (name, err)
+        assert err.rstrip().endswith("use fewer envs, steps or seeds, or a smaller network"), (name, err)
+        assert "Traceback" not in proc.stderr
+    assert results["compiling"][2] is False and results["seeds"][2] is False  # nothing was written
+    assert results["other"][0] == "raised INTERNAL: not a memory error"
