@@ -28,7 +28,39 @@ FULL_COMPILE = {  # XLA's defaults for the same three options
     "xla_llvm_disable_expensive_passes": False,
     "xla_cpu_use_fusion_emitters": True,
 }
-FAST_XLA_FLAGS = " ".join(f"--{name}={str(value).lower()}" for name, value in FAST_COMPILE.items())
+KNOWN_FLAGS_VARIABLE = "JAXRL_PO_TEST_KNOWN_XLA_FLAGS"
+
+
+def xla_flags_text(flags: dict[str, Any]) -> str:
+    return " ".join(f"--{name}={str(value).lower()}" for name, value in flags.items())
+
+
+def _known_xla_flags(names: list[str]) -> list[str]:
+    """The flags in ``names`` that this jaxlib's XLA knows.
+
+    XLA aborts the whole process, printing one log line, on a flag in ``XLA_FLAGS`` that it
+    does not know (jaxlib 0.11 dropped ``xla_cpu_use_fusion_emitters``), so each is tried in a
+    subprocess, all together first. Found once: pytest-xdist's workers inherit the answer
+    through the environment.
+    """
+    if KNOWN_FLAGS_VARIABLE in os.environ:
+        return [n for n in os.environ[KNOWN_FLAGS_VARIABLE].split(",") if n]
+
+    def known(subset: list[str]) -> bool:
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags_text({n: FAST_COMPILE[n] for n in subset})}
+        probe = subprocess.run([sys.executable, "-c", "import jax; jax.jit(lambda x: x + 1)(0)"], env=env,
+                               capture_output=True, timeout=120)
+        return probe.returncode == 0
+
+    found = names if known(names) else [n for n in names if known([n])]
+    os.environ[KNOWN_FLAGS_VARIABLE] = ",".join(found)
+    return found
+
+
+_KNOWN = _known_xla_flags(list(FAST_COMPILE))
+FAST_COMPILE = {n: v for n, v in FAST_COMPILE.items() if n in _KNOWN}
+FULL_COMPILE = {n: v for n, v in FULL_COMPILE.items() if n in _KNOWN}
+FAST_XLA_FLAGS = xla_flags_text(FAST_COMPILE)
 
 
 def _start_xla_with_fast_compile() -> None:
