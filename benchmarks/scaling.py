@@ -42,7 +42,9 @@ Points that would not fit are skipped, not run, and recorded with the reason:
     ``Compiled.memory_analysis()``) above 80% of the free memory (GPU: the allocator's
     ``bytes_limit - bytes_in_use``; CPU: MemAvailable);
   * one update predicted (linearly in total envs, from the line's previous point)
-    to take longer than ``--max-update-s``.
+    to take longer than ``--max-update-s``;
+  * XLA running out of device memory while compiling (a GPU's autotuner runs kernels then);
+    the reason quotes XLA's line. Out of memory later, while warming up or timing, ends the grid.
 
 Writes ``benchmarks/results/scaling-<platform>[-quick].json`` (``--out``: a ``.json``
 file; after every point, so a cut run keeps its points) and the plot beside it
@@ -73,7 +75,7 @@ from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig, make_algorithm
 from jaxrl_po.config import MAX_TIMESTEPS, to_dict, whole_number_argument
 from jaxrl_po.envs import make_vec_env
 from jaxrl_po.logs import NOT_RESULTS, replace_refusal, saved_entries, saved_record
-from jaxrl_po.runner import compile_job, is_out_of_memory
+from jaxrl_po.runner import compile_job, out_of_memory_text
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
 
@@ -164,10 +166,11 @@ def train_point(config, num_seeds: int, budget_s: float) -> dict:
     try:
         init, segment, compile_s = compile_job(algo, runs.keys, runs.hparams)
     except jax.errors.JaxRuntimeError as error:  # XLA's GPU autotuner runs the kernels while compiling
-        if not is_out_of_memory(error):
+        xla_says = out_of_memory_text(error)
+        if xla_says is None:
             raise
         return {"compile_s": None, "memory_estimate_bytes": None,
-                "skipped": "out of device memory while compiling (RESOURCE_EXHAUSTED)"}
+                "skipped": f"out of device memory while compiling (XLA: {xla_says})"}
     estimate = compiled_bytes(init, segment)
     point = {"compile_s": compile_s, "memory_estimate_bytes": estimate}
     reason = too_big(estimate)

@@ -17,7 +17,8 @@ rolled out with the same network and no learning, and the FLOP rate of a
 Runs are laid out as the CLI lays them out: on a CPU host split into one JAX
 device per core (``train.split_cpu``), seeds are spread over the cores, so the
 16-seed case runs 8 seeds per core on 2 cores; it is also timed on one device
-(as ``jax.jit(jax.vmap(train))`` without a mesh runs) for comparison.
+(as ``jax.jit(jax.vmap(train))`` without a mesh runs) for comparison. Where the CLI's layout
+is one device already (one GPU), that case would repeat the run before it, and is not run again.
 
 Results already at ``--out`` (a ``.json`` file) are replaced only with ``--overwrite``
 (refused before any work).
@@ -164,9 +165,14 @@ def main() -> None:
     width = max(map(len, ["case", *names])) + 2
     print(f"{'case':<{width}}{'devices':>8}{'compile s':>10}{'run s':>8}{'SPS':>12}{'rollout-only SPS':>18}"
           f"{'of ceiling':>11}{'FLOP/s':>10}{'of dense':>9}{'return':>8}")
+    timed = {}  # (config, seeds, layout) -> the case that ran it: on one device, "1 device" repeats a case
     for name, (config, seeds, devices) in zip(names, runs):
         layout = job_layout(config, seeds, None, CORES_SPLIT) if devices is None else Layout(devices, 1)
         devices = layout.devices
+        if (config, seeds, layout) in timed:
+            print(f"{name:<{width}}{devices:>8}  the same run as '{timed[config, seeds, layout]}' here: not repeated")
+            continue
+        timed[config, seeds, layout] = name
         train = train_case(config, seeds, layout)
         ceiling = rollout_only_case(config, seeds, layout)
         flops = train["sps"] * train_flops_per_step(config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import signal
 import sys
 import time
@@ -236,9 +237,15 @@ def job_layout(config: Any, num_runs: int, env_shards: int | None, cores_split: 
     return layout
 
 
-def check_fits(config: Any, num_runs: int, layout: Layout) -> None:
+def fewer_runs_field(num_seeds: int) -> str:
+    """The option that lowers the runs per device: ``num_seeds``, or ``sweep`` when each config has one seed."""
+    return "num_seeds" if num_seeds > 1 else "sweep"
+
+
+def check_fits(config: Any, num_runs: int, layout: Layout, num_seeds: int) -> None:
     """Raise ConfigError before compiling when the runs' experience buffers and parameters alone
-    exceed device memory. It names ``num_seeds`` if one run would fit, else the bigger of the two."""
+    exceed device memory. It names the option that sets the number of runs (:func:`fewer_runs_field`)
+    if one run would fit, else the bigger of the two."""
     runs_per_device = -(-num_runs // layout.runs)
     have, what, shared = device_memory_bytes()
     # CPU devices are slices of one host: their buffers all live in the same RAM.
@@ -249,7 +256,7 @@ def check_fits(config: Any, num_runs: int, layout: Layout) -> None:
     if need > have:
         gib = 2**30
         one_run = (buffers + state) * (min(layout.envs, devices) if shared else 1)
-        field = "num_seeds" if one_run <= have else "hidden_sizes" if state > buffers else "num_envs"
+        field = fewer_runs_field(num_seeds) if one_run <= have else "hidden_sizes" if state > buffers else "num_envs"
         split = f" (each run's envs split over {layout.envs} devices)" if layout.envs > 1 else ""
         where = f" on each of {devices} devices" if devices > 1 else " per device"
         raise ConfigError(
@@ -261,31 +268,46 @@ def check_fits(config: Any, num_runs: int, layout: Layout) -> None:
         )
 
 
-def is_out_of_memory(error: Exception) -> bool:
-    """Whether ``error`` is XLA running out of device memory (compiling or running)."""
-    return isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+OUT_OF_MEMORY = re.compile(r"RESOURCE_EXHAUSTED:?\s*([^\n]*(?:memory|allocat)[^\n]*)", re.IGNORECASE)
+
+
+def out_of_memory_text(error: Exception) -> str | None:
+    """XLA's own words when ``error`` is XLA running out of device memory (compiling or running), else None.
+
+    ``"Out of memory while trying to allocate 31.27GiB ..."``: the RESOURCE_EXHAUSTED line that
+    says so, cut to 160 characters; on a GPU it may sit inside the autotuner's NOT_FOUND error.
+    Other RESOURCE_EXHAUSTED errors (a message over a size limit, say) are not memory.
+    """
+    found = OUT_OF_MEMORY.search(str(error)) if isinstance(error, jax.errors.JaxRuntimeError) else None
+    if found is None:
+        return None
+    text = found.group(1).strip()
+    return text if len(text) <= 160 else text[:159] + "…"
 
 
 @contextlib.contextmanager
-def out_of_memory_as_config_error(num_runs: int, layout: Layout):
+def out_of_memory_as_config_error(num_runs: int, num_seeds: int, layout: Layout):
     """Turn XLA running out of device memory into a ConfigError that says what to make smaller.
 
     :func:`check_fits` counts buffers and parameters only; XLA's temporaries (the networks'
     activations over a whole batch) come on top, and on a GPU its autotuner already runs kernels
-    while compiling. Names ``num_seeds`` when a device holds several runs, else ``num_envs``.
+    while compiling. Names the option that sets the runs (:func:`fewer_runs_field`) when a device
+    holds several, else ``num_envs``. XLA reports a failed allocation when a result is waited for,
+    so the block must wait for what it runs.
     """
     try:
         yield
     except jax.errors.JaxRuntimeError as error:
-        if not is_out_of_memory(error):
+        xla_says = out_of_memory_text(error)
+        if xla_says is None:
             raise
         runs_per_device = -(-num_runs // layout.runs)
         have, what, _ = device_memory_bytes()
         raise ConfigError(
-            "num_seeds" if runs_per_device > 1 else "num_envs",
+            fewer_runs_field(num_seeds) if runs_per_device > 1 else "num_envs",
             f"out of device memory: {runs_per_device} run(s) per device need more than the {what}'s "
-            f"{have / 2**30:.1f} GiB once XLA's temporaries are counted; use fewer envs, steps or seeds, "
-            f"or a smaller network",
+            f"{have / 2**30:.1f} GiB once XLA's temporaries are counted (XLA: {xla_says}); use fewer envs, "
+            f"steps or seeds, or a smaller network",
         ) from None
 
 
@@ -331,6 +353,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
 
     config, runs = job.config, job.runs
     num_runs = len(runs.seeds)
+    num_seeds = len(set(runs.seeds))  # per config: runs are configs x seeds
     algo = make_algorithm(config)
     layout = job.layout or job_layout(config, num_runs, None)
     checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints, create=not resume)
@@ -344,9 +367,9 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         console.print("compiling...")
         mesh = make_mesh(layout)
         keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
-        with out_of_memory_as_config_error(num_runs, layout):
+        with out_of_memory_as_config_error(num_runs, num_seeds, layout):
             init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
-            state = init(keys, hparams)
+            state = jax.block_until_ready(init(keys, hparams))
         row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
         # Every process runs this loop on the same global arrays; only process 0 writes files and prints.
         primary = distributed.is_primary()
@@ -400,9 +423,9 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
                 stop_at = min(stop_at, (current // every + 1) * every)
             stop_at = distributed.from_primary(stop_at)  # segment lengths are timed on each process
             start = time.perf_counter()
-            with out_of_memory_as_config_error(num_runs, layout):  # checkpoints already saved stay
+            with out_of_memory_as_config_error(num_runs, num_seeds, layout):  # checkpoints already saved stay
                 state, rows = segment(state, hparams, np.int32(stop_at))
-            rows = jax.tree_util.tree_map(lambda x: distributed.fetch(x)[:num_runs], rows)
+                rows = jax.tree_util.tree_map(lambda x: distributed.fetch(x)[:num_runs], rows)
             elapsed = time.perf_counter() - start
             done = int((rows.env_steps > 0).sum(1).max())
             # Next segment: about SEGMENT_SECONDS long, growing at most 4x at a time.

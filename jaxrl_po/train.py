@@ -557,7 +557,7 @@ def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False)
     check_grid(config, grid)
     num_runs = options.num_seeds * int(np.prod([len(values) for values in grid.values()]))
     layout = job_layout(config, num_runs, options.env_shards, cores_split)
-    check_fits(config, num_runs, layout)
+    check_fits(config, num_runs, layout, options.num_seeds)
     return grid, layout
 
 

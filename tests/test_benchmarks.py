@@ -189,10 +189,12 @@ def test_throughput_case_labels_state_the_budget_run():
 def test_throughput_benchmark_writes_a_row_per_case(tmp_path, monkeypatch, capsys):
     """``main --quick`` end to end on one tiny case (2 vmapped seeds, laid out as the CLI lays them out):
     every figure the README's table takes from the JSON is there and positive, and the row's label states
-    the budget the quick run ran (a tenth of the case's)."""
+    the budget the quick run ran (a tenth of the case's). A case laid out as one before it (as "1 device" is
+    on one GPU) is not run again."""
     throughput = load_benchmark("throughput.py")
     tiny = throughput.BASE.replace(num_envs=4, num_steps=16, num_minibatches=2, total_timesteps=4 * 16 * 30)
-    monkeypatch.setattr(throughput, "CASES", ((tiny, 2, None),))
+    devices = min(2, jax.device_count())
+    monkeypatch.setattr(throughput, "CASES", ((tiny, 2, None), (tiny, 2, devices)))
     dense_rate = throughput.dense_flop_rate
     monkeypatch.setattr(throughput, "dense_flop_rate", lambda: dense_rate(batch=64, iters=10))
     out = tmp_path / "new" / "throughput.json"  # a directory that does not exist is made when the results are written
@@ -204,13 +206,16 @@ def test_throughput_benchmark_writes_a_row_per_case(tmp_path, monkeypatch, capsy
     row = record["cases"]["2 seeds vmapped, 4 envs x 16, 192 steps each"]
     assert row["total_timesteps_per_seed"] == 4 * 16 * 3
     assert row["num_seeds"] == 2 and row["env_steps"] == 2 * 3 * 64
-    assert row["devices"] == min(2, jax.device_count())
+    assert row["devices"] == devices
     for figure in (row["compile_s"], row["run_s"], row["sps"], row["rollout_only"]["sps"],
                    row["fraction_of_rollout_only"], row["fraction_of_dense_flop_rate"], record["dense64_flops_per_s"]):
         assert figure > 0
     assert {"platform", "jax", "date"} <= record["machine"].keys()
     printed = capsys.readouterr().out
     assert "2 seeds vmapped, 4 envs x 16, 192 steps each" in printed and f"wrote {out}" in printed
+    repeat = f"2 seeds vmapped, 4 envs x 16, {devices} device{'s' * (devices > 1)}, 192 steps each"
+    assert "the same run as '2 seeds vmapped, 4 envs x 16, 192 steps each' here: not repeated" in printed
+    assert repeat in printed and repeat not in record["cases"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -315,7 +320,8 @@ def test_scaling_skips_a_point_that_runs_out_of_device_memory_while_compiling(mo
         compile_job, message="NOT_FOUND: All configs failed during profiling.\nEXECUTION FAILED: RESOURCE_EXHAUSTED: "
                              "Out of memory while trying to allocate 31.27GiB with allocator GPU_0_bfc"))
     point = module.train_point(config, 1, budget_s=0.1)
-    assert point["skipped"] == "out of device memory while compiling (RESOURCE_EXHAUSTED)"
+    assert point["skipped"] == ("out of device memory while compiling (XLA: Out of memory while trying to allocate "
+                                "31.27GiB with allocator GPU_0_bfc)")
     assert point["compile_s"] is None
     monkeypatch.setattr(module, "compile_job", functools.partial(compile_job, message="INTERNAL: something else"))
     with pytest.raises(jax.errors.JaxRuntimeError, match="something else"):

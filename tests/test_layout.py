@@ -65,12 +65,15 @@ def test_check_fits_counts_every_cpu_device_against_the_one_host_ram(monkeypatch
     monkeypatch.setattr(runner, "device_memory_bytes", lambda: (four_runs + 1, "test memory", shared))
     monkeypatch.setattr(runner.jax, "local_device_count", lambda: 2)
     if per_device_fits:
-        runner.check_fits(config, 8, Layout(2, 1))
+        runner.check_fits(config, 8, Layout(2, 1), num_seeds=8)
         return
     with pytest.raises(ConfigError, match=r"will not fit: 4 run\(s\) on each of 2 devices need") as err:
-        runner.check_fits(config, 8, Layout(2, 1))
+        runner.check_fits(config, 8, Layout(2, 1), num_seeds=8)
     assert err.value.field == "num_seeds" and "test memory" in str(err.value)  # one run would fit
-    runner.check_fits(config, 4, Layout(2, 1))  # 2 runs per device, 4 in the host's RAM
+    with pytest.raises(ConfigError) as err:  # 8 swept configs of one seed each: fewer swept values
+        runner.check_fits(config, 8, Layout(2, 1), num_seeds=1)
+    assert err.value.field == "sweep"
+    runner.check_fits(config, 4, Layout(2, 1), num_seeds=4)  # 2 runs per device, 4 in the host's RAM
 
 
 @pytest.mark.parametrize("hidden_sizes, field", [((64, 64), "num_envs"), ((4096, 4096), "hidden_sizes")])
@@ -83,7 +86,7 @@ def test_check_fits_counts_parameters_and_names_what_makes_one_run_too_big(monke
         assert runner.training_state_bytes(config) == 3 * 4 * params
     monkeypatch.setattr(runner, "device_memory_bytes", lambda: (runner.rollout_buffer_bytes(config) // 2, "tiny", False))
     with pytest.raises(ConfigError, match=r"will not fit: 1 run\(s\) per device need") as err:
-        runner.check_fits(config, 1, Layout(1, 1))
+        runner.check_fits(config, 1, Layout(1, 1), num_seeds=1)
     assert err.value.field == field
 
 
@@ -167,60 +170,86 @@ def test_env_batch_sharded_over_four_cpu_devices_matches_one_device():
 
 OUT_OF_MEMORY = textwrap.dedent("""
     import contextlib, io, os, sys
-    import jax
+    import jax, jax.numpy as jnp
     from jaxrl_po import runner, train
 
     real_compile_job = runner.compile_job
     oom = "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 31.27GiB with allocator GPU_0_bfc on device 0."
 
+    def exhausted():  # XLA's real error, found only when the result is waited for: a 4 TiB temporary
+        huge = lambda a: jax.lax.fori_loop(0, 2, lambda i, x: jnp.roll(x, 1) * a, jnp.full((2**39,), a))[:4]
+        return jax.jit(huge)(1.0)
+
     def compiling(*args, **kwargs):  # XLA's GPU autotuner runs kernels while compiling
         raise jax.errors.JaxRuntimeError("NOT_FOUND: All configs failed during profiling. " + oom)
 
-    class FailingSegment:  # the compiled segment's shapes, but every call runs out of memory
+    def starting(*args, **kwargs):  # init's result holds a failed allocation
+        init, segment, compile_s = real_compile_job(*args, **kwargs)
+        return lambda *a: (exhausted(), init(*a)), segment, compile_s
+
+    class FailingSegment:  # the compiled segment, but its metric rows hold a failed allocation
         def __init__(self, segment):
-            self.out_info = segment.out_info
+            self.segment, self.out_info = segment, segment.out_info
         def __call__(self, *args):
-            raise jax.errors.JaxRuntimeError(oom)
+            state, rows = self.segment(*args)
+            return state, rows._replace(env_steps=exhausted())
 
     def running(*args, **kwargs):
         init, segment, compile_s = real_compile_job(*args, **kwargs)
         return init, FailingSegment(segment), compile_s
 
-    def other_error(*args, **kwargs):
-        raise jax.errors.JaxRuntimeError("INTERNAL: not a memory error")
+    def raising(message):
+        def compile_job(*args, **kwargs):
+            raise jax.errors.JaxRuntimeError(message)
+        return compile_job
 
     tiny = ["--num-envs", "8", "--num-steps", "8", "--num-minibatches", "2", "--total-timesteps", "640",
             "--no-progress", "--no-compile-cache"]
-    for name, stand_in, seeds in (("compiling", compiling, "1"), ("running", running, "1"),
-                                  ("seeds", compiling, "3"), ("other", other_error, "1")):
+    for name, stand_in, flags in (
+            ("compiling", compiling, ["--num-seeds", "1"]), ("starting", starting, ["--num-seeds", "1"]),
+            ("running", running, ["--num-seeds", "1"]), ("seeds", compiling, ["--num-seeds", "3"]),
+            ("sweep", compiling, ["--num-seeds", "1", "--sweep", "lr=1e-3,3e-4,1e-4"]),
+            ("other", raising("INTERNAL: not a memory error"), ["--num-seeds", "1"]),
+            ("limit", raising("RESOURCE_EXHAUSTED: Received message larger than max"), ["--num-seeds", "1"])):
         runner.compile_job = stand_in
         run_dir = os.path.join(sys.argv[1], name)
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err):
-                code = train.main([*tiny, "--num-seeds", seeds, "--run-dir", run_dir])
+                code = train.main([*tiny, *flags, "--run-dir", run_dir])
         except jax.errors.JaxRuntimeError as error:
             code = "raised " + str(error)
-        print("RESULT", repr((name, code, err.getvalue(), os.path.exists(run_dir))))
+        kept = sorted(os.listdir(run_dir)) if os.path.exists(run_dir) else None
+        print("RESULT", repr((name, code, err.getvalue(), kept)))
 """)
 
 
 def test_running_out_of_device_memory_is_one_line_naming_what_to_make_smaller(tmp_path):
     """XLA's temporaries come on top of what check_fits counts, so a run can still run out of device memory (on a
-    GPU, while compiling: the autotuner runs kernels). That is one line naming --num-envs, or --num-seeds when a
-    device holds several runs, exit code 2, and no run directory left behind before training; other XLA errors
-    are not dressed up as memory errors."""
+    GPU, while compiling: the autotuner runs kernels). That is one line with XLA's own words, naming --num-envs,
+    or what sets the runs when a device holds several (--num-seeds, or --sweep with one seed), exit code 2; no run
+    directory is left behind before training, and what a run wrote is kept. XLA reports a failed allocation when
+    the result is waited for, which the stand-ins for init and the segment do. Other XLA errors, RESOURCE_EXHAUSTED
+    ones that are not about memory included, are not dressed up as memory errors."""
     proc = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, str(tmp_path)], env=cli_env(cpu_devices=1),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [line.removeprefix("RESULT ") for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     results = {r[0]: r[1:] for r in map(ast.literal_eval, lines)}
-    for name, field, runs in (("compiling", "--num-envs", 1), ("running", "--num-envs", 1), ("seeds", "--num-seeds", 3)):
-        code, err, left = results[name]
+    gpu_words = "(XLA: Out of memory while trying to allocate 31.27GiB with allocator GPU_0_bfc on device 0.)"
+    cpu_words = "(XLA: Out of memory allocating 4398046511168 bytes.)"
+    for name, field, runs, words in (("compiling", "--num-envs", 1, gpu_words), ("starting", "--num-envs", 1, cpu_words),
+                                     ("running", "--num-envs", 1, cpu_words), ("seeds", "--num-seeds", 3, gpu_words),
+                                     ("sweep", "--sweep", 3, gpu_words)):
+        code, err, kept = results[name]
         assert code == 2 and err.count("\n") == 1, (name, err)
         assert err.startswith(f"error: {field}: out of device memory: {runs} run(s) per device need more than the "
                               f"host RAM (cpu)'s "), (name, err)
-        assert err.rstrip().endswith("use fewer envs, steps or seeds, or a smaller network"), (name, err)
+        assert err.rstrip().endswith(f"once XLA's temporaries are counted {words}; use fewer envs, steps or seeds, "
+                                     f"or a smaller network"), (name, err)
         assert "Traceback" not in proc.stderr
-    assert results["compiling"][2] is False and results["seeds"][2] is False  # nothing was written
+    for name in ("compiling", "starting", "seeds", "sweep"):
+        assert results[name][2] is None, name  # nothing was written, so no directory is left
+    assert {"config.json", "metrics.csv"} <= set(results["running"][2])
     assert results["other"][0] == "raised INTERNAL: not a memory error"
+    assert results["limit"][0] == "raised RESOURCE_EXHAUSTED: Received message larger than max"
