@@ -264,24 +264,26 @@ def check_fits(config: Any, num_runs: int, layout: Layout, num_seeds: int) -> No
             f"will not fit: {runs_per_device} run(s){where}{split} need at least {need / gib:.1f} GiB (rollout buffers "
             f"{buffers * runs_per_device * devices / gib:.1f} GiB, parameters and optimiser state "
             f"{state * runs_per_device * devices / gib:.1f} GiB), but the {what} has {have / gib:.1f} GiB; "
-            f"use fewer envs, steps or seeds, or a smaller network{'' if shared else ', or more devices'}",
+            f"use fewer envs, steps, seeds or swept values, or a smaller network{'' if shared else ', or more devices'}",
         )
 
 
-OUT_OF_MEMORY = re.compile(r"RESOURCE_EXHAUSTED:?\s*([^\n]*(?:memory|allocat)[^\n]*)", re.IGNORECASE)
+OUT_OF_MEMORY = re.compile(r"(?:out of memory|failed to allocate)[^\n]*", re.IGNORECASE)
 
 
 def out_of_memory_text(error: Exception) -> str | None:
     """XLA's own words when ``error`` is XLA running out of device memory (compiling or running), else None.
 
-    ``"Out of memory while trying to allocate 31.27GiB ..."``: the RESOURCE_EXHAUSTED line that
-    says so, cut to 160 characters; on a GPU it may sit inside the autotuner's NOT_FOUND error.
-    Other RESOURCE_EXHAUSTED errors (a message over a size limit, say) are not memory.
+    ``"Out of memory while trying to allocate 31.27GiB ..."``, cut to 160 characters. XLA raises
+    it as RESOURCE_EXHAUSTED, on a GPU perhaps inside the autotuner's NOT_FOUND error, and as
+    INTERNAL ("Error dispatching computation: ... Out of memory ...") from a later program that
+    takes the failed result as input. Other RESOURCE_EXHAUSTED errors (a message over a size
+    limit, a kernel's shared memory) are not memory.
     """
     found = OUT_OF_MEMORY.search(str(error)) if isinstance(error, jax.errors.JaxRuntimeError) else None
     if found is None:
         return None
-    text = found.group(1).strip()
+    text = found.group(0).strip()
     return text if len(text) <= 160 else text[:159] + "…"
 
 
@@ -307,7 +309,7 @@ def out_of_memory_as_config_error(num_runs: int, num_seeds: int, layout: Layout)
             fewer_runs_field(num_seeds) if runs_per_device > 1 else "num_envs",
             f"out of device memory: {runs_per_device} run(s) per device need more than the {what}'s "
             f"{have / 2**30:.1f} GiB once XLA's temporaries are counted (XLA: {xla_says}); use fewer envs, "
-            f"steps or seeds, or a smaller network",
+            f"steps, seeds or swept values, or a smaller network",
         ) from None
 
 

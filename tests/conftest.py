@@ -38,21 +38,25 @@ def xla_flags_text(flags: dict[str, Any]) -> str:
 def _known_xla_flags(names: list[str]) -> list[str]:
     """The flags in ``names`` that this jaxlib's XLA knows.
 
-    XLA aborts the whole process, printing one log line, on a flag in ``XLA_FLAGS`` that it
-    does not know (jaxlib 0.11 dropped ``xla_cpu_use_fusion_emitters``), so each is tried in a
-    subprocess, all together first. Found once: pytest-xdist's workers inherit the answer
+    XLA aborts the whole process on a flag in ``XLA_FLAGS`` that it does not know, naming it
+    ("Unknown flag in XLA_FLAGS: --name=..."; jaxlib 0.11 dropped ``xla_cpu_use_fusion_emitters``),
+    so they are tried in a subprocess and each flag XLA names is dropped. Any other failure is
+    raised with the subprocess's last words. Found once: pytest-xdist's workers inherit the answer
     through the environment.
     """
     if KNOWN_FLAGS_VARIABLE in os.environ:
         return [n for n in os.environ[KNOWN_FLAGS_VARIABLE].split(",") if n]
-
-    def known(subset: list[str]) -> bool:
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags_text({n: FAST_COMPILE[n] for n in subset})}
+    found = list(names)
+    while True:
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags_text({n: FAST_COMPILE[n] for n in found})}
         probe = subprocess.run([sys.executable, "-c", "import jax; jax.jit(lambda x: x + 1)(0)"], env=env,
-                               capture_output=True, timeout=120)
-        return probe.returncode == 0
-
-    found = names if known(names) else [n for n in names if known([n])]
+                               capture_output=True, text=True, timeout=300)
+        if probe.returncode == 0:
+            break
+        unknown = [n for n in found if f"Unknown flag in XLA_FLAGS: --{n}=" in probe.stderr]
+        if not unknown:
+            raise RuntimeError(f"trying the tests' XLA flags {found} failed:\n{probe.stderr[-2000:]}")
+        found = [n for n in found if n not in unknown]
     os.environ[KNOWN_FLAGS_VARIABLE] = ",".join(found)
     return found
 

@@ -183,9 +183,12 @@ OUT_OF_MEMORY = textwrap.dedent("""
     def compiling(*args, **kwargs):  # XLA's GPU autotuner runs kernels while compiling
         raise jax.errors.JaxRuntimeError("NOT_FOUND: All configs failed during profiling. " + oom)
 
-    def starting(*args, **kwargs):  # init's result holds a failed allocation
+    def starting(*args, **kwargs):  # init's state depends on a failed allocation
         init, segment, compile_s = real_compile_job(*args, **kwargs)
-        return lambda *a: (exhausted(), init(*a)), segment, compile_s
+        def failing_init(*a):
+            state = init(*a)
+            return state._replace(update=state.update + (exhausted()[0] * 0).astype(state.update.dtype))
+        return failing_init, segment, compile_s
 
     class FailingSegment:  # the compiled segment, but its metric rows hold a failed allocation
         def __init__(self, segment):
@@ -210,7 +213,9 @@ OUT_OF_MEMORY = textwrap.dedent("""
             ("running", running, ["--num-seeds", "1"]), ("seeds", compiling, ["--num-seeds", "3"]),
             ("sweep", compiling, ["--num-seeds", "1", "--sweep", "lr=1e-3,3e-4,1e-4"]),
             ("other", raising("INTERNAL: not a memory error"), ["--num-seeds", "1"]),
-            ("limit", raising("RESOURCE_EXHAUSTED: Received message larger than max"), ["--num-seeds", "1"])):
+            ("limit", raising("RESOURCE_EXHAUSTED: Received message larger than max"), ["--num-seeds", "1"]),
+            ("shared", raising("RESOURCE_EXHAUSTED: Shared memory size limit exceeded: requested 131072, "
+                               "available: 101376"), ["--num-seeds", "1"])):
         runner.compile_job = stand_in
         run_dir = os.path.join(sys.argv[1], name)
         err = io.StringIO()
@@ -245,7 +250,7 @@ def test_running_out_of_device_memory_is_one_line_naming_what_to_make_smaller(tm
         assert code == 2 and err.count("\n") == 1, (name, err)
         assert err.startswith(f"error: {field}: out of device memory: {runs} run(s) per device need more than the "
                               f"host RAM (cpu)'s "), (name, err)
-        assert err.rstrip().endswith(f"once XLA's temporaries are counted {words}; use fewer envs, steps or seeds, "
+        assert err.rstrip().endswith(f"once XLA's temporaries are counted {words}; use fewer envs, steps, seeds or swept values, "
                                      f"or a smaller network"), (name, err)
         assert "Traceback" not in proc.stderr
     for name in ("compiling", "starting", "seeds", "sweep"):
@@ -253,3 +258,4 @@ def test_running_out_of_device_memory_is_one_line_naming_what_to_make_smaller(tm
     assert {"config.json", "metrics.csv"} <= set(results["running"][2])
     assert results["other"][0] == "raised INTERNAL: not a memory error"
     assert results["limit"][0] == "raised RESOURCE_EXHAUSTED: Received message larger than max"
+    assert results["shared"][0].startswith("raised RESOURCE_EXHAUSTED: Shared memory size limit exceeded")
