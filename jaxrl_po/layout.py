@@ -39,9 +39,13 @@ class Layout(NamedTuple):
         """Devices in the mesh: runs x envs."""
         return self.runs * self.envs
 
+    def runs_per_device(self, num_runs: int) -> int:
+        """Runs each device along the run axis holds: ``num_runs`` over the "runs" devices, rounded up."""
+        return -(-num_runs // self.runs)
+
     def padded_runs(self, num_runs: int) -> int:
         """The run axis length: ``num_runs`` rounded up to a multiple of the "runs" devices."""
-        return -(-num_runs // self.runs) * self.runs
+        return self.runs_per_device(num_runs) * self.runs
 
 
 def usable_cores() -> int:

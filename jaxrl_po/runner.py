@@ -246,7 +246,7 @@ def check_fits(config: Any, num_runs: int, layout: Layout, num_seeds: int) -> No
     """Raise ConfigError before compiling when the runs' experience buffers and parameters alone
     exceed device memory. It names the option that sets the number of runs (:func:`fewer_runs_field`)
     if one run would fit, else the bigger of the two."""
-    runs_per_device = -(-num_runs // layout.runs)
+    runs_per_device = layout.runs_per_device(num_runs)
     have, what, shared = device_memory_bytes()
     # CPU devices are slices of one host: their buffers all live in the same RAM.
     devices = min(layout.devices, jax.local_device_count()) if shared else 1
@@ -303,7 +303,7 @@ def out_of_memory_as_config_error(num_runs: int, num_seeds: int, layout: Layout)
         xla_says = out_of_memory_text(error)
         if xla_says is None:
             raise
-        runs_per_device = -(-num_runs // layout.runs)
+        runs_per_device = layout.runs_per_device(num_runs)
         have, what, _ = device_memory_bytes()
         raise ConfigError(
             fewer_runs_field(num_seeds) if runs_per_device > 1 else "num_envs",
