@@ -5,12 +5,12 @@ costs nothing (README, "Tests": a bad input exits 2 with one line)."""
 from __future__ import annotations
 
 import argparse
-import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from jaxrl_po.config import ConfigError
-from jaxrl_po.logs import NOT_RESULTS, named, replace_refusal, saved_entries
+from jaxrl_po.logs import NOT_RESULTS, named, replace_refusal, saved_entries, write_json
 from jaxrl_po.train import user_path
 
 
@@ -36,12 +36,14 @@ def path_argument(text: str) -> str:
 
 
 def check_directory(parser: argparse.ArgumentParser, flag: str, path: Path, directory: Path) -> None:
-    """Refuse ``path`` when ``directory``, which it is written in, could not be made: it, or the nearest of its
-    parents that exists, is not a directory. A missing directory is made when the first result is written
-    (:func:`save_results`), so a refused or failed run leaves nothing behind."""
+    """Refuse ``path`` when ``directory``, which it is written in, could not be made or written: it, or the
+    nearest of its parents that exists, is not a directory or not writable. A missing directory is made when
+    the first result is written (:func:`save_results`), so a refused or failed run leaves nothing behind."""
     existing = next((d for d in (directory, *directory.parents) if d.exists()), None)
     if existing is not None and not existing.is_dir():
         parser.error(f"{flag}: cannot write {path}: {existing} is not a directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):  # results are written by rename
+        parser.error(f"{flag}: cannot write {path}: {existing} is not writable (permission denied)")
 
 
 def check_json_out(parser: argparse.ArgumentParser, out: Path) -> None:
@@ -86,6 +88,7 @@ def replaced_held(record: dict | None, quick: bool, kept: list[dict], replaced: 
 
 def save_results(path: Path, data: Any) -> None:
     """Write a benchmark's results, making the directory ``--out`` names if it is missing (checked before any work
-    by :func:`check_directory`)."""
+    by :func:`check_directory`). Atomic: the results already there (other rows, earlier runs) stay whole until the
+    new file is."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_json(path, data, allow_nan=True)

@@ -27,7 +27,9 @@ PPO and GRPO on the same axes). Runs can be done in pieces: each call adds its
 presets' JSON and redraws the whole table. A preset that already has a JSON in
 ``out-dir`` is refused before anything trains, unless ``--overwrite`` is given:
 a trial call (``--max-steps 4096``) must not replace hours of a full-budget record.
-A missing ``out-dir`` is made when the first record is written (a refused or failed
+So is an ``out-dir`` holding another JSON file that is not a preset record (the
+table could not be drawn from it), and one that cannot be written. A missing
+``out-dir`` is made when the first record is written (a refused or failed
 call leaves none behind).
 
 Final return: mean episode return over the last 10% of updates (as the CLI's
@@ -47,6 +49,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -226,10 +229,14 @@ def eval_cell(record: dict | None, mode: str) -> str:
     return mean_ci_text(value["mean"], value["ci95"])
 
 
-def report(out_dir: Path) -> str:
-    """Read every preset JSON in ``out_dir``; write table.md and one figure per env; return the table."""
+def read_records(out_dir: Path, replaced: Sequence[str] = ()) -> list[dict]:
+    """Every preset record in ``out_dir`` (its ``*.json``), but the ``replaced`` file names, which a run will
+    write anew. Raises ConfigError (``out_dir``) on a JSON file that is not one, which the table cannot hold:
+    called before training too, so that it is found before the work, not after."""
     records = []
     for path in sorted(out_dir.glob("*.json")):
+        if path.name in replaced:
+            continue
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as err:
@@ -237,6 +244,12 @@ def report(out_dir: Path) -> str:
         if not isinstance(record, dict) or not {"preset", "env", "algo", "curves"} <= record.keys():
             raise ConfigError("out_dir", f"{path} is not a preset record of this script; move it elsewhere")
         records.append(record)
+    return records
+
+
+def report(out_dir: Path) -> str:
+    """Read every preset record in ``out_dir``; write table.md and one figure per env; return the table."""
+    records = read_records(out_dir)
     by_env: dict[str, dict[str, dict]] = {}
     for record in records:
         by_env.setdefault(record["env"], {})[record["algo"]] = record
@@ -320,6 +333,11 @@ def main() -> None:
         describe_record(out_dir / f"{name}.json") for name in args.presets if (out_dir / f"{name}.json").exists()]
     if existing:
         parser.error(replace_refusal("--out-dir", out_dir, "; ".join(existing), len(existing)))
+    if out_dir.is_dir():
+        try:  # the table is drawn from every record there: a file that is not one would fail it after training
+            read_records(out_dir, replaced=[] if args.report_only else [f"{name}.json" for name in args.presets])
+        except ConfigError as err:
+            parser.error(f"--out-dir: {err.message}")
     if not args.report_only:
         for name in args.presets:
             if args.from_run is not None:

@@ -201,10 +201,12 @@ def sessions_so_far(run_dir: Path) -> list[dict]:
              "interrupted": previous.get("interrupted")}]
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename) so a crash never leaves half a file."""
+def write_json(path: Path, data: Any, allow_nan: bool = False) -> None:
+    """Write JSON atomically (temp file + rename) so a crash or a full disk never leaves half a file, and the
+    file it replaces is kept until the new one is whole. ``allow_nan``: write NaN as JSON's non-standard
+    ``NaN`` (a benchmark's measured NaN is a result); else a NaN is an error."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=allow_nan, default=_json_default) + "\n")
     os.replace(tmp, path)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -274,6 +275,65 @@ def test_results_out_dir_must_be_a_directory(tmp_path, monkeypatch, capsys):
     err = refusal("results.py", ["--report-only", "--out-dir", str(tmp_path / "none")], monkeypatch, capsys)
     assert f"error: --out-dir: {tmp_path / 'none'} does not exist: there is no table to redraw" in err, err
     assert notes.read_text() == "a file, not a directory" and not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_output_that_cannot_be_written_is_refused(tmp_path, monkeypatch, capsys, script):
+    """A directory this user cannot write (tested through os.access: the suite may run as root) is refused
+    before any work, not after it; the nearest existing parent is what is checked, as a missing one is made."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    flag, target = ("--out-dir", locked / "suite") if script == "results.py" else ("--out", locked / "sub" / "r.json")
+    extra = ["--presets", "cartpole-ppo"] if script == "results.py" else ["--quick"]
+    err = refusal(script, [*extra, flag, str(target)], monkeypatch, capsys)
+    assert f"error: {flag}: cannot write {target}: {locked} is not writable (permission denied)" in err, err
+    assert list(locked.iterdir()) == []
+
+
+def test_saved_results_stay_whole_when_writing_fails(tmp_path, monkeypatch):
+    """Results files gather rows over many runs: a write cut short (a full disk, a kill) must leave the old file
+    as it was, not half of the new one; a measured NaN is written as such."""
+    load_benchmark("throughput.py")  # puts benchmarks/ on sys.path
+    from benchmark_cli import save_results
+
+    out = tmp_path / "results.json"
+    save_results(out, {"rows": [1, 2], "ratio": float("nan")})
+    saved = out.read_text()
+    assert json.loads(saved)["rows"] == [1, 2] and "NaN" in saved
+
+    def cut_short(self, text, *args, **kwargs):
+        with open(self, "w") as file:
+            file.write(text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    with pytest.raises(OSError):
+        save_results(out, {"rows": [1, 2, 3]})
+    assert out.read_text() == saved
+
+
+def test_results_refuses_a_json_that_is_not_a_record_before_training(tmp_path, monkeypatch, capsys):
+    """The table is drawn from every JSON in --out-dir after training: one that is not a preset record is found
+    before the work. A file the run writes anew (a preset's own record, with --overwrite) is not read."""
+    out_dir = tmp_path / "suite"
+    out_dir.mkdir()
+    notes = out_dir / "notes.json"
+    notes.write_text('{"mine": true}')
+    err = refusal("results.py", ["--presets", "cartpole-ppo", "--out-dir", str(out_dir)], monkeypatch, capsys)
+    assert f"error: --out-dir: {notes} is not a preset record of this script; move it elsewhere" in err, err
+    err = refusal("results.py", ["--report-only", "--out-dir", str(out_dir)], monkeypatch, capsys)
+    assert f"{notes} is not a preset record" in err, err
+    notes.rename(out_dir / "cartpole-ppo.json")
+    module = load_benchmark("results.py")
+
+    def run_preset(*args):
+        raise Started(args)
+
+    monkeypatch.setattr(module, "run_preset", run_preset)
+    with pytest.raises(Started):
+        run_main(module, ["--presets", "cartpole-ppo", "--out-dir", str(out_dir), "--overwrite"], monkeypatch)
 
 
 def test_scaling_grid_stops_at_the_cpu_sizes_unless_raised(tmp_path, monkeypatch):
