@@ -196,6 +196,7 @@ def main() -> None:
                       progress=False, make_sinks=lambda resumed_env_steps: [sampler])
         summary, code = train_job(job, Console(quiet=True))
     rss_after = rss_bytes()
+    rss_peak = proc_status_bytes("VmHWM")  # the whole process's, the checkpoint saved after the last segment included
 
     s = sampler.samples
     start, tenth, half, end = s[0], at_fraction(s, 0.1), at_fraction(s, 0.5), s[-1]
@@ -209,7 +210,7 @@ def main() -> None:
         "device_before": device_before,
         "rss_bytes": {"start": start["rss_bytes"], "10%": tenth["rss_bytes"], "50%": half["rss_bytes"],
                       "end": end["rss_bytes"]},
-        "rss_peak_bytes": end["rss_peak_bytes"],
+        "rss_peak_bytes": rss_peak,
         "device": {"start": start["device"], "10%": tenth["device"], "50%": half["device"], "end": end["device"]},
         "growth_start_to_end": growth(start, end),
         "growth_10pct_to_end": growth(tenth, end),
@@ -240,9 +241,8 @@ def main() -> None:
     print(f"second-half slope: RSS {fmt(sl['rss_bytes_per_update'])} B/update; expected rows "
           f"{fmt(sl['expected_rows_bytes_per_update'])}, held {fmt(sl['expected_held_bytes_per_update'])} B/update"
           + (f"; device {fmt(sl['device_bytes_per_update'])} B/update" if sl["device_bytes_per_update"] is not None else ""))
-    peak = end["rss_peak_bytes"]  # None where there is no /proc
     print(f"RSS before compiling {rss_before / 2**20:.1f} MiB, after the job (checkpoint saved) {rss_after / 2**20:.1f} MiB, "
-          f"peak {'n/a' if peak is None else f'{peak / 2**20:.1f} MiB'}")
+          f"peak {'n/a' if rss_peak is None else f'{rss_peak / 2**20:.1f} MiB'}")  # None where there is no /proc
     print(f"wrote {out}")
 
 

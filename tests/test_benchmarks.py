@@ -91,7 +91,7 @@ def fake_grpo_vs_ppo_runs(module, monkeypatch) -> list[tuple[str, int]]:
 
 @pytest.mark.parametrize("script, saved, args, held", [
     ("throughput.py", "throughput-cpu-zen1.json", [], "a run of 4 cases (made 2026-11-23)"),
-    ("memory.py", "memory-cpu.json", ["--quick"], "a run of 10,000 updates (made 2026-11-22)"),
+    ("memory.py", "memory-cpu.json", ["--quick"], "a run of 10,000 updates (made 2026-11-24)"),
     ("grpo_vs_ppo.py", "grpo_vs_ppo-cpu.json", ["--only", "acrobot-grpo-rtg"],
      "the row acrobot-grpo-rtg (date unknown)"),  # written before records carried their date
     ("grpo_vs_ppo.py", "grpo_vs_ppo-cpu.json", ["--only", "pendulum"],
@@ -443,6 +443,18 @@ def test_memory_runs_the_updates_asked_for(tmp_path, monkeypatch, args, updates)
     with pytest.raises(Started) as started:
         run_main(memory, ["--out", str(tmp_path / "memory.json"), *args], monkeypatch)
     assert started.value.args[0].num_updates == updates
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RSS is read from /proc (Linux)")
+def test_memory_runs_end_to_end_and_its_peak_covers_the_whole_job(tmp_path):
+    """A short run through the CLI's host loop: every segment sampled, the updates asked for, and the peak RSS is
+    the process's (it was the last segment's, below the RSS after the checkpoint saved at the end)."""
+    out = tmp_path / "memory.json"
+    proc = run_benchmark("memory.py", "--updates", "20", "--out", str(out), "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["exit_code"] == 0 and result["updates"] == 20 and result["samples"][-1]["update"] == 20
+    assert result["rss_peak_bytes"] >= max(result["rss_after_job_bytes"], *(s["rss_bytes"] for s in result["samples"]))
 
 
 @pytest.mark.parametrize("args, seeds", [
