@@ -379,9 +379,12 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         if resume:
             real_runs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((num_runs,) + x.shape[1:], x.dtype), state)
             restored = restore(checkpointer, latest, saved_meta, real_runs, row_shape)
-            # Restored leaves are host values: place them like a fresh state (same shapes, same devices).
-            state = put_runs(restored.state, jax.tree_util.tree_map(lambda x: x.sharding, state),
-                             layout.padded_runs(num_runs))
+            # Restored leaves are host values: place them like a fresh state (same shapes, same devices), in
+            # its memory: the fresh state is dropped first, so a run that fit before fits again.
+            placement = jax.tree_util.tree_map(lambda x: x.sharding, state)
+            del state
+            with out_of_memory_as_config_error(num_runs, num_seeds, layout):
+                state = jax.block_until_ready(put_runs(restored.state, placement, layout.padded_runs(num_runs)))
             history = History(num_runs, restored.history)
             start_rows = restored.history
             console.print(f"resumed from {checkpointer.directory / str(restored.step)} (update {restored.step})")

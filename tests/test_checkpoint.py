@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import jax
@@ -23,6 +25,8 @@ import pytest
 from jaxrl_po.checkpoint import Checkpointer
 from jaxrl_po.evaluate import evaluate_trained
 from jaxrl_po.runner import load_trained
+
+from conftest import cli_env
 
 # 2000 updates of 8 envs x 16 steps: ~5 s of training, long enough to interrupt part way.
 FLAGS = [
@@ -279,6 +283,39 @@ def test_a_checkpoint_with_damaged_data_gives_one_line_in_a_real_process(runs, c
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: cannot read checkpoint {damaged / 'checkpoints' / '2000'}: "), line
     assert line.endswith("; move it away to use checkpoint 1500 instead"), line
+
+
+RESUME_OUT_OF_MEMORY = """
+import sys
+import jax
+from jaxrl_po import runner, train
+
+real_put_runs, calls = runner.put_runs, []
+
+def put_runs(*args):  # the second placement is the restored state's
+    calls.append(1)
+    if len(calls) == 2:
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 2.00GiB.")
+    return real_put_runs(*args)
+
+runner.put_runs = put_runs
+sys.exit(train.main(["--resume", sys.argv[1], "--compile-cache-dir", sys.argv[2]]))
+"""
+
+
+def test_running_out_of_memory_while_restoring_is_one_line_and_keeps_the_run(runs, tmp_path):
+    """Placing the restored state on the device is inside the out-of-memory check too (it gave XLA's traceback),
+    after the fresh state is dropped; the run directory is left as it was, to resume where memory allows."""
+    run_dir = tmp_path / "term"
+    shutil.copytree(runs["base"] / "term", run_dir)
+    before = {p: digest(p) for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    proc = subprocess.run([sys.executable, "-c", RESUME_OUT_OF_MEMORY, str(run_dir), str(runs["base"] / "xla")],
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: --num-") and "out of device memory: " in proc.stderr, proc.stderr
+    assert "(XLA: Out of memory while trying to allocate 2.00GiB.)" in proc.stderr, proc.stderr
+    assert {p: digest(p) for p in sorted(run_dir.rglob("*")) if p.is_file()} == before
 
 
 def test_resuming_a_run_directory_that_cannot_be_written_is_refused(runs, monkeypatch):
