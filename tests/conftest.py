@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -42,10 +43,12 @@ def _known_xla_flags(names: list[str]) -> list[str]:
     ("Unknown flag in XLA_FLAGS: --name=..."; jaxlib 0.11 dropped ``xla_cpu_use_fusion_emitters``),
     so they are tried in a subprocess and each flag XLA names is dropped. Any other failure is
     raised with the subprocess's last words. Found once: pytest-xdist's workers inherit the answer
-    through the environment.
+    through the environment, for this interpreter and jaxlib only (a value left from another is probed again).
     """
-    if KNOWN_FLAGS_VARIABLE in os.environ:
-        return [n for n in os.environ[KNOWN_FLAGS_VARIABLE].split(",") if n]
+    for_this_xla = f"{sys.executable} jaxlib {importlib.metadata.version('jaxlib')}:"
+    saved = os.environ.get(KNOWN_FLAGS_VARIABLE, "")
+    if saved.startswith(for_this_xla):
+        return [n for n in saved.removeprefix(for_this_xla).split(",") if n]
     found = list(names)
     while True:
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags_text({n: FAST_COMPILE[n] for n in found})}
@@ -57,7 +60,7 @@ def _known_xla_flags(names: list[str]) -> list[str]:
         if not unknown:
             raise RuntimeError(f"trying the tests' XLA flags {found} failed:\n{probe.stderr[-2000:]}")
         found = [n for n in found if n not in unknown]
-    os.environ[KNOWN_FLAGS_VARIABLE] = ",".join(found)
+    os.environ[KNOWN_FLAGS_VARIABLE] = for_this_xla + ",".join(found)
     return found
 
 
