@@ -54,6 +54,8 @@ def check_json_out(parser: argparse.ArgumentParser, out: Path) -> None:
     if out.suffix.lower() != ".json":
         parser.error(f"--out: must name a .json file, got {out}")
     check_directory(parser, "--out", out, out.parent)
+    if out.exists() and not os.access(out, os.W_OK):  # the rename would replace it: read-only means keep it
+        parser.error(f"--out: {out} is read-only; make it writable or name another file")
 
 
 def check_companion(parser: argparse.ArgumentParser, path: Path, what: str, redrawn: bool, overwrite: bool) -> None:

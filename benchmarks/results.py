@@ -289,7 +289,7 @@ def check_out_dir(parser: Parser, out_dir: Path, trains: bool) -> None:
     nothing (``--report-only``) redraws the table of one that exists."""
     if out_dir.exists() and not out_dir.is_dir():
         parser.error(f"--out-dir: {out_dir} is not a directory")
-    check_directory(parser, "--out-dir", out_dir, out_dir.parent)
+    check_directory(parser, "--out-dir", out_dir, out_dir)
     if not trains and not out_dir.exists():
         parser.error(f"--out-dir: {out_dir} does not exist: there is no table to redraw")
 

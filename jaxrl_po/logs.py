@@ -206,8 +206,12 @@ def write_json(path: Path, data: Any, allow_nan: bool = False) -> None:
     file it replaces is kept until the new one is whole. ``allow_nan``: write NaN as JSON's non-standard
     ``NaN`` (a benchmark's measured NaN is a result); else a NaN is an error."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=allow_nan, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=allow_nan, default=_json_default) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half file left beside the whole one
+        raise
 
 
 def saved_record(path: Path) -> dict | None:

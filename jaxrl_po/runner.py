@@ -288,14 +288,14 @@ def out_of_memory_text(error: Exception) -> str | None:
 
 
 @contextlib.contextmanager
-def out_of_memory_as_config_error(num_runs: int, num_seeds: int, layout: Layout):
+def out_of_memory_as_config_error(num_runs: int, num_seeds: int, layout: Layout, resume: bool = False):
     """Turn XLA running out of device memory into a ConfigError that says what to make smaller.
 
     :func:`check_fits` counts buffers and parameters only; XLA's temporaries (the networks'
     activations over a whole batch) come on top, and on a GPU its autotuner already runs kernels
     while compiling. Names the option that sets the runs (:func:`fewer_runs_field`) when a device
     holds several, else ``num_envs``. XLA reports a failed allocation when a result is waited for,
-    so the block must wait for what it runs.
+    so the block must wait for what it runs. ``resume``: the run keeps its sizes, so the advice is a new run.
     """
     try:
         yield
@@ -309,7 +309,8 @@ def out_of_memory_as_config_error(num_runs: int, num_seeds: int, layout: Layout)
             fewer_runs_field(num_seeds) if runs_per_device > 1 else "num_envs",
             f"out of device memory: {runs_per_device} run(s) per device need more than the {what}'s "
             f"{have / 2**30:.1f} GiB once XLA's temporaries are counted (XLA: {xla_says}); use fewer envs, "
-            f"steps, seeds or swept values, or a smaller network",
+            f"steps, seeds or swept values, or a smaller network"
+            + (" in a new run (--resume keeps this run's sizes)" if resume else ""),
         ) from None
 
 
@@ -369,7 +370,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         console.print("compiling...")
         mesh = make_mesh(layout)
         keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
-        with out_of_memory_as_config_error(num_runs, num_seeds, layout):
+        with out_of_memory_as_config_error(num_runs, num_seeds, layout, resume):
             init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
             state = jax.block_until_ready(init(keys, hparams))
         row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
@@ -383,7 +384,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
             # its memory: the fresh state is dropped first, so a run that fit before fits again.
             placement = jax.tree_util.tree_map(lambda x: x.sharding, state)
             del state
-            with out_of_memory_as_config_error(num_runs, num_seeds, layout):
+            with out_of_memory_as_config_error(num_runs, num_seeds, layout, resume):
                 state = jax.block_until_ready(put_runs(restored.state, placement, layout.padded_runs(num_runs)))
             history = History(num_runs, restored.history)
             start_rows = restored.history
@@ -428,7 +429,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
                 stop_at = min(stop_at, (current // every + 1) * every)
             stop_at = distributed.from_primary(stop_at)  # segment lengths are timed on each process
             start = time.perf_counter()
-            with out_of_memory_as_config_error(num_runs, num_seeds, layout):  # checkpoints already saved stay
+            with out_of_memory_as_config_error(num_runs, num_seeds, layout, resume):  # checkpoints already saved stay
                 state, rows = segment(state, hparams, np.int32(stop_at))
                 rows = jax.tree_util.tree_map(lambda x: distributed.fetch(x)[:num_runs], rows)
             elapsed = time.perf_counter() - start

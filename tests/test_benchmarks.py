@@ -292,6 +292,26 @@ def test_benchmark_output_that_cannot_be_written_is_refused(tmp_path, monkeypatc
     assert list(locked.iterdir()) == []
 
 
+def test_results_checks_the_out_dir_itself_where_it_exists(tmp_path, monkeypatch, capsys):
+    """An existing --out-dir is what must be writable, not its parent: a locked one is refused (it used to train,
+    then fail to write), and a writable one inside a locked parent is used (it used to be refused)."""
+    locked, parent = tmp_path / "suite", tmp_path / "shared"
+    (parent / "suite").mkdir(parents=True)
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) not in (locked, parent) and real_access(path, mode))
+    err = refusal("results.py", ["--presets", "cartpole-ppo", "--out-dir", str(locked)], monkeypatch, capsys)
+    assert f"error: --out-dir: cannot write {locked}: {locked} is not writable (permission denied)" in err, err
+    module = load_benchmark("results.py")
+
+    def run_preset(*args):
+        raise Started(args)
+
+    monkeypatch.setattr(module, "run_preset", run_preset)
+    with pytest.raises(Started):
+        run_main(module, ["--presets", "cartpole-ppo", "--out-dir", str(parent / "suite")], monkeypatch)
+
+
 def test_saved_results_stay_whole_when_writing_fails(tmp_path, monkeypatch):
     """Results files gather rows over many runs: a write cut short (a full disk, a kill) must leave the old file
     as it was, not half of the new one; a measured NaN is written as such."""
@@ -312,6 +332,20 @@ def test_saved_results_stay_whole_when_writing_fails(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_results(out, {"rows": [1, 2, 3]})
     assert out.read_text() == saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no half file beside it
+
+
+@pytest.mark.parametrize("script", OUT_SCRIPTS)
+def test_benchmark_out_that_is_read_only_is_refused_even_with_overwrite(tmp_path, monkeypatch, capsys, script):
+    """Results are written by renaming a new file over the old one, which a read-only file does not stop."""
+    out = tmp_path / "kept.json"
+    out.write_text("{}")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not (Path(path) == out and mode & os.W_OK)
+                        and real_access(path, mode))
+    err = refusal(script, ["--out", str(out), "--quick", "--overwrite"], monkeypatch, capsys)
+    assert f"error: --out: {out} is read-only; make it writable or name another file" in err, err
+    assert out.read_text() == "{}"
 
 
 def test_results_refuses_a_json_that_is_not_a_record_before_training(tmp_path, monkeypatch, capsys):

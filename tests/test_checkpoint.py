@@ -315,6 +315,7 @@ def test_running_out_of_memory_while_restoring_is_one_line_and_keeps_the_run(run
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith("error: --num-") and "out of device memory: " in proc.stderr, proc.stderr
     assert "(XLA: Out of memory while trying to allocate 2.00GiB.)" in proc.stderr, proc.stderr
+    assert proc.stderr.endswith("in a new run (--resume keeps this run's sizes)\n"), proc.stderr
     assert {p: digest(p) for p in sorted(run_dir.rglob("*")) if p.is_file()} == before
 
 
