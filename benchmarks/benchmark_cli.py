@@ -46,15 +46,16 @@ def check_directory(parser: argparse.ArgumentParser, flag: str, path: Path, dire
         parser.error(f"{flag}: cannot write {path}: {existing} is not writable (permission denied)")
 
 
-def check_json_out(parser: argparse.ArgumentParser, out: Path) -> None:
-    """``--out``: a ``.json`` file that can be written. The plot or table a script writes beside it takes its
-    name with another suffix, which then can never be the JSON itself (``--out x.png`` was both, and lost it)."""
+def check_json_out(parser: argparse.ArgumentParser, out: Path, written: bool = True) -> None:
+    """``--out``: a ``.json`` file that can be written (``written``; else only read, as results to plot). The plot
+    or table a script writes beside it takes its name with another suffix, which then can never be the JSON itself
+    (``--out x.png`` was both, and lost it)."""
     if out.is_dir():
         parser.error(f"--out: {out} is a directory; name a .json file in it")
     if out.suffix.lower() != ".json":
         parser.error(f"--out: must name a .json file, got {out}")
     check_directory(parser, "--out", out, out.parent)
-    if out.exists() and not os.access(out, os.W_OK):  # the rename would replace it: read-only means keep it
+    if written and out.exists() and not os.access(out, os.W_OK):  # a rename would replace it: read-only means keep it
         parser.error(f"--out: {out} is read-only; make it writable or name another file")
 
 

@@ -467,7 +467,7 @@ def main() -> None:
     args = parser.parse_args()
     platform_name = jax.devices()[0].platform
     out = Path(args.out or f"benchmarks/results/scaling-{platform_name}{'-quick' if args.quick else ''}.json")
-    check_json_out(parser, out)
+    check_json_out(parser, out, written=not args.plot_only)
     png = out.with_suffix(".png")
     if args.plot_only:
         plot_only(parser, out, png)

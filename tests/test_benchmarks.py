@@ -348,6 +348,23 @@ def test_benchmark_out_that_is_read_only_is_refused_even_with_overwrite(tmp_path
     assert out.read_text() == "{}"
 
 
+def test_scaling_plot_only_reads_results_that_are_read_only(tmp_path, monkeypatch):
+    """--plot-only writes the plot beside --out, not the results: a read-only results file is plotted."""
+    out = tmp_path / "scaling.json"
+    shutil.copy(RESULTS / "scaling-cpu-quick.json", out)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not (Path(path) == out and mode & os.W_OK)
+                        and real_access(path, mode))
+    module = load_benchmark("scaling.py")
+
+    def plot(*args):
+        raise Started(args)
+
+    monkeypatch.setattr(module, "plot", plot)
+    with pytest.raises(Started):
+        run_main(module, ["--plot-only", "--out", str(out)], monkeypatch)
+
+
 def test_results_refuses_a_json_that_is_not_a_record_before_training(tmp_path, monkeypatch, capsys):
     """The table is drawn from every JSON in --out-dir after training: one that is not a preset record is found
     before the work. A file the run writes anew (a preset's own record, with --overwrite) is not read."""
