@@ -359,6 +359,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     num_seeds = len(set(runs.seeds))  # per config: runs are configs x seeds
     algo = make_algorithm(config)
     layout = job.layout or job_layout(config, num_runs, None)
+    out_of_memory = functools.partial(out_of_memory_as_config_error, num_runs, num_seeds, layout, resume)
     checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints, create=not resume)
     if resume:
         latest, saved_meta = check_checkpoint_meta(checkpointer, job.meta)
@@ -370,7 +371,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         console.print("compiling...")
         mesh = make_mesh(layout)
         keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
-        with out_of_memory_as_config_error(num_runs, num_seeds, layout, resume):
+        with out_of_memory():
             init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
             state = jax.block_until_ready(init(keys, hparams))
         row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
@@ -384,7 +385,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
             # its memory: the fresh state is dropped first, so a run that fit before fits again.
             placement = jax.tree_util.tree_map(lambda x: x.sharding, state)
             del state
-            with out_of_memory_as_config_error(num_runs, num_seeds, layout, resume):
+            with out_of_memory():
                 state = jax.block_until_ready(put_runs(restored.state, placement, layout.padded_runs(num_runs)))
             history = History(num_runs, restored.history)
             start_rows = restored.history
@@ -429,7 +430,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
                 stop_at = min(stop_at, (current // every + 1) * every)
             stop_at = distributed.from_primary(stop_at)  # segment lengths are timed on each process
             start = time.perf_counter()
-            with out_of_memory_as_config_error(num_runs, num_seeds, layout, resume):  # checkpoints already saved stay
+            with out_of_memory():  # checkpoints already saved stay
                 state, rows = segment(state, hparams, np.int32(stop_at))
                 rows = jax.tree_util.tree_map(lambda x: distributed.fetch(x)[:num_runs], rows)
             elapsed = time.perf_counter() - start
