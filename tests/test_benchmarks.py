@@ -67,6 +67,13 @@ def refusal(script: str, argv: list[str], monkeypatch, capsys) -> str:
     return err
 
 
+def deny_writing(monkeypatch, *paths: Path) -> None:
+    """``os.access`` says these paths cannot be written (the suite may run as root, whom permissions do not stop)."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not (Path(path) in paths and mode & os.W_OK)
+                        and real_access(path, mode))
+
+
 class Started(Exception):
     """Raised by a stand-in for a script's work, with what the work was given."""
 
@@ -283,8 +290,7 @@ def test_benchmark_output_that_cannot_be_written_is_refused(tmp_path, monkeypatc
     before any work, not after it; the nearest existing parent is what is checked, as a missing one is made."""
     locked = tmp_path / "locked"
     locked.mkdir()
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    deny_writing(monkeypatch, locked)
     flag, target = ("--out-dir", locked / "suite") if script == "results.py" else ("--out", locked / "sub" / "r.json")
     extra = ["--presets", "cartpole-ppo"] if script == "results.py" else ["--quick"]
     err = refusal(script, [*extra, flag, str(target)], monkeypatch, capsys)
@@ -298,8 +304,7 @@ def test_results_checks_the_out_dir_itself_where_it_exists(tmp_path, monkeypatch
     locked, parent = tmp_path / "suite", tmp_path / "shared"
     (parent / "suite").mkdir(parents=True)
     locked.mkdir()
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) not in (locked, parent) and real_access(path, mode))
+    deny_writing(monkeypatch, locked, parent)
     err = refusal("results.py", ["--presets", "cartpole-ppo", "--out-dir", str(locked)], monkeypatch, capsys)
     assert f"error: --out-dir: cannot write {locked}: {locked} is not writable (permission denied)" in err, err
     module = load_benchmark("results.py")
@@ -340,9 +345,7 @@ def test_benchmark_out_that_is_read_only_is_refused_even_with_overwrite(tmp_path
     """Results are written by renaming a new file over the old one, which a read-only file does not stop."""
     out = tmp_path / "kept.json"
     out.write_text("{}")
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: not (Path(path) == out and mode & os.W_OK)
-                        and real_access(path, mode))
+    deny_writing(monkeypatch, out)
     err = refusal(script, ["--out", str(out), "--quick", "--overwrite"], monkeypatch, capsys)
     assert f"error: --out: {out} is read-only; make it writable or name another file" in err, err
     assert out.read_text() == "{}"
@@ -352,9 +355,7 @@ def test_scaling_plot_only_reads_results_that_are_read_only(tmp_path, monkeypatc
     """--plot-only writes the plot beside --out, not the results: a read-only results file is plotted."""
     out = tmp_path / "scaling.json"
     shutil.copy(RESULTS / "scaling-cpu-quick.json", out)
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: not (Path(path) == out and mode & os.W_OK)
-                        and real_access(path, mode))
+    deny_writing(monkeypatch, out)
     module = load_benchmark("scaling.py")
 
     def plot(*args):
