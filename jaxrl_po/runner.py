@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from jaxrl_po import distributed, logs, loop
 from jaxrl_po.checkpoint import CheckpointError, Checkpointer, Restored
 from jaxrl_po.config import ConfigError
 from jaxrl_po.layout import RUNS, Layout, check_layout, choose_layout, make_mesh, on_run_axis, put_runs, run_sharding
+from jaxrl_po.stop import Interrupt, StopBeforeTraining
 from jaxrl_po.sweep import Runs, rank_configs, value_text
 
 SEGMENT_SECONDS = 1.0
@@ -38,23 +37,6 @@ MAX_SEGMENT_ROWS = 1024
 """Most updates per segment (the length of the segment's metric buffer)."""
 
 EXIT_OK, EXIT_NONFINITE = 0, 3
-STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
-"""Signals that stop a run, saving a checkpoint once training has started: Ctrl-C, and the
-SIGTERM that schedulers (SLURM, Kubernetes, ``timeout``) send before they kill. Exit code 128 + signal."""
-
-
-class StopRequested(KeyboardInterrupt):
-    """A stop signal before training started: leave at once (exit code ``128 + signum``)."""
-
-    def __init__(self, signum: int = signal.SIGINT):
-        super().__init__(STOP_SIGNALS[signum])
-        self.signum = signum
-
-
-def stop_exit_code(err: KeyboardInterrupt) -> tuple[str, int]:
-    """(what stopped the run, exit code): a plain KeyboardInterrupt is Ctrl-C."""
-    signum = getattr(err, "signum", signal.SIGINT)
-    return STOP_SIGNALS[signum], 128 + signum
 
 
 @dataclass
@@ -109,67 +91,6 @@ class History:
             return out
 
         return type(self.segments[0])(*[column(*cols) for cols in zip(*self.segments)])
-
-
-class Interrupt:
-    """A stop signal sets a flag that the host loop checks after each segment; a second one aborts at once."""
-
-    def __init__(self, console):
-        self.signum = None  # the first stop signal received
-        self.console = console
-        self.previous = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def __enter__(self):
-        self.previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise StopRequested(signum)
-        self.signum = signum
-        name = STOP_SIGNALS[signum]
-        self.console.print(f"\n[yellow]{name}: saving a checkpoint after this segment ({name} again to abort)[/]")
-
-    def __exit__(self, *exc):
-        for signum, previous in self.previous.items():
-            signal.signal(signum, previous)
-
-
-class StopBeforeTraining:
-    """Before training: a stop signal raises :class:`StopRequested` at once, and is not lost where Python drops it.
-
-    A KeyboardInterrupt raised while a gc callback runs (jax registers one) is only passed to
-    ``sys.unraisablehook``, which printed a traceback, and the run went on as if no Ctrl-C had come.
-    Here that hook drops it, and leaving this context raises it again: one line, exit code 128 + signal.
-    """
-
-    def __enter__(self):
-        self.signum, self.active = None, True
-        self.previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
-        self.previous_hook = sys.unraisablehook
-        sys.unraisablehook = self._drop_lost_stop
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-        raise StopRequested(signum)
-
-    def _drop_lost_stop(self, unraisable) -> None:
-        if not (self.active and isinstance(unraisable.exc_value, KeyboardInterrupt)):
-            self.previous_hook(unraisable)
-
-    def __exit__(self, exc_type, *exc):
-        self.active = False
-        for signum, previous in self.previous.items():
-            signal.signal(signum, previous)
-        if sys.unraisablehook == self._drop_lost_stop:  # else a hook set since chains to this one: keep it
-            sys.unraisablehook = self.previous_hook
-        if self.signum is not None and exc_type is None:
-            raise StopRequested(self.signum)
 
 
 def rollout_buffer_bytes(config: Any) -> int:

@@ -36,6 +36,7 @@ from jaxrl_po.checkpoint import CheckpointError
 from jaxrl_po.config import CONFIG_CLASSES, BaseConfig, ConfigError, config_class, to_dict, whole_number
 from jaxrl_po.layout import Layout
 from jaxrl_po.presets import PRESETS, get_preset
+from jaxrl_po.stop import StopBeforeTraining, stop_exit_code
 
 
 @dataclass(frozen=True)
@@ -703,15 +704,15 @@ def run(options: RunOptions, config: BaseConfig, run_dir: Path, grid: dict[str, 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = made = None
-    previous_sigterm = signal.signal(signal.SIGTERM, _stop)  # as Ctrl-C is by default: stop, tidy up, one line
     try:
-        cores_split = split_cpu(argv)
-        join_processes(argv)
-        options, config = parse(argv)
-        grid, layout = validate(options, config, cores_split)
-        compile_cache = enable_compile_cache(options.compile_cache_dir) if options.compile_cache else None
-        run_dir, made = open_run_dir(options, config)
-        return run(options, config, run_dir, grid, layout, compile_cache)
+        with StopBeforeTraining():  # Ctrl-C and SIGTERM alike: stop, tidy up, one line (the runner saves once training)
+            cores_split = split_cpu(argv)
+            join_processes(argv)
+            options, config = parse(argv)
+            grid, layout = validate(options, config, cores_split)
+            compile_cache = enable_compile_cache(options.compile_cache_dir) if options.compile_cache else None
+            run_dir, made = open_run_dir(options, config)
+            return run(options, config, run_dir, grid, layout, compile_cache)
     except (ConfigError, UsageError, CheckpointError) as err:
         if run_dir:  # e.g. W&B could not start a run: a rerun with the same --run-dir must not be refused
             undo_run_dir(run_dir, made)
@@ -719,8 +720,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # before training started (from then on the runner saves a checkpoint), or a 2nd one
-        from jaxrl_po.runner import stop_exit_code
-
         name, code = stop_exit_code(err)
         if not run_dir:
             message = f"interrupted ({name})"
@@ -731,16 +730,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{message}", file=sys.stderr)
         return code
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
         from jaxrl_po.logs import unlock_run_dirs
 
         unlock_run_dirs()
-
-
-def _stop(signum, frame):
-    from jaxrl_po.runner import StopRequested
-
-    raise StopRequested(signum)
 
 
 if __name__ == "__main__":

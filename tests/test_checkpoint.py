@@ -123,7 +123,7 @@ def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_stops_a_run_before_tr
     import gc
     import sys
 
-    from jaxrl_po.runner import StopBeforeTraining
+    from jaxrl_po.stop import StopBeforeTraining
 
     def press_ctrl_c_in_gc(phase, info):
         if phase == "start":
@@ -148,6 +148,40 @@ def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_stops_a_run_before_tr
         assert sys.unraisablehook == unraisable.append
     finally:
         sys.unraisablehook = hook
+
+
+def _sigterm_swallowed_by_library_code(*args, **kwargs):
+    """A SIGTERM that lands in library code with a bare ``except:`` which fails with its own error.
+
+    jax.make_mesh's check of the axis sizes does this: CI once saw a SIGTERM sent while
+    compiling come out as its ValueError and a traceback, exit code 1.
+    """
+    try:
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # the installed handler, as the signal would run it
+    except:  # noqa: E722
+        raise ValueError("`axis_shapes` passed to `make_mesh` should be a sequence of ints")
+
+
+def test_a_stop_that_library_code_swallows_is_still_the_stop():
+    from jaxrl_po.stop import StopBeforeTraining, StopRequested
+
+    with pytest.raises(StopRequested) as stopped:
+        with StopBeforeTraining():
+            _sigterm_swallowed_by_library_code()
+    assert stopped.value.signum == signal.SIGTERM
+    with pytest.raises(ValueError):  # with no stop signal, an error stays itself
+        with StopBeforeTraining():
+            raise ValueError("a real error")
+
+
+def test_cli_stopped_inside_library_code_exits_with_one_line(monkeypatch, capsys):
+    from jaxrl_po import train
+
+    monkeypatch.setattr(train, "parse", _sigterm_swallowed_by_library_code)
+    before = signal.getsignal(signal.SIGTERM)
+    assert train.main(["--algo", "ppo"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == "interrupted (SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(runs):
