@@ -51,7 +51,8 @@ from benchmark_cli import (Parser, check_companion, check_json_out, kept_entries
                            replaced_held, save_results)
 from jaxrl_po import GRPOConfig, PPOConfig, make_train
 from jaxrl_po.config import to_dict, whole_number_argument
-from jaxrl_po.logs import downsample_curve, final_returns, mean_ci_text, none_if_nan, replace_refusal, saved_record
+from jaxrl_po.logs import (downsample_curve, final_returns, mean_ci_text, none_if_nan, replace_refusal, saved_record,
+                           write_text)
 from jaxrl_po.sweep import confidence_interval
 from jaxrl_po.timing import compile_then_run, machine_info
 
@@ -235,7 +236,8 @@ def main() -> None:
     save_results(out, results)
     table = markdown(results["runs"])
     m = results["machine"]
-    md.write_text(
+    write_text(
+        md,
         f"PPO vs GRPO, {results['seeds_main']} seeds per main row, {results['seeds_ablation']} per GRPO ablation"
         f"{' (QUICK smoke run: tiny budgets, numbers meaningless)' if args.quick else ''}. "
         f"Machine: {m.get('model_name', m['processor'])}, {m['cpus']} CPUs, JAX {m['jax']} ({m['platform']}). "

@@ -70,7 +70,7 @@ from jaxrl_po.checkpoint import CheckpointError  # noqa: E402
 from jaxrl_po.config import to_dict  # noqa: E402
 from jaxrl_po.evaluate import check_episodes, evaluate_trained  # noqa: E402
 from jaxrl_po.logs import (  # noqa: E402
-    downsample_curve, error_reason, final_returns, mean_ci_text, none_if_nan, replace_refusal, write_json)
+    downsample_curve, error_reason, final_returns, mean_ci_text, none_if_nan, replace_refusal, write_json, write_text)
 from jaxrl_po.plot import Curve, common_grid, forward_fill, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
 from jaxrl_po.runner import TrainedRuns, job_layout, load_trained  # noqa: E402
@@ -271,7 +271,7 @@ def report(out_dir: Path) -> str:
     machines = {f"{r['machine'].get('model_name', r['machine']['processor'])} ({r['machine']['platform']}, "
                 f"{r['machine']['cpus']} CPUs, JAX {r['machine']['jax']})" for r in records}
     table = "\n".join(lines) + "\n\n" + "\n".join(final_lines) + "\n\nMachine: " + "; ".join(sorted(machines)) + "\n"
-    (out_dir / "table.md").write_text(table)
+    write_text(out_dir / "table.md", table)
     return table
 
 

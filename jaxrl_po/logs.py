@@ -202,12 +202,17 @@ def sessions_so_far(run_dir: Path) -> list[dict]:
 
 
 def write_json(path: Path, data: Any, allow_nan: bool = False) -> None:
-    """Write JSON atomically (temp file + rename) so a crash or a full disk never leaves half a file, and the
-    file it replaces is kept until the new one is whole. ``allow_nan``: write NaN as JSON's non-standard
-    ``NaN`` (a benchmark's measured NaN is a result); else a NaN is an error."""
+    """Write JSON atomically (:func:`write_text`). ``allow_nan``: write NaN as JSON's non-standard ``NaN`` (a
+    benchmark's measured NaN is a result); else a NaN is an error."""
+    write_text(path, json.dumps(data, indent=2, allow_nan=allow_nan, default=_json_default) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically (temp file + rename) so a crash or a full disk never leaves half a file, and the
+    file it replaces is kept until the new one is whole."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=allow_nan, default=_json_default) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half file left beside the whole one

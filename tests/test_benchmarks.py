@@ -317,6 +317,13 @@ def test_results_checks_the_out_dir_itself_where_it_exists(tmp_path, monkeypatch
         run_main(module, ["--presets", "cartpole-ppo", "--out-dir", str(parent / "suite")], monkeypatch)
 
 
+def write_cut_short(self, text, *args, **kwargs):
+    """Path.write_text as a full disk does it: half the text written, then an error."""
+    with open(self, "w") as file:
+        file.write(text[: len(text) // 2])
+    raise OSError(28, "No space left on device")
+
+
 def test_saved_results_stay_whole_when_writing_fails(tmp_path, monkeypatch):
     """Results files gather rows over many runs: a write cut short (a full disk, a kill) must leave the old file
     as it was, not half of the new one; a measured NaN is written as such."""
@@ -328,16 +335,25 @@ def test_saved_results_stay_whole_when_writing_fails(tmp_path, monkeypatch):
     saved = out.read_text()
     assert json.loads(saved)["rows"] == [1, 2] and "NaN" in saved
 
-    def cut_short(self, text, *args, **kwargs):
-        with open(self, "w") as file:
-            file.write(text[: len(text) // 2])
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(Path, "write_text", cut_short)
+    monkeypatch.setattr(Path, "write_text", write_cut_short)
     with pytest.raises(OSError):
         save_results(out, {"rows": [1, 2, 3]})
     assert out.read_text() == saved
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no half file beside it
+
+
+def test_results_table_stays_whole_when_writing_fails(tmp_path, monkeypatch):
+    """results.py redraws table.md from the records; a write cut short keeps the previous table whole."""
+    results = load_benchmark("results.py")
+    shutil.copy(RESULTS / "suite-cpu" / "acrobot-ppo.json", tmp_path)
+    table = results.report(tmp_path)
+    assert (tmp_path / "table.md").read_text() == table and "Acrobot-v1" in table
+
+    monkeypatch.setattr(Path, "write_text", write_cut_short)
+    with pytest.raises(OSError):
+        results.report(tmp_path)
+    assert (tmp_path / "table.md").read_text() == table
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 @pytest.mark.parametrize("script", OUT_SCRIPTS)
