@@ -75,7 +75,8 @@ class StopBeforeTraining:
         raise StopRequested(signum)
 
     def _drop_lost_stop(self, unraisable) -> None:
-        if not (self.active and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+        """Drop only a stop this context raised (it raises it again on leaving); others reach the previous hook."""
+        if not (self.active and self.signum is not None and isinstance(unraisable.exc_value, StopRequested)):
             self.previous_hook(unraisable)
 
     def __exit__(self, exc_type, *exc):
