@@ -189,7 +189,8 @@ def check_fits(config: Any, num_runs: int, layout: Layout, num_seeds: int) -> No
         )
 
 
-OUT_OF_MEMORY = re.compile(r"(?:out of memory|failed to allocate)[^\n]*", re.IGNORECASE)
+OUT_OF_MEMORY = re.compile(r"(?:(?:CUDA_ERROR_)?out[ _]of[ _]memory|failed to allocate)[^\n]*", re.IGNORECASE)
+"""XLA's words for running out of device memory; also the CUDA driver's code (CUDA_ERROR_OUT_OF_MEMORY) alone."""
 
 
 def out_of_memory_text(error: Exception) -> str | None:

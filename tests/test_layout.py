@@ -229,6 +229,19 @@ OUT_OF_MEMORY = textwrap.dedent("""
 """)
 
 
+@pytest.mark.parametrize("message, words", [
+    ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 2.00GiB.", "Out of memory while trying to allocate 2.00GiB."),
+    ("INTERNAL: Failed to allocate request for 1.00GiB (1073741824B) on device ordinal 0",
+     "Failed to allocate request for 1.00GiB (1073741824B) on device ordinal 0"),
+    ("INTERNAL: Failed to load in-memory CUBIN: CUDA_ERROR_OUT_OF_MEMORY\nmore", "CUDA_ERROR_OUT_OF_MEMORY"),
+    ("RESOURCE_EXHAUSTED: Received message larger than max (4 vs. 2)", None),
+    ("INTERNAL: not a memory error", None),
+])
+def test_out_of_memory_text_finds_xla_and_cuda_words(message, words):
+    assert runner.out_of_memory_text(jax.errors.JaxRuntimeError(message)) == words
+    assert runner.out_of_memory_text(RuntimeError(message)) is None  # only XLA's runtime errors
+
+
 def test_running_out_of_device_memory_is_one_line_naming_what_to_make_smaller(tmp_path):
     """XLA's temporaries come on top of what check_fits counts, so a run can still run out of device memory (on a
     GPU, while compiling: the autotuner runs kernels). That is one line with XLA's own words, naming --num-envs,
