@@ -1,4 +1,4 @@
-"""Stop signals (Ctrl-C, SIGTERM): before training they stop at once; during training they save a checkpoint first.
+"""Stop signals (Ctrl-C, SIGTERM): outside training they stop at once; during it they save a checkpoint first.
 
 Kept apart from the runner (no jax import) so that ``train`` can stop cleanly from its first line.
 """
@@ -14,11 +14,12 @@ SIGTERM that schedulers (SLURM, Kubernetes, ``timeout``) send before they kill. 
 
 
 class StopRequested(KeyboardInterrupt):
-    """A stop signal before training started: leave at once (exit code ``128 + signum``)."""
+    """A stop signal outside training, or a second one during it: leave at once (exit code ``128 + signum``)."""
 
-    def __init__(self, signum: int = signal.SIGINT):
+    def __init__(self, signum: int = signal.SIGINT, came_out_as: BaseException | None = None):
         super().__init__(STOP_SIGNALS[signum])
         self.signum = signum
+        self.came_out_as = came_out_as  # the error a swallowed stop came out as (stop_instead_of)
 
 
 def stop_exit_code(err: KeyboardInterrupt) -> tuple[str, int]:
@@ -27,11 +28,34 @@ def stop_exit_code(err: KeyboardInterrupt) -> tuple[str, int]:
     return STOP_SIGNALS[signum], 128 + signum
 
 
+def stop_instead_of(signum: int | None, exc_type: type | None, exc: BaseException | None) -> None:
+    """Raise :class:`StopRequested` when a stop signal came (``signum``) and what ends the context is not that stop.
+
+    A stop that nothing raised (Python dropped it) is raised now. Code with a bare ``except:`` (jax.make_mesh
+    has one) can swallow the stop and fail with an error of its own: the stop is what happened, and that error
+    stays attached as the cause (``train`` names it on the stop's line).
+    """
+    if signum is None or (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)):
+        return
+    raise StopRequested(signum, came_out_as=exc) from exc
+
+
+_open: list[StopBeforeTraining] = []  # StopBeforeTraining contexts open now, outermost first
+
+
+def raise_pending_stop() -> None:
+    """Before a new phase starts: raise a stop that an open :class:`StopBeforeTraining` holds but nothing raised."""
+    for context in _open:
+        if context.signum is not None:
+            raise StopRequested(context.signum)
+
+
 class Interrupt:
     """A stop signal sets a flag that the host loop checks after each segment; a second one aborts at once."""
 
     def __init__(self, console):
         self.signum = None  # the first stop signal received
+        self.aborted = None  # the second one
         self.console = console
         self.previous = {}
 
@@ -40,56 +64,62 @@ class Interrupt:
         return self.signum is not None
 
     def __enter__(self):
+        raise_pending_stop()  # a stop lost before training: do not start it
         self.previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
+            self.aborted = signum
             raise StopRequested(signum)
         self.signum = signum
         name = STOP_SIGNALS[signum]
         self.console.print(f"\n[yellow]{name}: saving a checkpoint after this segment ({name} again to abort)[/]")
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         for signum, previous in self.previous.items():
             signal.signal(signum, previous)
+        if exc_type is not None:  # an abort swallowed with nothing raised let the run finish: keep that
+            stop_instead_of(self.aborted, exc_type, exc)
 
 
 class StopBeforeTraining:
-    """Before training: a stop signal raises :class:`StopRequested` at once, and is not lost where Python drops it.
+    """Outside training (before it; in ``train.main`` also after it): a stop signal raises :class:`StopRequested`
+    at once, and is not lost where Python drops it or a library swallows it.
 
     A KeyboardInterrupt raised while a gc callback runs (jax registers one) is only passed to
     ``sys.unraisablehook``, which printed a traceback, and the run went on as if no Ctrl-C had come.
-    Here that hook drops it, and leaving this context raises it again: one line, exit code 128 + signal.
+    Here that hook drops it; the next phase (:func:`raise_pending_stop`) or leaving this context raises
+    it again: one line, exit code 128 + signal. Contexts nest (``train.main`` around ``runner.train_job``).
     """
 
     def __enter__(self):
-        self.signum, self.active = None, True
-        self.previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        raise_pending_stop()
+        self.signum, self.active = None, False  # while the handlers go in, a stop is recorded, not raised
         self.previous_hook = sys.unraisablehook
         sys.unraisablehook = self._drop_lost_stop
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        _open.append(self)
+        self.active = True
+        if self.signum is not None:  # one came meanwhile
+            self.__exit__(None, None, None)
         return self
 
     def _handle(self, signum, frame):
         self.signum = signum
-        raise StopRequested(signum)
+        if self.active:
+            raise StopRequested(signum)
 
     def _drop_lost_stop(self, unraisable) -> None:
-        """Drop only a stop this context raised (it raises it again on leaving); others reach the previous hook."""
-        if not (self.active and self.signum is not None and isinstance(unraisable.exc_value, StopRequested)):
+        """Drop only a stop this context raised (it raises it again); others reach the previous hook."""
+        if not (self in _open and self.signum is not None and isinstance(unraisable.exc_value, StopRequested)):
             self.previous_hook(unraisable)
 
-    def __exit__(self, exc_type, *exc):
-        self.active = False
+    def __exit__(self, exc_type, exc, tb):
+        self.active = False  # while the handlers are put back, a stop is recorded, not raised
         for signum, previous in self.previous.items():
             signal.signal(signum, previous)
+        _open.remove(self)
         if sys.unraisablehook == self._drop_lost_stop:  # else a hook set since chains to this one: keep it
             sys.unraisablehook = self.previous_hook
-        if self.signum is None:
-            return
-        if exc_type is None:
-            raise StopRequested(self.signum)
-        if not issubclass(exc_type, KeyboardInterrupt):
-            # Code with a bare ``except:`` (jax.make_mesh has one) can swallow the stop and fail
-            # with an error of its own: the stop is what happened, so report the stop.
-            raise StopRequested(self.signum) from exc[0]
+        stop_instead_of(self.signum, exc_type, exc)

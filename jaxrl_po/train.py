@@ -719,20 +719,35 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{flag_name(err.field)}: {err.message}" if isinstance(err, ConfigError) else err
         print(f"error: {where}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as err:  # before training started (from then on the runner saves a checkpoint), or a 2nd one
+    except KeyboardInterrupt as err:  # outside training (during it the runner saves a checkpoint), or a 2nd one
         name, code = stop_exit_code(err)
+        stopped = f"interrupted ({name})" + stop_aftermath(err)
         if not run_dir:
-            message = f"interrupted ({name})"
+            message = stopped
         elif undo_run_dir(run_dir, made):
-            message = f"interrupted ({name}) before training started; nothing was saved"
+            message = f"{stopped} before training started; nothing was saved"
         else:
-            message = f"interrupted ({name}); {run_dir} keeps what was written before"
+            message = f"{stopped}; {run_dir} keeps what was written before"
         print(f"\n{message}", file=sys.stderr)
         return code
     finally:
         from jaxrl_po.logs import unlock_run_dirs
 
         unlock_run_dirs()
+
+
+def stop_aftermath(stop: KeyboardInterrupt) -> str:
+    """`` (then ValueError: ...)``: the error a stop came out as (:func:`jaxrl_po.stop.stop_instead_of`), one line.
+
+    Not ``__cause__``: jax chains its own marker there to a stop raised while tracing.
+    """
+    cause = getattr(stop, "came_out_as", None)
+    if cause is None:
+        return ""
+    from jaxrl_po.logs import error_reason
+
+    reason = (error_reason(cause).splitlines() or [""])[0]
+    return f" (then {type(cause).__name__}: {reason})"
 
 
 if __name__ == "__main__":
