@@ -33,7 +33,7 @@ def stop_instead_of(signum: int | None, exc_type: type | None, exc: BaseExceptio
 
     A stop that nothing raised (Python dropped it) is raised now. Code with a bare ``except:`` (jax.make_mesh
     has one) can swallow the stop and fail with an error of its own: the stop is what happened, and that error
-    stays attached as the cause (``train`` names it on the stop's line).
+    stays attached as ``came_out_as`` (``train`` names it on the stop's line) and as the traceback's cause.
     """
     if signum is None or (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)):
         return

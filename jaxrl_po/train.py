@@ -739,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
 def stop_aftermath(stop: KeyboardInterrupt) -> str:
     """`` (then ValueError: ...)``: the error a stop came out as (:func:`jaxrl_po.stop.stop_instead_of`), one line.
 
-    Not ``__cause__``: jax chains its own marker there to a stop raised while tracing.
+    Not ``__cause__``: jax chains its own marker there to a stop raised while it lowers an operation.
     """
     cause = getattr(stop, "came_out_as", None)
     if cause is None:
