@@ -22,6 +22,17 @@ class StopRequested(KeyboardInterrupt):
         self.came_out_as = came_out_as  # the error a swallowed stop came out as (stop_instead_of)
 
 
+def _install(handler) -> dict:
+    """Make ``handler`` the handler of every stop signal; returns the handlers it replaced."""
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+
+
+def _put_back(previous: dict) -> None:
+    """Reinstate the handlers :func:`_install` replaced."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
 def stop_exit_code(err: KeyboardInterrupt) -> tuple[str, int]:
     """(what stopped the run, exit code): a plain KeyboardInterrupt is Ctrl-C."""
     signum = getattr(err, "signum", signal.SIGINT)
@@ -65,7 +76,7 @@ class Interrupt:
 
     def __enter__(self):
         raise_pending_stop()  # a stop lost before training: do not start it
-        self.previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        self.previous = _install(self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -77,8 +88,7 @@ class Interrupt:
         self.console.print(f"\n[yellow]{name}: saving a checkpoint after this segment ({name} again to abort)[/]")
 
     def __exit__(self, exc_type, exc, tb):
-        for signum, previous in self.previous.items():
-            signal.signal(signum, previous)
+        _put_back(self.previous)
         if exc_type is not None:  # an abort swallowed with nothing raised let the run finish: keep that
             stop_instead_of(self.aborted, exc_type, exc)
 
@@ -98,7 +108,7 @@ class StopBeforeTraining:
         self.signum, self.active = None, False  # while the handlers go in, a stop is recorded, not raised
         self.previous_hook = sys.unraisablehook
         sys.unraisablehook = self._drop_lost_stop
-        self.previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        self.previous = _install(self._handle)
         _open.append(self)
         self.active = True
         if self.signum is not None:  # one came meanwhile
@@ -117,8 +127,7 @@ class StopBeforeTraining:
 
     def __exit__(self, exc_type, exc, tb):
         self.active = False  # while the handlers are put back, a stop is recorded, not raised
-        for signum, previous in self.previous.items():
-            signal.signal(signum, previous)
+        _put_back(self.previous)
         _open.remove(self)
         if sys.unraisablehook == self._drop_lost_stop:  # else a hook set since chains to this one: keep it
             sys.unraisablehook = self.previous_hook
