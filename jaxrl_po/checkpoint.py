@@ -140,18 +140,25 @@ def _ignore_reads_finishing_after_a_failed_restore() -> None:
     checkpoint still in flight then finish into that closed loop, and tensorstore
     reports each as an unraisable ``RuntimeError('Event loop is closed')`` (a
     traceback on stderr, even after the error was printed). Only those are dropped.
+    Installed once per process: the hook in place is often a stop context's, so it
+    cannot tell whether the filter is already in its chain, and an in-process caller
+    that restores again would add a link each time.
     """
-    previous = sys.unraisablehook
-    if getattr(previous, "drops_closed_loop_errors", False):
+    global _filtering_closed_loop_errors
+    if _filtering_closed_loop_errors:
         return
+    previous = sys.unraisablehook
 
     def hook(unraisable) -> None:
         error = unraisable.exc_value
         if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
             previous(unraisable)
 
-    hook.drops_closed_loop_errors = True
     sys.unraisablehook = hook
+    _filtering_closed_loop_errors = True
+
+
+_filtering_closed_loop_errors = False
 
 
 def _check_shapes(state: Any, abstract: Any, where: Path) -> None:

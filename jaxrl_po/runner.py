@@ -28,7 +28,7 @@ from jaxrl_po import distributed, logs, loop
 from jaxrl_po.checkpoint import CheckpointError, Checkpointer, Restored
 from jaxrl_po.config import ConfigError
 from jaxrl_po.layout import RUNS, Layout, check_layout, choose_layout, make_mesh, on_run_axis, put_runs, run_sharding
-from jaxrl_po.stop import Interrupt, StopBeforeTraining
+from jaxrl_po.stop import StopAfterSegment, StopAtOnce, waiting_for_xla
 from jaxrl_po.sweep import Runs, rank_configs, value_text
 
 SEGMENT_SECONDS = 1.0
@@ -248,16 +248,19 @@ def compile_job(algo: loop.Algorithm, keys: jax.Array, hparams: dict,
     rows = min(algo.max_updates, MAX_SEGMENT_ROWS)
     start_time = time.perf_counter()
     with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
-        init = jax.jit(jax.vmap(algo.init, spmd_axis_name=RUNS)).lower(keys, hparams).compile()
+        lowered = jax.jit(jax.vmap(algo.init, spmd_axis_name=RUNS)).lower(keys, hparams)
+        with waiting_for_xla():
+            init = lowered.compile()
         abstract = init.out_info if mesh is None else on_run_axis(init.out_info, mesh)
         state_sharding = jax.tree_util.tree_map(lambda s: s.sharding, abstract)
         one_segment = functools.partial(loop.run_segment, algo, length=rows)
         pinned = {} if mesh is None else {"out_shardings": (state_sharding, run_sharding(mesh))}
-        segment = (
+        lowered = (
             jax.jit(jax.vmap(one_segment, in_axes=(0, 0, None), spmd_axis_name=RUNS), donate_argnums=0, **pinned)
             .lower(abstract, hparams, np.int32(0))
-            .compile()
         )
+        with waiting_for_xla():
+            segment = lowered.compile()
 
     def start(keys: jax.Array, hparams: dict) -> Any:
         return jax.device_put(init(keys, hparams), state_sharding)
@@ -289,13 +292,14 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         if logs.finished_at(summary, latest):
             console.print(f"{job.run_dir} already finished training (checkpoint {latest}); nothing to do")
             return summary, EXIT_NONFINITE if summary.get("stopped_nonfinite") else EXIT_OK
-    with StopBeforeTraining():  # until Interrupt below takes the stop signals over
+    with StopAtOnce():  # until StopAfterSegment below takes the stop signals over
         console.print("compiling...")
         mesh = make_mesh(layout)
         keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
         with out_of_memory():
             init, segment, compile_s = compile_job(algo, keys, hparams, mesh)
-            state = jax.block_until_ready(init(keys, hparams))
+            with waiting_for_xla():
+                state = jax.block_until_ready(init(keys, hparams))
         row_shape = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((), s.dtype), segment.out_info[1])
         # Every process runs this loop on the same global arrays; only process 0 writes files and prints.
         primary = distributed.is_primary()
@@ -307,7 +311,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
             # its memory: the fresh state is dropped first, so a run that fit before fits again.
             placement = jax.tree_util.tree_map(lambda x: x.sharding, state)
             del state
-            with out_of_memory():
+            with out_of_memory(), waiting_for_xla():
                 state = jax.block_until_ready(put_runs(restored.state, placement, layout.padded_runs(num_runs)))
             history = History(num_runs, restored.history)
             start_rows = restored.history
@@ -325,7 +329,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     start_steps = _logged_env_steps(start_rows)
 
     # From here on a stop signal saves a checkpoint (after the files below are written, so the run can resume).
-    with Interrupt(console) as interrupt:
+    with StopAfterSegment(console) as interrupt:
         csv_sink = logs.MetricsCSV(job.run_dir / "metrics.csv", row_shape._fields, runs.seeds,
                                    {f"hp_{n}": [s[n] for s in runs.settings] for n in job.meta["sweep"]})
         # Only W&B can fail to start; then every process stops, not just process 0.

@@ -5,6 +5,8 @@ Kept apart from the runner (no jax import) so that ``train`` can stop cleanly fr
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 
@@ -51,18 +53,37 @@ def stop_instead_of(signum: int | None, exc_type: type | None, exc: BaseExceptio
     raise StopRequested(signum, came_out_as=exc) from exc
 
 
-_open: list[StopBeforeTraining] = []  # StopBeforeTraining contexts open now, outermost first
+_open: list[StopAtOnce] = []  # StopAtOnce contexts open now, outermost first
+_xla_at_work = 0  # depth of waiting_for_xla() blocks running now
 
 
 def raise_pending_stop() -> None:
-    """Before a new phase starts: raise a stop that an open :class:`StopBeforeTraining` holds but nothing raised."""
+    """Before a new phase starts: raise a stop that an open :class:`StopAtOnce` holds but nothing raised."""
     for context in _open:
         if context.signum is not None:
             raise StopRequested(context.signum)
 
 
-class Interrupt:
-    """A stop signal sets a flag that the host loop checks after each segment; a second one aborts at once."""
+@contextlib.contextmanager
+def waiting_for_xla():
+    """Around an XLA compile or run: a first stop signal waits until it returns, then stops; a second stops at once.
+
+    jaxlib checks for signals while it waits for XLA and, at one, returns at once, leaving XLA at work on its
+    own threads (measured: a compile stopped after 1 s kept them busy for another 0.9 CPU-s). A CLI stopped
+    that way now and then crashed while it tidied up and exited (SIGSEGV after its one line, once in CI).
+    """
+    global _xla_at_work
+    _xla_at_work += 1
+    try:
+        yield
+    finally:
+        _xla_at_work -= 1
+    raise_pending_stop()
+
+
+class StopAfterSegment:
+    """During training: a stop signal sets a flag that the host loop checks after each segment (it then
+    saves a checkpoint and stops); a second one aborts at once."""
 
     def __init__(self, console):
         self.signum = None  # the first stop signal received
@@ -93,9 +114,9 @@ class Interrupt:
             stop_instead_of(self.aborted, exc_type, exc)
 
 
-class StopBeforeTraining:
-    """Outside training (before it; in ``train.main`` also after it): a stop signal raises :class:`StopRequested`
-    at once, and is not lost where Python drops it or a library swallows it.
+class StopAtOnce:
+    """Outside training (before and after it): a stop signal raises :class:`StopRequested` at once,
+    and is not lost where Python drops it or a library swallows it.
 
     A KeyboardInterrupt raised while a gc callback runs (jax registers one) is only passed to
     ``sys.unraisablehook``, which printed a traceback, and the run went on as if no Ctrl-C had come.
@@ -116,9 +137,14 @@ class StopBeforeTraining:
         return self
 
     def _handle(self, signum, frame):
-        self.signum = signum
-        if self.active:
-            raise StopRequested(signum)
+        first, self.signum = self.signum is None, signum
+        if not self.active:
+            return
+        if first and _xla_at_work:  # a print could re-enter a write the signal interrupted: os.write cannot
+            name = STOP_SIGNALS[signum]
+            os.write(sys.stdout.fileno(), f"\n{name}: stopping once XLA is done ({name} again to stop at once)\n".encode())
+            return
+        raise StopRequested(signum)
 
     def _drop_lost_stop(self, unraisable) -> None:
         """Drop only a stop this context raised (it raises it again); others reach the previous hook."""

@@ -36,7 +36,7 @@ from jaxrl_po.checkpoint import CheckpointError
 from jaxrl_po.config import CONFIG_CLASSES, BaseConfig, ConfigError, config_class, to_dict, whole_number
 from jaxrl_po.layout import Layout
 from jaxrl_po.presets import PRESETS, get_preset
-from jaxrl_po.stop import StopBeforeTraining, stop_exit_code
+from jaxrl_po.stop import StopAtOnce, stop_exit_code
 
 
 @dataclass(frozen=True)
@@ -705,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = made = None
     try:
-        with StopBeforeTraining():  # Ctrl-C and SIGTERM alike: stop, tidy up, one line (the runner saves once training)
+        with StopAtOnce():  # Ctrl-C and SIGTERM alike: stop, tidy up, one line (the runner saves once training)
             cores_split = split_cpu(argv)
             join_processes(argv)
             options, config = parse(argv)

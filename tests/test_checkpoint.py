@@ -97,7 +97,9 @@ def test_ctrl_c_or_sigterm_while_compiling_leaves_nothing_behind(cli, tmp_path, 
     process at exit (SIGABRT/SIGSEGV: XLA still at work on its own threads) in 1-6 of
     every 8 tries; with ``train``'s exit path skipping the interpreter's teardown, in
     none of 8. Under pytest this test did not reproduce the crash (3 tries without the
-    fix), so it checks the outcome of a later Ctrl-C, not that race.
+    fix), so it checks the outcome of a later Ctrl-C, not that race. CI later saw one
+    SIGSEGV after the line (the 2.5 s case): jaxlib returns at a signal with XLA still
+    compiling, so a first stop now waits for XLA (tests/test_stop.py checks that).
     """
     flags = ["--total-timesteps", "8192", "--num-envs", "16", "--num-steps", "16", "--num-seeds", "3"]
     proc = cli.start([*flags, "--no-compile-cache", "--run-dir", str(tmp_path / "run")], cwd=tmp_path)

@@ -9,13 +9,16 @@ tests/test_checkpoint.py.
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import sys
+import threading
+import time
 
 import pytest
 
 from jaxrl_po import stop
-from jaxrl_po.stop import Interrupt, StopBeforeTraining, StopRequested
+from jaxrl_po.stop import StopAfterSegment, StopAtOnce, StopRequested, waiting_for_xla
 
 
 def run_handler(signum: int = signal.SIGTERM) -> None:
@@ -64,7 +67,7 @@ def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_stops_a_run_before_tr
     and the run trained to the end (exit 0). Now the interrupt is raised on leaving the context, with
     nothing printed for it."""
     with pytest.raises(StopRequested) as stopped:
-        with StopBeforeTraining():
+        with StopAtOnce():
             lose_in_gc(lambda: run_handler(signal.SIGINT))
     assert stopped.value.signum == signal.SIGINT
     assert unraisable == []  # no "Exception ignored" traceback beside the one-line message
@@ -75,7 +78,7 @@ def test_an_interrupt_the_context_did_not_raise_is_not_hidden(unraisable):
     def raise_interrupt():
         raise KeyboardInterrupt
 
-    with StopBeforeTraining():
+    with StopAtOnce():
         lose_in_gc(raise_interrupt)
     assert [type(u.exc_value) for u in unraisable] == [KeyboardInterrupt]
     unraisable.clear()
@@ -86,19 +89,42 @@ def test_a_hook_set_inside_the_context_stays(unraisable):
     def chained(u):
         pass
 
-    with StopBeforeTraining():
+    with StopAtOnce():
         sys.unraisablehook = chained
     assert sys.unraisablehook is chained
     sys.unraisablehook = unraisable.append
 
 
+def test_restoring_in_process_again_adds_no_second_closed_loop_filter(monkeypatch):
+    """An in-process caller that trains (and restores) again keeps the one filter: checkpoint installs it
+    inside a stop context, whose hook hides it, so the chain used to grow by a link per call."""
+    from types import SimpleNamespace
+
+    from jaxrl_po import checkpoint
+
+    caught = []
+    monkeypatch.setattr(sys, "unraisablehook", caught.append)
+    monkeypatch.setattr(checkpoint, "_filtering_closed_loop_errors", False, raising=False)
+    hooks = []
+    for _ in range(3):
+        with StopAtOnce():
+            checkpoint._ignore_reads_finishing_after_a_failed_restore()
+        hooks.append(sys.unraisablehook)
+    assert hooks[0] is not caught.append
+    assert hooks[1] is hooks[0] and hooks[2] is hooks[0]
+    closed, other = RuntimeError("Event loop is closed"), RuntimeError("something else")
+    for error in (closed, other):
+        hooks[0](SimpleNamespace(exc_value=error))
+    assert [u.exc_value for u in caught] == [other]  # the filter drops only the closed loop's errors
+
+
 def test_a_stop_lost_while_setting_up_stops_before_the_next_phase(unraisable):
     """train.main's context covers parsing and setting up; a stop lost there (in a gc callback) must not
-    wait for the whole run: the compile phase (a nested context) and training (Interrupt) refuse to start."""
-    for next_phase in (StopBeforeTraining, lambda: Interrupt(console=None)):
+    wait for the whole run: the compile phase (a nested context) and training (StopAfterSegment) refuse to start."""
+    for next_phase in (StopAtOnce, lambda: StopAfterSegment(console=None)):
         entered = []
         with pytest.raises(StopRequested) as stopped:
-            with StopBeforeTraining():
+            with StopAtOnce():
                 lose_in_gc(run_handler)
                 with next_phase():
                     entered.append(True)
@@ -106,14 +132,70 @@ def test_a_stop_lost_while_setting_up_stops_before_the_next_phase(unraisable):
     assert unraisable == []
 
 
+def test_a_first_stop_while_xla_is_at_work_waits_for_it_and_a_second_does_not(unraisable, capfd):
+    """jaxlib returns at a signal while XLA still works on its own threads; the first stop waits for XLA."""
+    for signals, reached in ((1, ["xla done"]), (2, [])):
+        done = []
+        with pytest.raises(StopRequested) as stopped:
+            with StopAtOnce():
+                with waiting_for_xla():
+                    for _ in range(signals):
+                        run_handler(signal.SIGINT)
+                    done.append("xla done")
+                done.append("next phase")
+        assert stopped.value.signum == signal.SIGINT and done == reached
+    assert capfd.readouterr().out.count("Ctrl-C: stopping once XLA is done (Ctrl-C again to stop at once)") == 2
+    assert stop._xla_at_work == 0
+
+
+def test_a_sigterm_while_the_runner_compiles_stops_once_the_compile_returns(monkeypatch, capfd, unraisable):
+    """A real SIGTERM 0.3 s into compiling the update: XLA finishes that program, then the run stops.
+
+    Without the wait, jaxlib raised the stop at once and left XLA compiling on its own threads;
+    a CLI stopped that way once crashed (SIGSEGV) after printing its line, in CI.
+    """
+    import jax
+
+    from jaxrl_po import PPOConfig, make_algorithm
+    from jaxrl_po.runner import compile_job
+    from jaxrl_po.sweep import make_runs
+
+    real_compile = jax.stages.Lowered.compile
+    compiled, signalled = [], []
+
+    def compile_hit_by_a_sigterm(self, *args, **kwargs):
+        if not compiled:  # init's program; the update's is the longer one
+            executable = real_compile(self, *args, **kwargs)
+            compiled.append(time.perf_counter())
+            return executable
+        timer = threading.Timer(0.3, lambda: (signalled.append(time.perf_counter()), os.kill(os.getpid(), signal.SIGTERM)))
+        timer.start()
+        try:
+            executable = real_compile(self, *args, **kwargs)
+            compiled.append(time.perf_counter())
+        finally:
+            timer.join()  # the signal always lands inside the runner's context
+        return executable
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", compile_hit_by_a_sigterm)
+    config = PPOConfig(num_envs=16, num_steps=16, total_timesteps=8192)
+    runs = make_runs(config, [0])
+    with pytest.raises(StopRequested) as stopped:
+        with StopAtOnce():
+            compile_job(make_algorithm(config), runs.keys, runs.hparams)
+    assert stopped.value.signum == signal.SIGTERM
+    assert len(compiled) == 2 and signalled[0] < compiled[1]  # it came while XLA compiled, which then finished
+    assert "SIGTERM: stopping once XLA is done" in capfd.readouterr().out
+
+
 def test_a_stop_that_library_code_swallows_is_still_the_stop(unraisable):
     with pytest.raises(StopRequested) as stopped:
-        with StopBeforeTraining():
+        with StopAtOnce():
             sigterm_swallowed_by_library_code()
     assert stopped.value.signum == signal.SIGTERM
     assert isinstance(stopped.value.came_out_as, ValueError)  # kept, for the stop's line to name
     with pytest.raises(ValueError):  # with no stop signal, an error stays itself
-        with StopBeforeTraining():
+        with StopAtOnce():
             raise ValueError("a real error")
 
 
@@ -124,12 +206,12 @@ def test_a_second_stop_swallowed_during_training_is_still_the_stop(unraisable):
             pass
 
     with pytest.raises(StopRequested) as stopped:
-        with Interrupt(Console()) as interrupt:
+        with StopAfterSegment(Console()) as interrupt:
             run_handler()
             assert interrupt.requested
             sigterm_swallowed_by_library_code()
     assert isinstance(stopped.value.came_out_as, ValueError)
-    with Interrupt(Console()):  # swallowed with nothing raised: the run went on to its end, which stands
+    with StopAfterSegment(Console()):  # swallowed with nothing raised: the run went on to its end, which stands
         run_handler()
         try:
             run_handler()
@@ -148,7 +230,7 @@ def test_a_stop_while_the_handlers_are_put_back_is_raised_after_they_are(monkeyp
         return real_signal(signum, handler)
 
     with pytest.raises(StopRequested):
-        with StopBeforeTraining():
+        with StopAtOnce():
             monkeypatch.setattr(signal, "signal", signal_arrives_first)
     # the fixture checks that every handler and the hook were put back
 
