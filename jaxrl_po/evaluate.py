@@ -37,6 +37,7 @@ from jaxrl_po.config import ConfigError, check_seed, whole_number_argument
 from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
 from jaxrl_po.loop import batched_under_vmap, describe_nonfinite
 from jaxrl_po.networks import Policy, policy_for
+from jaxrl_po.stop import StopAtOnce, exit_process, stop_exit_code, waiting_for_xla
 from jaxrl_po.sweep import value_text
 
 DEFAULT_EPISODES = 10
@@ -213,8 +214,9 @@ def evaluate_trained(trained, episodes: int = DEFAULT_EPISODES, seed: int = 0) -
     keys = jnp.concatenate([episode_keys(seed, episodes)] * 2)  # the same starts for both modes
     greedy = jnp.arange(2 * episodes) < episodes
     play = lambda params, stats: play_episodes(env, policies.policy, params, stats, keys, greedy)
-    returns, lengths = jax.jit(jax.vmap(play))(policies.params, policies.obs_stats)  # [R, 2N] each
-    returns, lengths = np.asarray(returns, np.float64), np.asarray(lengths)
+    with waiting_for_xla():
+        returns, lengths = jax.jit(jax.vmap(play))(policies.params, policies.obs_stats)  # [R, 2N] each
+        returns, lengths = np.asarray(returns, np.float64), np.asarray(lengths)
     # A run stopped by non-finite values kept its last good parameters, from an earlier update.
     updates, codes = np.asarray(trained.state.update), np.asarray(trained.state.nonfinite)
     runs = []
@@ -338,11 +340,12 @@ def render_trained(trained, out_path: str | os.PathLike, run: int = 0, seed: int
     policies = trained_policies(trained)
     env = make_vec_env(trained.config.env, 1)
     one = lambda tree: None if tree is None else jax.tree_util.tree_map(lambda x: x[run], tree)
-    states, rewards, length = jax.jit(
-        lambda p, s, k: record_episode(env, policies.policy, p, s, k)
-    )(one(policies.params), one(policies.obs_stats), episode_keys(seed, 1)[0])
-    length = int(length)
-    states = jax.device_get(states)
+    with waiting_for_xla():
+        states, rewards, length = jax.jit(
+            lambda p, s, k: record_episode(env, policies.policy, p, s, k)
+        )(one(policies.params), one(policies.obs_stats), episode_keys(seed, 1)[0])
+        length = int(length)
+        states, rewards = jax.device_get((states, rewards))
     frames = [jax.tree_util.tree_map(lambda x: x[t, 0], states) for t in range(length)]
     cumulative = np.cumsum(np.asarray(rewards)[:length])
     draw_gif(env.env, env.params, frames, cumulative, out)
@@ -466,11 +469,12 @@ def flag(field: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        try:
-            args = parser().parse_args(argv)
-        except SystemExit as exit_:  # --help
-            return int(exit_.code or 0)
-        return run(args)
+        with StopAtOnce():  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
+            try:
+                args = parser().parse_args(argv)
+            except SystemExit as exit_:  # --help
+                return int(exit_.code or 0)
+            return run(args)
     except ConfigError as err:
         where = flag(err.field)
         print(f"error: {where + ': ' if where else ''}{err.message}", file=sys.stderr)
@@ -478,6 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        name, code = stop_exit_code(err)
+        print(f"\ninterrupted ({name})", file=sys.stderr)
+        return code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -512,4 +520,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

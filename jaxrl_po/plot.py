@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxrl_po.config import whole_number_argument
+from jaxrl_po.stop import StopAtOnce, exit_process, stop_exit_code
 from jaxrl_po.sweep import mean_and_ci, value_text
 
 DEFAULT_POINTS = 200
@@ -290,8 +292,18 @@ def plot_curves(curves: Sequence[Curve], out: str | Path, title: str | None = No
     fig = draw_curves(curves, title)
     with matplotlib.rc_context({"svg.hashsalt": "jaxrl_po"}):  # SVG ids from a fixed salt, not a random one
         for path in paths:
-            fig.savefig(path, dpi=150, metadata=UNDATED.get(path.suffix.lower()))
+            save_whole(fig, path)
     return paths
+
+
+def save_whole(fig, path: Path) -> None:
+    """``fig`` -> ``path`` through a temp file and a rename: a failure or a stop leaves the file as it was."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the suffix tells matplotlib the format
+    try:
+        fig.savefig(tmp, dpi=150, metadata=UNDATED.get(path.suffix.lower()))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_out_path(out: str | Path, overwrite: bool) -> list[Path]:
@@ -342,35 +354,45 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        try:
-            args = _parser().parse_args(argv)
-        except SystemExit as exit_:  # --help
-            return int(exit_.code or 0)
-        if args.labels is not None and len(args.labels) != len(args.run_dirs):
-            raise PlotError(f"--labels: got {len(args.labels)} label(s) for {len(args.run_dirs)} run dir(s)")
-        if args.out is not None:  # before any work
-            check_out_path(args.out, args.overwrite)
-        curves, envs = [], []
-        for i, run_dir in enumerate(args.run_dirs):
-            curves += load_curves(run_dir, args.labels[i] if args.labels else None, smooth=args.smooth)
-            env = _read_config_label(Path(run_dir))[1]
-            if env and env not in envs:
-                envs.append(env)
-        out = args.out or Path(args.run_dirs[0]) / "curves"
-        title = args.title if args.title is not None else ", ".join(envs) or None
-        try:
-            paths = plot_curves(curves, out, title)
-        except OSError as err:
-            raise PlotError(f"cannot write {out}: {err.strerror or err}") from None
-        except ImportError as err:  # matplotlib is not a core dependency of the package
-            raise PlotError(f"plotting needs matplotlib ({err}); pip install matplotlib") from None
+        with StopAtOnce():  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
+            try:
+                args = _parser().parse_args(argv)
+            except SystemExit as exit_:  # --help
+                return int(exit_.code or 0)
+            paths = plot_runs(args)
     except PlotError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        name, code = stop_exit_code(err)
+        print(f"\ninterrupted ({name})", file=sys.stderr)
+        return code
     for path in paths:
         print(path)
     return 0
 
 
+def plot_runs(args: argparse.Namespace) -> list[Path]:
+    """The CLI's work: check ``--out``, read every run's curves, draw them; returns the files written."""
+    if args.labels is not None and len(args.labels) != len(args.run_dirs):
+        raise PlotError(f"--labels: got {len(args.labels)} label(s) for {len(args.run_dirs)} run dir(s)")
+    if args.out is not None:  # before any work
+        check_out_path(args.out, args.overwrite)
+    curves, envs = [], []
+    for i, run_dir in enumerate(args.run_dirs):
+        curves += load_curves(run_dir, args.labels[i] if args.labels else None, smooth=args.smooth)
+        env = _read_config_label(Path(run_dir))[1]
+        if env and env not in envs:
+            envs.append(env)
+    out = args.out or Path(args.run_dirs[0]) / "curves"
+    title = args.title if args.title is not None else ", ".join(envs) or None
+    try:
+        return plot_curves(curves, out, title)
+    except OSError as err:
+        raise PlotError(f"cannot write {out}: {err.strerror or err}") from None
+    except ImportError as err:  # matplotlib is not a core dependency of the package
+        raise PlotError(f"plotting needs matplotlib ({err}); pip install matplotlib") from None
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

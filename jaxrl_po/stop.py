@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 """Signals that stop a run, saving a checkpoint once training has started: Ctrl-C, and the
@@ -39,6 +40,19 @@ def stop_exit_code(err: KeyboardInterrupt) -> tuple[str, int]:
     """(what stopped the run, exit code): a plain KeyboardInterrupt is Ctrl-C."""
     signum = getattr(err, "signum", signal.SIGINT)
     return STOP_SIGNALS[signum], 128 + signum
+
+
+def exit_process(code: int) -> NoReturn:
+    """``sys.exit(code)`` for a CLI's ``__main__``; after a stop (128 + signal) ``os._exit``, without the interpreter's teardown.
+
+    XLA may still be at work on its own threads (a second stop while it compiled), and tearing the
+    interpreter down under them crashed it (SIGABRT, SIGSEGV). Everything is written by then.
+    """
+    if code in {128 + signum for signum in STOP_SIGNALS}:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def stop_instead_of(signum: int | None, exc_type: type | None, exc: BaseException | None) -> None:

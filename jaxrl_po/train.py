@@ -21,7 +21,6 @@ import io
 import json
 import os
 import re
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from jaxrl_po.checkpoint import CheckpointError
 from jaxrl_po.config import CONFIG_CLASSES, BaseConfig, ConfigError, config_class, to_dict, whole_number
 from jaxrl_po.layout import Layout
 from jaxrl_po.presets import PRESETS, get_preset
-from jaxrl_po.stop import StopAtOnce, stop_exit_code
+from jaxrl_po.stop import StopAtOnce, exit_process, stop_exit_code
 
 
 @dataclass(frozen=True)
@@ -751,11 +750,4 @@ def stop_aftermath(stop: KeyboardInterrupt) -> str:
 
 
 if __name__ == "__main__":
-    code = main()
-    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
-        # Stopped: XLA may still be compiling on its own threads (a stop while compiling), and tearing
-        # the interpreter down under them can crash (SIGABRT, SIGSEGV). Everything is saved by now.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    exit_process(main())

@@ -288,6 +288,30 @@ def test_grpo_run_evaluates_with_hand_checkable_lengths(deepsea_grpo_run):
     assert evaluate.evaluate_run(deepsea_grpo_run, episodes=3, seed=1, write=True) == result
 
 
+def test_ctrl_c_while_evaluating_lets_xla_finish_then_stops_without_writing(deepsea_grpo_run, monkeypatch, capfd):
+    """The first Ctrl-C while XLA compiles or runs the evaluation waits for it (see jaxrl_po.stop), then
+    stops: exit code 130, one line on stderr, and no eval.json."""
+    import signal
+
+    (deepsea_grpo_run / "eval.json").unlink(missing_ok=True)
+    real_play, traced = evaluate.play_episodes, []
+
+    def play_hit_by_ctrl_c(*args, **kwargs):  # traced inside the evaluation's jit: XLA's work has begun
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        traced.append(True)
+        return real_play(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "play_episodes", play_hit_by_ctrl_c)
+    try:
+        code = evaluate.main([str(deepsea_grpo_run), "--episodes", "2"])
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C came out of evaluate.main as a traceback")
+    captured = capfd.readouterr()
+    assert code == 130 and traced == [True] and captured.err.strip() == "interrupted (Ctrl-C)"
+    assert "Ctrl-C: stopping once XLA is done" in captured.out
+    assert not (deepsea_grpo_run / "eval.json").exists()
+
+
 def test_unrenderable_env_is_one_line_error(deepsea_grpo_run, tmp_path, capsys):
     code = evaluate.main([str(deepsea_grpo_run), "--render", str(tmp_path / "x.gif")])
     err = capsys.readouterr().err

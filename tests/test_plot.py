@@ -248,3 +248,28 @@ def test_python_dash_m(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "jaxrl_po.plot", str(run)], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert (run / "curves.png").exists() and (run / "curves.svg").exists()
+
+
+def test_ctrl_c_while_writing_is_one_line_and_keeps_the_file_it_would_replace(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C while a figure is written: exit code 130, one line, and the ``--overwrite`` target keeps its bytes."""
+    import signal
+
+    from matplotlib.figure import Figure
+
+    run = write_run(tmp_path / "ppo", ppo_rows([[1.0, 2.0, 3.0]]))
+    out = tmp_path / "curves.png"
+    out.write_bytes(b"the user's figure")
+    real_savefig = Figure.savefig
+
+    def savefig_cut_by_ctrl_c(self, fname, *args, **kwargs):
+        real_savefig(self, fname, *args, **kwargs)
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # the Ctrl-C lands before the file is in place
+
+    monkeypatch.setattr(Figure, "savefig", savefig_cut_by_ctrl_c)
+    try:
+        code = main([str(run), "--out", str(out), "--overwrite"])
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C came out of plot.main as a traceback")
+    assert code == 130 and capsys.readouterr().err.strip() == "interrupted (Ctrl-C)"
+    assert out.read_bytes() == b"the user's figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "ppo"]  # no temp file left behind
