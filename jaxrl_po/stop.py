@@ -128,6 +128,15 @@ class StopAfterSegment:
             stop_instead_of(self.aborted, exc_type, exc)
 
 
+def _note(text: str) -> None:
+    """Write ``text`` to stdout from a signal handler, if it can: os.write cannot re-enter a write the signal
+    interrupted (print can). A stdout without a file descriptor (a notebook's, pytest's capsys) gets nothing."""
+    try:
+        os.write(sys.stdout.fileno(), text.encode())
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError and a ValueError
+        pass
+
+
 class StopAtOnce:
     """Outside training (before and after it): a stop signal raises :class:`StopRequested` at once,
     and is not lost where Python drops it or a library swallows it.
@@ -154,9 +163,9 @@ class StopAtOnce:
         first, self.signum = self.signum is None, signum
         if not self.active:
             return
-        if first and _xla_at_work:  # a print could re-enter a write the signal interrupted: os.write cannot
+        if first and _xla_at_work:
             name = STOP_SIGNALS[signum]
-            os.write(sys.stdout.fileno(), f"\n{name}: stopping once XLA is done ({name} again to stop at once)\n".encode())
+            _note(f"\n{name}: stopping once XLA is done ({name} again to stop at once)\n")
             return
         raise StopRequested(signum)
 

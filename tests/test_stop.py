@@ -148,6 +148,20 @@ def test_a_first_stop_while_xla_is_at_work_waits_for_it_and_a_second_does_not(un
     assert stop._xla_at_work == 0
 
 
+def test_the_note_of_a_waiting_stop_needs_no_file_descriptor(monkeypatch, unraisable):
+    """A notebook's stdout has none (nor has pytest's capsys): the stop still waits, then comes, without the note."""
+    import io
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # fileno() raises io.UnsupportedOperation
+    reached = []
+    with pytest.raises(StopRequested) as stopped:
+        with StopAtOnce():
+            with waiting_for_xla():
+                run_handler(signal.SIGINT)
+                reached.append("xla done")
+    assert reached == ["xla done"] and stopped.value.came_out_as is None
+
+
 def test_a_sigterm_while_the_runner_compiles_stops_once_the_compile_returns(monkeypatch, capfd, unraisable):
     """A real SIGTERM 0.3 s into compiling the update: XLA finishes that program, then the run stops.
 
