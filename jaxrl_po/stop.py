@@ -138,8 +138,8 @@ def _note(text: str) -> None:
 
 
 class StopAtOnce:
-    """Outside training (before and after it): a stop signal raises :class:`StopRequested` at once,
-    and is not lost where Python drops it or a library swallows it.
+    """Outside training (before and after it): a stop signal raises :class:`StopRequested` at once (inside
+    :func:`waiting_for_xla`, once XLA returns), and is not lost where Python drops it or a library swallows it.
 
     A KeyboardInterrupt raised while a gc callback runs (jax registers one) is only passed to
     ``sys.unraisablehook``, which printed a traceback, and the run went on as if no Ctrl-C had come.
