@@ -214,9 +214,9 @@ def evaluate_trained(trained, episodes: int = DEFAULT_EPISODES, seed: int = 0) -
     keys = jnp.concatenate([episode_keys(seed, episodes)] * 2)  # the same starts for both modes
     greedy = jnp.arange(2 * episodes) < episodes
     play = lambda params, stats: play_episodes(env, policies.policy, params, stats, keys, greedy)
-    with waiting_for_xla():
-        returns, lengths = jax.jit(jax.vmap(play))(policies.params, policies.obs_stats)  # [R, 2N] each
-        returns, lengths = np.asarray(returns, np.float64), np.asarray(lengths)
+    with waiting_for_xla():  # block_until_ready, unlike np.asarray, lets a second stop through
+        returns, lengths = jax.block_until_ready(jax.jit(jax.vmap(play))(policies.params, policies.obs_stats))
+    returns, lengths = np.asarray(returns, np.float64), np.asarray(lengths)  # [R, 2N] each
     # A run stopped by non-finite values kept its last good parameters, from an earlier update.
     updates, codes = np.asarray(trained.state.update), np.asarray(trained.state.nonfinite)
     runs = []
@@ -340,12 +340,12 @@ def render_trained(trained, out_path: str | os.PathLike, run: int = 0, seed: int
     policies = trained_policies(trained)
     env = make_vec_env(trained.config.env, 1)
     one = lambda tree: None if tree is None else jax.tree_util.tree_map(lambda x: x[run], tree)
-    with waiting_for_xla():
-        states, rewards, length = jax.jit(
+    with waiting_for_xla():  # block_until_ready, unlike device_get, lets a second stop through
+        states, rewards, length = jax.block_until_ready(jax.jit(
             lambda p, s, k: record_episode(env, policies.policy, p, s, k)
-        )(one(policies.params), one(policies.obs_stats), episode_keys(seed, 1)[0])
-        length = int(length)
-        states, rewards = jax.device_get((states, rewards))
+        )(one(policies.params), one(policies.obs_stats), episode_keys(seed, 1)[0]))
+    length = int(length)
+    states, rewards = jax.device_get((states, rewards))
     frames = [jax.tree_util.tree_map(lambda x: x[t, 0], states) for t in range(length)]
     cumulative = np.cumsum(np.asarray(rewards)[:length])
     draw_gif(env.env, env.params, frames, cumulative, out)
@@ -359,14 +359,12 @@ def draw_gif(env: Any, env_params: Any, states: list, returns: np.ndarray, out: 
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     from gymnax.visualize import Visualizer
 
-    tmp = out.with_name(f".{out.stem}.tmp.gif")  # the suffix tells the visualiser to use Pillow
+    from jaxrl_po.logs import replace_whole
+
     try:
-        Visualizer(env, env_params, states, returns).animate(str(tmp))
-        os.replace(tmp, out)
+        replace_whole(out, lambda tmp: Visualizer(env, env_params, states, returns).animate(str(tmp)))
     except OSError as err:
         raise ConfigError("render", f"cannot write {out}: {err.strerror or err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def render_episode(run_dir: str | os.PathLike, out_path: str | os.PathLike, run: int = 0, seed: int = 0) -> Path:

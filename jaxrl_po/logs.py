@@ -11,11 +11,12 @@ import json
 import math
 import os
 import platform
+import secrets
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from rich.console import Console
@@ -207,16 +208,25 @@ def write_json(path: Path, data: Any, allow_nan: bool = False) -> None:
     write_text(path, json.dumps(data, indent=2, allow_nan=allow_nan, default=_json_default) + "\n")
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically (temp file + rename) so a crash or a full disk never leaves half a file, and the
-    file it replaces is kept until the new one is whole."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
+def replace_whole(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A crash, a full disk or a stop never leaves half a file, and the file it replaces is kept until the
+    new one is whole. The temporary name is unique to the call (two writers of one path never share it)
+    and keeps ``path``'s suffix, by which matplotlib and the GIF writer choose the format.
+    """
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
-        tmp.write_text(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half file left beside the whole one
         raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole (:func:`replace_whole`)."""
+    replace_whole(path, lambda tmp: tmp.write_text(text))
 
 
 def saved_record(path: Path) -> dict | None:
@@ -284,12 +294,13 @@ class MetricsCSV:
 
     def rewrite(self, history: Any) -> None:
         """Replace the file (atomically) with the header and every row of ``history`` ([R, U] leaves)."""
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["seed", *self.extra, "update", "env_steps", *self.fields])
-            writer.writerows(self._rows(history, np.zeros(len(self.seeds), np.int64)))
-        os.replace(tmp, self.path)
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["seed", *self.extra, "update", "env_steps", *self.fields])
+                writer.writerows(self._rows(history, np.zeros(len(self.seeds), np.int64)))
+
+        replace_whole(self.path, write)
 
     def append(self, segment: Any, first_update: np.ndarray) -> None:
         """Add a segment's rows ([R, L] leaves); ``first_update``: i[R] update number of each run's row 0."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxrl_po.config import whole_number_argument
+from jaxrl_po.logs import replace_whole
 from jaxrl_po.stop import StopAtOnce, exit_process, stop_exit_code
 from jaxrl_po.sweep import mean_and_ci, value_text
 
@@ -291,19 +291,9 @@ def plot_curves(curves: Sequence[Curve], out: str | Path, title: str | None = No
     paths = output_paths(out)
     fig = draw_curves(curves, title)
     with matplotlib.rc_context({"svg.hashsalt": "jaxrl_po"}):  # SVG ids from a fixed salt, not a random one
-        for path in paths:
-            save_whole(fig, path)
+        for path in paths:  # whole or not at all: a failure or a stop leaves the file as it was
+            replace_whole(path, lambda tmp: fig.savefig(tmp, dpi=150, metadata=UNDATED.get(path.suffix.lower())))
     return paths
-
-
-def save_whole(fig, path: Path) -> None:
-    """``fig`` -> ``path`` through a temp file and a rename: a failure or a stop leaves the file as it was."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the suffix tells matplotlib the format
-    try:
-        fig.savefig(tmp, dpi=150, metadata=UNDATED.get(path.suffix.lower()))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def check_out_path(out: str | Path, overwrite: bool) -> list[Path]:

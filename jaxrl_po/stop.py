@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from typing import NoReturn
 
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
@@ -23,6 +24,11 @@ class StopRequested(KeyboardInterrupt):
         super().__init__(STOP_SIGNALS[signum])
         self.signum = signum
         self.came_out_as = came_out_as  # the error a swallowed stop came out as (stop_instead_of)
+
+
+def _on_main_thread() -> bool:
+    """Only the main thread can set signal handlers, and Python runs them there: elsewhere the contexts do nothing."""
+    return threading.current_thread() is threading.main_thread()
 
 
 def _install(handler) -> dict:
@@ -87,6 +93,9 @@ def waiting_for_xla():
     that way now and then crashed while it tidied up and exited (SIGSEGV after its one line, once in CI).
     """
     global _xla_at_work
+    if not _on_main_thread():
+        yield
+        return
     _xla_at_work += 1
     try:
         yield
@@ -110,8 +119,9 @@ class StopAfterSegment:
         return self.signum is not None
 
     def __enter__(self):
-        raise_pending_stop()  # a stop lost before training: do not start it
-        self.previous = _install(self._handle)
+        if _on_main_thread():
+            raise_pending_stop()  # a stop lost before training: do not start it
+            self.previous = _install(self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -148,8 +158,10 @@ class StopAtOnce:
     """
 
     def __enter__(self):
-        raise_pending_stop()
-        self.signum, self.active = None, False  # while the handlers go in, a stop is recorded, not raised
+        self.signum, self.active, self.installed = None, False, _on_main_thread()
+        if not self.installed:
+            return self
+        raise_pending_stop()  # while the handlers go in, a stop is recorded, not raised (active)
         self.previous_hook = sys.unraisablehook
         sys.unraisablehook = self._drop_lost_stop
         self.previous = _install(self._handle)
@@ -175,6 +187,8 @@ class StopAtOnce:
             self.previous_hook(unraisable)
 
     def __exit__(self, exc_type, exc, tb):
+        if not self.installed:
+            return
         self.active = False  # while the handlers are put back, a stop is recorded, not raised
         _put_back(self.previous)
         _open.remove(self)

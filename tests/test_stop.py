@@ -163,7 +163,7 @@ def test_the_note_of_a_waiting_stop_needs_no_file_descriptor(monkeypatch, unrais
 
 
 def test_a_sigterm_while_the_runner_compiles_stops_once_the_compile_returns(monkeypatch, capfd, unraisable):
-    """A real SIGTERM 0.3 s into compiling the update: XLA finishes that program, then the run stops.
+    """A real SIGTERM 0.05 s into compiling the update: XLA finishes that program, then the run stops.
 
     Without the wait, jaxlib raised the stop at once and left XLA compiling on its own threads;
     a CLI stopped that way once crashed (SIGSEGV) after printing its line, in CI.
@@ -182,7 +182,7 @@ def test_a_sigterm_while_the_runner_compiles_stops_once_the_compile_returns(monk
             executable = real_compile(self, *args, **kwargs)
             compiled.append(time.perf_counter())
             return executable
-        timer = threading.Timer(0.3, lambda: (signalled.append(time.perf_counter()), os.kill(os.getpid(), signal.SIGTERM)))
+        timer = threading.Timer(0.05, lambda: (signalled.append(time.perf_counter()), os.kill(os.getpid(), signal.SIGTERM)))
         timer.start()
         try:
             executable = real_compile(self, *args, **kwargs)
@@ -200,6 +200,27 @@ def test_a_sigterm_while_the_runner_compiles_stops_once_the_compile_returns(monk
     assert stopped.value.signum == signal.SIGTERM
     assert len(compiled) == 2 and signalled[0] < compiled[1]  # it came while XLA compiled, which then finished
     assert "SIGTERM: stopping once XLA is done" in capfd.readouterr().out
+
+
+def test_off_the_main_thread_the_contexts_change_nothing(unraisable):
+    """Only the main thread can set signal handlers: a CLI's main() called from another thread (a GUI, an
+    executor) works as before, and leaves the process's handlers and unraisable hook alone."""
+    from jaxrl_po import plot
+
+    seen = []
+
+    def work():
+        with StopAtOnce():
+            with waiting_for_xla():
+                seen.append(stop._xla_at_work)
+            with StopAfterSegment(console=None):
+                seen.append(sys.unraisablehook)
+        seen.append(plot.main(["/nonexistent/run"]))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert seen == [0, unraisable.append, 2]  # the fixture checks that handlers and hook are as they were
 
 
 def test_a_stop_that_library_code_swallows_is_still_the_stop(unraisable):
