@@ -37,7 +37,7 @@ from jaxrl_po.config import ConfigError, check_seed, whole_number_argument
 from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
 from jaxrl_po.loop import batched_under_vmap, describe_nonfinite
 from jaxrl_po.networks import Policy, policy_for
-from jaxrl_po.stop import StopAtOnce, exit_process, stop_exit_code, waiting_for_xla
+from jaxrl_po.stop import StopAtOnce, exit_process, print_stop, waiting_for_xla
 from jaxrl_po.sweep import value_text
 
 DEFAULT_EPISODES = 10
@@ -481,9 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        name, code = stop_exit_code(err)
-        print(f"\ninterrupted ({name})", file=sys.stderr)
-        return code
+        return print_stop(err)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxrl_po.config import whole_number_argument
 from jaxrl_po.logs import replace_whole
-from jaxrl_po.stop import StopAtOnce, exit_process, stop_exit_code
+from jaxrl_po.stop import StopAtOnce, exit_process, print_stop
 from jaxrl_po.sweep import mean_and_ci, value_text
 
 DEFAULT_POINTS = 200
@@ -354,9 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        name, code = stop_exit_code(err)
-        print(f"\ninterrupted ({name})", file=sys.stderr)
-        return code
+        return print_stop(err)
     for path in paths:
         print(path)
     return 0

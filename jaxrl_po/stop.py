@@ -48,6 +48,13 @@ def stop_exit_code(err: KeyboardInterrupt) -> tuple[str, int]:
     return STOP_SIGNALS[signum], 128 + signum
 
 
+def print_stop(err: KeyboardInterrupt) -> int:
+    """A CLI's stop outside training: ``interrupted (Ctrl-C)`` on stderr; returns the exit code (128 + signal)."""
+    name, code = stop_exit_code(err)
+    print(f"\ninterrupted ({name})", file=sys.stderr)
+    return code
+
+
 def exit_process(code: int) -> NoReturn:
     """``sys.exit(code)`` for a CLI's ``__main__``; after a stop (128 + signal) ``os._exit``, without the interpreter's teardown.
 

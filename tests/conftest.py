@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -118,6 +119,11 @@ def tiny_ppo_config(**overrides: Any) -> PPOConfig:
 @pytest.fixture(scope="session")
 def make_tiny_ppo_config():
     return tiny_ppo_config
+
+
+def run_handler(signum: int = signal.SIGTERM) -> None:
+    """The installed handler of ``signum``, run as the signal would run it (in the main thread, between bytecodes)."""
+    signal.getsignal(signum)(signum, None)
 
 
 def cli_env(cpu_devices: int | None = None) -> dict[str, str]:

@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from conftest import cli_env
+from conftest import cli_env, run_handler
 from jaxrl_po import evaluate
 from jaxrl_po.config import ConfigError
 from jaxrl_po.envs import RunningMeanStd, make_vec_env
@@ -297,7 +297,7 @@ def test_ctrl_c_while_evaluating_lets_xla_finish_then_stops_without_writing(deep
     real_play, traced = evaluate.play_episodes, []
 
     def play_hit_by_ctrl_c(*args, **kwargs):  # traced inside the evaluation's jit: XLA's work has begun
-        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        run_handler(signal.SIGINT)
         traced.append(True)
         return real_play(*args, **kwargs)
 

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import run_handler
 from jaxrl_po import plot
 from jaxrl_po.plot import common_grid, draw_curves, forward_fill, load_curves, main, trailing_mean
 
@@ -263,7 +264,7 @@ def test_ctrl_c_while_writing_is_one_line_and_keeps_the_file_it_would_replace(tm
 
     def savefig_cut_by_ctrl_c(self, fname, *args, **kwargs):
         real_savefig(self, fname, *args, **kwargs)
-        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # the Ctrl-C lands before the file is in place
+        run_handler(signal.SIGINT)  # the Ctrl-C lands before the file is in place
 
     monkeypatch.setattr(Figure, "savefig", savefig_cut_by_ctrl_c)
     try:

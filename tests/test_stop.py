@@ -17,13 +17,9 @@ import time
 
 import pytest
 
+from conftest import run_handler
 from jaxrl_po import stop
 from jaxrl_po.stop import StopAfterSegment, StopAtOnce, StopRequested, waiting_for_xla
-
-
-def run_handler(signum: int = signal.SIGTERM) -> None:
-    """The installed handler of ``signum``, run as the signal would run it."""
-    signal.getsignal(signum)(signum, None)
 
 
 def sigterm_swallowed_by_library_code(*args, **kwargs):
