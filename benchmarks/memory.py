@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,11 +44,12 @@ import jax
 import numpy as np
 from rich.console import Console
 
-from benchmark_cli import Parser, check_json_out, path_argument, save_results  # beside this script
+from benchmark_cli import Parser, check_json_out, path_argument, run_stoppable, save_results  # beside this script
 from jaxrl_po import PPOConfig
 from jaxrl_po.config import to_dict, whole_number_argument
 from jaxrl_po.logs import NOT_RESULTS, make_run_dir, replace_refusal, saved_record
 from jaxrl_po.runner import MAX_SEGMENT_ROWS, JobSpec, train_job
+from jaxrl_po.stop import STOP_SIGNALS, exit_process
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
 
@@ -149,7 +151,7 @@ def mib(x: float | None) -> str:
     return "n/a" if x is None else f"{x / 2**20:+.2f} MiB"
 
 
-def main() -> None:
+def main() -> int | None:
     parser = Parser(description=__doc__)
     parser.add_argument("--updates", type=whole_number_argument, default=None,
                         help=f"PPO updates per run, 1,024 env steps each "
@@ -195,6 +197,11 @@ def main() -> None:
         job = JobSpec(algo_name="ppo", config=config, runs=runs, run_dir=run_dir, meta=meta,
                       progress=False, make_sinks=lambda resumed_env_steps: [sampler])
         summary, code = train_job(job, Console(quiet=True))
+    if code:  # stopped (Ctrl-C, SIGTERM) or failed: what it measured is not the job's, and --out keeps what it held
+        stopped_by = STOP_SIGNALS.get(code - 128)
+        ended = f"interrupted ({stopped_by})" if stopped_by else f"the job ended with exit code {code}"
+        print(f"{ended}; {out} was not written", file=sys.stderr)
+        return code
     rss_after = rss_bytes()
     rss_peak = proc_status_bytes("VmHWM")  # the whole process's, the checkpoint saved after the last segment included
 
@@ -247,4 +254,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_process(run_stoppable(main))

@@ -70,12 +70,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmark_cli import (Parser, check_companion, check_json_out, kept_entries, path_argument,  # beside this script
-                           replaced_held, save_results)
+                           replaced_held, run_stoppable, save_results)
 from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig, make_algorithm
 from jaxrl_po.config import MAX_TIMESTEPS, to_dict, whole_number_argument
 from jaxrl_po.envs import make_vec_env
 from jaxrl_po.logs import NOT_RESULTS, replace_refusal, saved_entries, saved_record
 from jaxrl_po.runner import compile_job, out_of_memory_text
+from jaxrl_po.stop import exit_process, waiting_for_xla
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
 
@@ -230,9 +231,10 @@ def random_point(env_name: str, num_envs: int, num_seeds: int, budget_s: float) 
 
     keys = jax.random.split(jax.random.key(0), num_seeds)
     start = time.perf_counter()
-    init_c = jax.jit(jax.vmap(init)).lower(keys).compile()
-    run_c = jax.jit(jax.vmap(run, in_axes=(0, None)), donate_argnums=0).lower(
-        init_c.out_info, jnp.int32(0)).compile()
+    with waiting_for_xla():  # a first Ctrl-C lets XLA finish (see jaxrl_po.stop)
+        init_c = jax.jit(jax.vmap(init)).lower(keys).compile()
+        run_c = jax.jit(jax.vmap(run, in_axes=(0, None)), donate_argnums=0).lower(
+            init_c.out_info, jnp.int32(0)).compile()
     compile_s = time.perf_counter() - start
     estimate = compiled_bytes(run_c)
     reason = too_big(estimate)
@@ -242,7 +244,8 @@ def random_point(env_name: str, num_envs: int, num_seeds: int, budget_s: float) 
 
     def run_more(n):
         nonlocal carry
-        carry = jax.block_until_ready(run_c(carry, jnp.int32(n)))
+        with waiting_for_xla():
+            carry = jax.block_until_ready(run_c(carry, jnp.int32(n)))
         return n, None
 
     # Steps, not updates: size the first timed call from a 16-step warm-up.
@@ -550,4 +553,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_process(run_stoppable(main))

@@ -6,12 +6,14 @@ directly can never shadow the standard library's ``logging``.)
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import platform
 import secrets
+import stat
 import sys
 import time
 from importlib import metadata
@@ -213,11 +215,15 @@ def replace_whole(path: Path, write: Callable[[Path], None]) -> None:
 
     A crash, a full disk or a stop never leaves half a file, and the file it replaces is kept until the
     new one is whole. The temporary name is unique to the call (two writers of one path never share it)
-    and keeps ``path``'s suffix, by which matplotlib and the GIF writer choose the format.
+    and keeps ``path``'s suffix, by which matplotlib and the GIF writer choose the format. A symbolic link
+    at ``path`` stays one (the file it points to is replaced), and a replaced file keeps its permissions.
     """
+    path = Path(os.path.realpath(path))  # a rename over the link itself would turn it into a plain file
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         write(tmp)
+        with contextlib.suppress(FileNotFoundError):  # a new file gets the umask's mode, as open() gives it
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half file left beside the whole one

@@ -13,15 +13,21 @@ def compile_then_run(fn: Callable, *args: Any) -> tuple[Any, float, float]:
     """(output, compile_s, run_s) of ``jax.jit(fn)(*args)``.
 
     compile_s covers tracing, lowering and XLA compilation (``.lower().compile()``);
-    run_s is measured after it and stops at ``block_until_ready``.
+    run_s is measured after it and stops at ``block_until_ready``. A first stop signal
+    lets XLA finish what it is doing (``stop.waiting_for_xla``).
     """
     import jax
 
+    from jaxrl_po.stop import waiting_for_xla
+
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    lowered = jax.jit(fn).lower(*args)
+    with waiting_for_xla():
+        compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    output = jax.block_until_ready(compiled(*args))
+    with waiting_for_xla():
+        output = jax.block_until_ready(compiled(*args))
     return output, compile_s, time.perf_counter() - start
 
 

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -340,6 +341,71 @@ def test_saved_results_stay_whole_when_writing_fails(tmp_path, monkeypatch):
         save_results(out, {"rows": [1, 2, 3]})
     assert out.read_text() == saved
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no half file beside it
+
+
+def test_saved_results_replace_the_file_a_link_points_to_and_keep_its_mode(tmp_path):
+    """A results file kept elsewhere and linked in stays linked (a rename over the link made it a plain file);
+    the file it points to is replaced whole and keeps its permissions."""
+    load_benchmark("throughput.py")
+    from benchmark_cli import save_results
+
+    kept = tmp_path / "store" / "results.json"
+    save_results(kept, {"rows": [1]})
+    kept.chmod(0o640)
+    link = tmp_path / "results.json"
+    link.symlink_to(os.path.join("store", "results.json"))  # relative, as links often are
+    save_results(link, {"rows": [1, 2]})
+    assert link.is_symlink() and json.loads(kept.read_text())["rows"] == [1, 2]
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["results.json"]  # no temp file left beside it
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_stops_a_benchmark_with_one_line_and_keeps_its_results(tmp_path, monkeypatch, capsys, script):
+    """Ctrl-C in a benchmark's work: ``interrupted (Ctrl-C)`` on one line and exit code 130, as the CLIs
+    (a traceback before), and the results it was to replace, even with --overwrite, stay as they were."""
+    import signal
+
+    from conftest import run_handler
+
+    module = load_benchmark(script)
+    if script == "results.py":
+        (tmp_path / "suite").mkdir()
+        held = tmp_path / "suite" / "table.md"
+        argv = ["--presets", "cartpole-ppo", "--out-dir", str(tmp_path / "suite"), "--overwrite"]
+    else:
+        held = tmp_path / "results.json"
+        argv = ["--out", str(held), "--quick", "--overwrite"]
+    held.write_text("the user's results")
+    monkeypatch.setattr(module, WORK[script][0], lambda *a, **k: run_handler(signal.SIGINT))
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    try:
+        code = module.run_stoppable(module.main)
+    except KeyboardInterrupt:
+        pytest.fail(f"the Ctrl-C came out of {script} as a traceback")
+    assert code == 130 and capsys.readouterr().err.strip() == "interrupted (Ctrl-C)"
+    assert held.read_text() == "the user's results"
+    assert sorted(p.name for p in held.parent.iterdir()) == [held.name]
+
+
+def test_a_benchmark_stopped_while_it_trains_exits_130_without_writing(tmp_path):
+    """A real SIGINT once memory.py has started its job: while XLA compiles the stop waits for it (see
+    jaxrl_po.stop), during training the job stops after a segment; either way exit code 130, no traceback,
+    and --out is not written (its figures would be a part of the job's)."""
+    import signal
+
+    out = tmp_path / "memory.json"
+    proc = subprocess.Popen([sys.executable, str(BENCHMARKS / "memory.py"), "--updates", "1000000", "--out", str(out)],
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "through runner.train_job" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and not out.exists()
+    assert stderr.strip() in ("interrupted (Ctrl-C)", f"interrupted (Ctrl-C); {out} was not written")
 
 
 def test_results_table_stays_whole_when_writing_fails(tmp_path, monkeypatch):

@@ -288,28 +288,41 @@ def test_grpo_run_evaluates_with_hand_checkable_lengths(deepsea_grpo_run):
     assert evaluate.evaluate_run(deepsea_grpo_run, episodes=3, seed=1, write=True) == result
 
 
-def test_ctrl_c_while_evaluating_lets_xla_finish_then_stops_without_writing(deepsea_grpo_run, monkeypatch, capfd):
-    """The first Ctrl-C while XLA compiles or runs the evaluation waits for it (see jaxrl_po.stop), then
-    stops: exit code 130, one line on stderr, and no eval.json."""
+def main_hit_by_ctrl_c(monkeypatch, capfd, jitted: str, argv: list[str]) -> None:
+    """``evaluate.main(argv)`` with a Ctrl-C as XLA's work begins: while ``evaluate.<jitted>`` is traced inside
+    its jit. The first Ctrl-C waits for XLA (see jaxrl_po.stop), then stops: exit code 130, one line on stderr."""
     import signal
 
-    (deepsea_grpo_run / "eval.json").unlink(missing_ok=True)
-    real_play, traced = evaluate.play_episodes, []
+    real, traced = getattr(evaluate, jitted), []
 
-    def play_hit_by_ctrl_c(*args, **kwargs):  # traced inside the evaluation's jit: XLA's work has begun
-        run_handler(signal.SIGINT)
+    def hit_by_ctrl_c(*args, **kwargs):
+        run_handler(signal.SIGINT)  # raises here unless evaluate waits for XLA
         traced.append(True)
-        return real_play(*args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "play_episodes", play_hit_by_ctrl_c)
+    monkeypatch.setattr(evaluate, jitted, hit_by_ctrl_c)
     try:
-        code = evaluate.main([str(deepsea_grpo_run), "--episodes", "2"])
+        code = evaluate.main(argv)
     except KeyboardInterrupt:
         pytest.fail("the Ctrl-C came out of evaluate.main as a traceback")
     captured = capfd.readouterr()
     assert code == 130 and traced == [True] and captured.err.strip() == "interrupted (Ctrl-C)"
     assert "Ctrl-C: stopping once XLA is done" in captured.out
+
+
+def test_ctrl_c_while_evaluating_lets_xla_finish_then_stops_without_writing(deepsea_grpo_run, monkeypatch, capfd):
+    (deepsea_grpo_run / "eval.json").unlink(missing_ok=True)
+    main_hit_by_ctrl_c(monkeypatch, capfd, "play_episodes", [str(deepsea_grpo_run), "--episodes", "2"])
     assert not (deepsea_grpo_run / "eval.json").exists()
+
+
+def test_ctrl_c_while_rendering_lets_xla_finish_then_stops_without_a_gif(breakout_run, tmp_path, monkeypatch, capfd):
+    """The episode drawn for ``--render`` is XLA's work too; the GIF it would have replaced keeps its bytes."""
+    out = tmp_path / "breakout.gif"
+    out.write_bytes(b"the user's gif")
+    main_hit_by_ctrl_c(monkeypatch, capfd, "record_episode",
+                       [str(breakout_run), "--episodes", "2", "--render", str(out), "--overwrite"])
+    assert out.read_bytes() == b"the user's gif" and sorted(p.name for p in tmp_path.iterdir()) == ["breakout.gif"]
 
 
 def test_unrenderable_env_is_one_line_error(deepsea_grpo_run, tmp_path, capsys):

@@ -198,6 +198,93 @@ def test_a_sigterm_while_the_runner_compiles_stops_once_the_compile_returns(monk
     assert "SIGTERM: stopping once XLA is done" in capfd.readouterr().out
 
 
+def stop_inside(monkeypatch, owner, name: str, call: int = 1) -> list[str]:
+    """Give the ``call``-th call of ``owner.name`` a SIGTERM as it starts, where XLA is already at work;
+    returns ``[name]`` once that call has returned, which it does only where its caller waits for XLA
+    (elsewhere the handler raises the stop in it at once)."""
+    real, calls, returned = getattr(owner, name), [], []
+
+    def hit(*args, **kwargs):
+        calls.append(name)
+        if len(calls) != call:
+            return real(*args, **kwargs)
+        run_handler(signal.SIGTERM)
+        out = real(*args, **kwargs)
+        returned.append(name)
+        return out
+
+    monkeypatch.setattr(owner, name, hit)
+    return returned
+
+
+def test_a_stop_while_the_runner_starts_or_restores_the_runs_waits_for_xla(tmp_path, monkeypatch, capfd, unraisable):
+    """The runs' first program (init) and the placement of a restored checkpoint on the devices wait for XLA
+    too; the stop then leaves the checkpoint as it was, and the run resumes from it."""
+    import json
+
+    import jax
+    from rich.console import Console
+
+    from jaxrl_po import PPOConfig, runner
+    from jaxrl_po.config import to_dict
+    from jaxrl_po.sweep import make_runs
+
+    config = PPOConfig(num_envs=8, num_steps=8, num_minibatches=2, total_timesteps=640)
+    runs = make_runs(config, [0])
+    meta = json.loads(json.dumps({"algo": "ppo", "seeds": [0], "sweep": {}, **to_dict(config)}))
+    job = runner.JobSpec(algo_name="ppo", config=config, runs=runs, run_dir=tmp_path, meta=meta, progress=False)
+    quiet = Console(quiet=True)
+
+    with monkeypatch.context() as patch:  # 1. init's first run (its block_until_ready is the job's first)
+        returned = stop_inside(patch, jax, "block_until_ready")
+        with pytest.raises(StopRequested):
+            runner.train_job(job, quiet)
+    assert returned == ["block_until_ready"]
+
+    class StoppedInItsFirstSegment:  # 2. a run stopped during training: a checkpoint at update 1
+        def __init__(self, segment):
+            self.segment, self.out_info = segment, segment.out_info
+
+        def __call__(self, *args):
+            run_handler(signal.SIGTERM)
+            return self.segment(*args)
+
+    real_compile_job = runner.compile_job
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "compile_job", lambda *a, **k: (lambda i, s, c: (i, StoppedInItsFirstSegment(s), c))(
+            *real_compile_job(*a, **k)))
+        summary, code = runner.train_job(job, quiet)
+    assert code == 128 + signal.SIGTERM and summary["interrupted"]
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+
+    with monkeypatch.context() as patch:  # 3. its resume, placing the restored state (the second block_until_ready)
+        returned = stop_inside(patch, jax, "block_until_ready", call=2)
+        with pytest.raises(StopRequested):
+            runner.train_job(job, quiet, resume=True)
+    assert returned == ["block_until_ready"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == checkpoints
+    assert capfd.readouterr().out.count("SIGTERM: stopping once XLA is done") == 2
+    summary, code = runner.train_job(job, quiet, resume=True)
+    assert code == 0 and summary["total_timesteps"] == 640
+
+
+def test_a_stop_while_a_benchmark_compiles_or_runs_waits_for_xla(monkeypatch, capfd, unraisable):
+    """``timing.compile_then_run``, how the benchmarks time a program, waits for XLA's compile and run."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrl_po.timing import compile_then_run
+
+    for owner, name in ((jax.stages.Lowered, "compile"), (jax, "block_until_ready")):
+        with monkeypatch.context() as patch:
+            returned = stop_inside(patch, owner, name)
+            with pytest.raises(StopRequested):
+                with StopAtOnce():
+                    compile_then_run(lambda x: x + 1, jnp.ones(3))
+        assert returned == [name]
+    assert capfd.readouterr().out.count("SIGTERM: stopping once XLA is done") == 2
+
+
 def test_off_the_main_thread_the_contexts_change_nothing(unraisable):
     """Only the main thread can set signal handlers: a CLI's main() called from another thread (a GUI, an
     executor) works as before, and leaves the process's handlers and unraisable hook alone."""
