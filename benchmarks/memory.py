@@ -197,10 +197,8 @@ def main() -> int | None:
         job = JobSpec(algo_name="ppo", config=config, runs=runs, run_dir=run_dir, meta=meta,
                       progress=False, make_sinks=lambda resumed_env_steps: [sampler])
         summary, code = train_job(job, Console(quiet=True))
-    if code:  # stopped (Ctrl-C, SIGTERM) or failed: what it measured is not the job's, and --out keeps what it held
-        stopped_by = STOP_SIGNALS.get(code - 128)
-        ended = f"interrupted ({stopped_by})" if stopped_by else f"the job ended with exit code {code}"
-        print(f"{ended}; {out} was not written", file=sys.stderr)
+    if code - 128 in STOP_SIGNALS:  # stopped after a segment: what it measured is a part of the job, not written
+        print(f"interrupted ({STOP_SIGNALS[code - 128]}); {out} was not written", file=sys.stderr)
         return code
     rss_after = rss_bytes()
     rss_peak = proc_status_bytes("VmHWM")  # the whole process's, the checkpoint saved after the last segment included

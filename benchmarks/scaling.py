@@ -177,13 +177,15 @@ def train_point(config, num_seeds: int, budget_s: float) -> dict:
     reason = too_big(estimate)
     if reason:
         return {**point, "skipped": reason}
-    state = init(runs.keys, runs.hparams)
+    with waiting_for_xla():  # a first Ctrl-C lets XLA finish (see jaxrl_po.stop)
+        state = jax.block_until_ready(init(runs.keys, runs.hparams))
     updates = 0
 
     def run_more(n):
         nonlocal state, updates
-        state, rows = segment(state, runs.hparams, jnp.int32(updates + n))
-        rows = jax.device_get(rows)  # blocks; the CLI copies every segment's rows to the host too
+        with waiting_for_xla():
+            state, rows = jax.block_until_ready(segment(state, runs.hparams, jnp.int32(updates + n)))
+        rows = jax.device_get(rows)  # the CLI copies every segment's rows to the host too
         ran = np.asarray(rows.env_steps) > 0
         k = int(ran.sum(axis=1).max())
         updates += k

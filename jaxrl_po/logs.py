@@ -215,15 +215,18 @@ def replace_whole(path: Path, write: Callable[[Path], None]) -> None:
 
     A crash, a full disk or a stop never leaves half a file, and the file it replaces is kept until the
     new one is whole. The temporary name is unique to the call (two writers of one path never share it)
-    and keeps ``path``'s suffix, by which matplotlib and the GIF writer choose the format. A symbolic link
-    at ``path`` stays one (the file it points to is replaced), and a replaced file keeps its permissions.
+    and keeps ``path``'s suffix, by which matplotlib and the GIF writer choose the format. A file replaced
+    keeps its permission bits (writable by its owner: a metrics.csv rewritten is appended to next).
+    A symbolic link at ``path`` is replaced, not written through: the file it points to, perhaps in a
+    shared or content-addressed store, is left as it was.
     """
-    path = Path(os.path.realpath(path))  # a rename over the link itself would turn it into a plain file
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         write(tmp)
-        with contextlib.suppress(FileNotFoundError):  # a new file gets the umask's mode, as open() gives it
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        with contextlib.suppress(OSError):  # best effort: no file there yet, or a filesystem without modes
+            replaced = os.lstat(path)
+            if stat.S_ISREG(replaced.st_mode):
+                os.chmod(tmp, replaced.st_mode & 0o777 | stat.S_IWUSR)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half file left beside the whole one

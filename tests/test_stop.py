@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Callable
 
 import pytest
 
@@ -198,19 +199,19 @@ def test_a_sigterm_while_the_runner_compiles_stops_once_the_compile_returns(monk
     assert "SIGTERM: stopping once XLA is done" in capfd.readouterr().out
 
 
-def stop_inside(monkeypatch, owner, name: str, call: int = 1) -> list[str]:
-    """Give the ``call``-th call of ``owner.name`` a SIGTERM as it starts, where XLA is already at work;
-    returns ``[name]`` once that call has returned, which it does only where its caller waits for XLA
-    (elsewhere the handler raises the stop in it at once)."""
-    real, calls, returned = getattr(owner, name), [], []
+def stop_inside(monkeypatch, owner, name: str, when: Callable[..., bool] = lambda *args: True) -> list[str]:
+    """Give the first call of ``owner.name`` whose arguments satisfy ``when`` a SIGTERM as it starts, where XLA
+    is already at work; returns ``[name]`` once that call has returned, which it does only where its caller
+    waits for XLA (elsewhere the handler raises the stop in it at once)."""
+    real, returned = getattr(owner, name), []
 
     def hit(*args, **kwargs):
-        calls.append(name)
-        if len(calls) != call:
+        if returned or not when(*args):
             return real(*args, **kwargs)
+        returned.append(None)  # one hit only, also when the stop is raised here
         run_handler(signal.SIGTERM)
         out = real(*args, **kwargs)
-        returned.append(name)
+        returned[-1] = name
         return out
 
     monkeypatch.setattr(owner, name, hit)
@@ -235,7 +236,7 @@ def test_a_stop_while_the_runner_starts_or_restores_the_runs_waits_for_xla(tmp_p
     job = runner.JobSpec(algo_name="ppo", config=config, runs=runs, run_dir=tmp_path, meta=meta, progress=False)
     quiet = Console(quiet=True)
 
-    with monkeypatch.context() as patch:  # 1. init's first run (its block_until_ready is the job's first)
+    with monkeypatch.context() as patch:  # 1. init's first run (the job's first block_until_ready)
         returned = stop_inside(patch, jax, "block_until_ready")
         with pytest.raises(StopRequested):
             runner.train_job(job, quiet)
@@ -257,11 +258,11 @@ def test_a_stop_while_the_runner_starts_or_restores_the_runs_waits_for_xla(tmp_p
     assert code == 128 + signal.SIGTERM and summary["interrupted"]
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
 
-    with monkeypatch.context() as patch:  # 3. its resume, placing the restored state (the second block_until_ready)
-        returned = stop_inside(patch, jax, "block_until_ready", call=2)
+    with monkeypatch.context() as patch:  # 3. its resume, placing the restored state (not the keys and hparams)
+        returned = stop_inside(patch, runner, "put_runs", when=lambda tree, *rest: type(tree) is not tuple)
         with pytest.raises(StopRequested):
             runner.train_job(job, quiet, resume=True)
-    assert returned == ["block_until_ready"]
+    assert returned == ["put_runs"]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == checkpoints
     assert capfd.readouterr().out.count("SIGTERM: stopping once XLA is done") == 2
     summary, code = runner.train_job(job, quiet, resume=True)
