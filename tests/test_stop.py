@@ -219,8 +219,8 @@ def stop_inside(monkeypatch, owner, name: str, when: Callable[..., bool] = lambd
 
 
 def test_a_stop_while_the_runner_starts_or_restores_the_runs_waits_for_xla(tmp_path, monkeypatch, capfd, unraisable):
-    """The runs' first program (init) and the placement of a restored checkpoint on the devices wait for XLA
-    too; the stop then leaves the checkpoint as it was, and the run resumes from it."""
+    """Every wait for XLA before training: the two compiles, the runs' first program (init) and the placement
+    of a restored checkpoint on the devices; the stop leaves the checkpoint as it was, and the run resumes."""
     import json
 
     import jax
@@ -235,6 +235,14 @@ def test_a_stop_while_the_runner_starts_or_restores_the_runs_waits_for_xla(tmp_p
     meta = json.loads(json.dumps({"algo": "ppo", "seeds": [0], "sweep": {}, **to_dict(config)}))
     job = runner.JobSpec(algo_name="ppo", config=config, runs=runs, run_dir=tmp_path, meta=meta, progress=False)
     quiet = Console(quiet=True)
+
+    for nth in (0, 1):  # 0. the compiles of init and of the update segment
+        with monkeypatch.context() as patch:
+            calls = iter(range(2))
+            returned = stop_inside(patch, jax.stages.Lowered, "compile", when=lambda *args: next(calls) == nth)
+            with pytest.raises(StopRequested):
+                runner.train_job(job, quiet)
+        assert returned == ["compile"]
 
     with monkeypatch.context() as patch:  # 1. init's first run (the job's first block_until_ready)
         returned = stop_inside(patch, jax, "block_until_ready")
@@ -264,7 +272,7 @@ def test_a_stop_while_the_runner_starts_or_restores_the_runs_waits_for_xla(tmp_p
             runner.train_job(job, quiet, resume=True)
     assert returned == ["put_runs"]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == checkpoints
-    assert capfd.readouterr().out.count("SIGTERM: stopping once XLA is done") == 2
+    assert capfd.readouterr().out.count("SIGTERM: stopping once XLA is done") == 4
     summary, code = runner.train_job(job, quiet, resume=True)
     assert code == 0 and summary["total_timesteps"] == 640
 
