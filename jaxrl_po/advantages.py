@@ -57,6 +57,16 @@ def group_spread(returns: jax.Array) -> jax.Array:
     return returns.std(axis=1, ddof=1)
 
 
+def carries_no_signal(returns: jax.Array) -> jax.Array:
+    """returns: f32[G, K] -> bool[G], True where a group's returns all agree (std below ZERO_SPREAD).
+
+    The std is taken relative to the first member: K equal returns of -1234.5
+    then give exactly 0, where the plain std gives the rounding of their mean
+    (about 1e-4, enough to pass the threshold and be scaled up to +-1).
+    """
+    return group_spread(returns - returns[:, :1]) < ZERO_SPREAD
+
+
 def outcome_advantage(returns: jax.Array, scale: str, eps: float = 1e-8) -> jax.Array:
     """DeepSeekMath outcome supervision: each episode's return normalised within its group.
 
@@ -71,7 +81,7 @@ def outcome_advantage(returns: jax.Array, scale: str, eps: float = 1e-8) -> jax.
         advantage = centred / (centred.std() + eps)
     else:
         advantage = centred
-    return jnp.where(spread < ZERO_SPREAD, 0.0, advantage)
+    return jnp.where(carries_no_signal(returns)[:, None], 0.0, advantage)
 
 
 def return_to_go(reward: jax.Array, gamma: float | jax.Array) -> jax.Array:
@@ -107,5 +117,5 @@ def rtg_advantage(
     elif scale == "batch":
         rms = jnp.sqrt(jnp.square(centred).sum() / jnp.maximum(mask.sum(), 1.0))
         centred = centred / (rms + eps)
-    spread = group_spread((reward * mask).sum(axis=2))
-    return jnp.where(spread[:, None, None] < ZERO_SPREAD, 0.0, centred)
+    no_signal = carries_no_signal((reward * mask).sum(axis=2))
+    return jnp.where(no_signal[:, None, None], 0.0, centred)

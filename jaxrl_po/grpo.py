@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrl_po.advantages import ZERO_SPREAD, group_spread, outcome_advantage, rtg_advantage
+from jaxrl_po.advantages import carries_no_signal, group_spread, outcome_advantage, rtg_advantage
 from jaxrl_po.config import GRPOConfig
 from jaxrl_po.envs import RunningMeanStd, make_vec_env
 from jaxrl_po.layout import shard_envs
@@ -158,7 +158,7 @@ def make_algorithm(config: GRPOConfig) -> loop.Algorithm:
             episodes=jnp.float32(num_episodes),
             alive_steps=alive_steps.astype(jnp.float32),
             padded_steps=(steps_run * num_candidates - alive_steps).astype(jnp.float32),
-            zero_spread_frac=(group_spread(returns) < ZERO_SPREAD).mean(),
+            zero_spread_frac=carries_no_signal(returns).mean(),
             grad_norm=grad_norm,
             lr=jnp.asarray(lr, jnp.float32),
             nonfinite=code,

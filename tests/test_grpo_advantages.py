@@ -8,6 +8,7 @@ import pytest
 
 from jaxrl_po.advantages import (
     ZERO_SPREAD,
+    carries_no_signal,
     group_spread,
     outcome_advantage,
     return_to_go,
@@ -116,6 +117,22 @@ def test_tiny_spread_counts_as_zero_spread(scale):
     got = np.asarray(outcome_advantage(returns, scale))
     assert np.all(got[0] == 0.0)
     assert np.all(got[1] != 0.0)
+
+
+@pytest.mark.parametrize("group_size", [3, 5, 6, 7, 8])
+def test_equal_large_returns_count_as_zero_spread(group_size):
+    # K equal returns such as -1234.5: their float32 mean is rounded, so a plain std is about
+    # 1e-4, above ZERO_SPREAD; the groups used to get advantages of up to +-0.9 from that noise.
+    values = np.random.default_rng(4).uniform(-1500, -100, size=(200, 1)).astype(np.float32)
+    returns = np.repeat(values, group_size, axis=1)
+    assert np.asarray(carries_no_signal(jnp.asarray(returns))).all()
+    for scale in SCALES:
+        assert np.all(np.asarray(outcome_advantage(jnp.asarray(returns), scale)) == 0.0), scale
+    # rtg: every member earns the same float rewards, so their episode returns agree too.
+    reward = np.repeat(np.random.default_rng(5).uniform(-30, -5, size=(200, 1, 3)).astype(np.float32), group_size, 1)
+    alive = np.ones(reward.shape, bool)
+    for scale in SCALES:
+        assert np.all(np.asarray(rtg_advantage(jnp.asarray(reward), jnp.asarray(alive), 1.0, scale)) == 0.0), scale
 
 
 def test_outcome_advantage_hand_worked():
