@@ -322,7 +322,9 @@ def check_seed(seed: Any, field: str = "seed") -> None:
 
 def _check_positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(name, f"must be a positive integer, got {value!r}")
+        whole_float = isinstance(value, float) and value.is_integer() and value > 0
+        hint = f" (write {int(value):_})" if whole_float else ""
+        raise ConfigError(name, f"must be a positive integer, got {value!r}{hint}")
 
 
 def _check_choice(name: str, value: Any, allowed: tuple) -> None:

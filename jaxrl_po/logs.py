@@ -30,8 +30,10 @@ class Progress:
 
     Progress is measured in env steps (cumulative per run), which works for
     PPO's fixed updates and GRPO's alive-step budget. On a terminal the line is
-    redrawn in place; otherwise (CI, pipes) a plain line is printed about every
-    10% of training, and the last one at the end, so a run is never a silent wait.
+    redrawn in place, without its column padding where the terminal is too narrow
+    for it (a line that wraps leaves a copy behind at every redraw); otherwise (CI,
+    pipes) a plain line is printed about every 10% of training, and the last one at
+    the end, so a run is never a silent wait.
     """
 
     def __init__(self, num_runs: int, steps_per_run: int, stream=None, start_steps: np.ndarray | None = None):
@@ -45,6 +47,7 @@ class Progress:
         # (Freeway: 2,500 steps) end in few segments, and the line should not say n/a in between.
         self.last_return = np.full(num_runs, np.nan)
         self.unprinted = None  # the latest line, if a pipe has not had it yet
+        self.drawn = 0  # length of the line now on the terminal
 
     def report(self, env_steps: np.ndarray, update: int, latest_return: np.ndarray) -> None:
         """env_steps: i[R] cumulative per run; latest_return: f[R] from this segment (NaN where none finished)."""
@@ -55,19 +58,32 @@ class Progress:
         elapsed = time.perf_counter() - self.start[0]
         sps = (int(np.sum(env_steps)) - self.start[1]) / elapsed if elapsed > 0 else 0.0
         known = self.last_return[~np.isnan(self.last_return)]
-        ret = f"{known.mean():8.1f}" if known.size else "     n/a"
+        ret = f"{known.mean():.1f}" if known.size else "n/a"
+        steps = int(np.sum(env_steps))
         line = (
-            f"{fraction:5.0%}  update {update:>6}  env steps {int(np.sum(env_steps)):>13,}  "
-            f"SPS {sps:>11,.0f}  mean return {ret}"
+            f"{fraction:5.0%}  update {update:>6}  env steps {steps:>13,}  "
+            f"SPS {sps:>11,.0f}  mean return {ret:>8}"
         )
         if self.live:
-            self.stream.write("\r" + line)
+            width = self.terminal_width() - 1  # a line that fills the last column wraps on some terminals
+            if len(line) > width:  # the same without the padding that aligns the lines of a pipe
+                line = f"{fraction:.0%}  update {update}  env steps {steps:,}  SPS {sps:,.0f}  mean return {ret}"
+                line = line[:width]
+            self.stream.write("\r" + line.ljust(min(self.drawn, width)))  # spaces over a longer line's end
+            self.drawn = len(line)
         elif fraction + 1e-9 >= self.next_plain_report:
             self.stream.write(line + "\n")
             self.next_plain_report = math.floor(fraction * 10 + 1) / 10
             line = None
         self.unprinted = line
         self.stream.flush()
+
+    def terminal_width(self) -> int:
+        """Columns of the terminal the line is drawn on, asked at each redraw (it may be resized); 80 if unknown."""
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns or 80
+        except (AttributeError, OSError, ValueError):
+            return 80
 
     def close(self) -> None:
         if self.live:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -64,16 +64,7 @@ def parse_sweep_spec(spec: str) -> tuple[str, list[float]]:
     bad = next((v for v in items if not _is_number(v)), None)
     if bad is not None:
         raise ConfigError("sweep", f"{name}: values must be numbers, got {bad!r} in {values!r}")
-    numbers = [float(v) for v in items]
-    # A repeat would train the same runs twice and count them as more seeds; values are compared
-    # as training sees them, in float32 (1e-3 and 1.0000000000000002e-3 are one value there).
-    rounded = [as_float32(v) if is_finite_number(v) else v for v in numbers]
-    repeat = next((i for i, v in enumerate(rounded) if v in rounded[:i]), None)
-    if repeat is not None:
-        first = numbers[rounded.index(rounded[repeat])]
-        alike = "" if first == numbers[repeat] else f" ({value_text(numbers[repeat])} equals {value_text(first)} in float32)"
-        raise ConfigError("sweep", f"{name}: {value_text(first)} is given twice{alike}; for more seeds use --num-seeds")
-    return name, numbers
+    return name, [float(v) for v in items]
 
 
 def _is_number(text: str) -> bool:
@@ -119,6 +110,7 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
                 _with_value(config, name, float(value)).validate()
             except ConfigError as err:
                 raise ConfigError("sweep", f"{name}={value_text(value)}: {err}") from None
+        _check_no_repeats(name, [float(v) for v in values])
     points = []
     for combo in itertools.product(*grid.values()):
         point = config
@@ -135,6 +127,21 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
     for name in grid:  # its runs would train identically and be ranked as different settings
         if all(name in point_inert for point_inert in inert):
             raise ConfigError("sweep", f"{name} has no effect here: {inert[0][name]}")
+
+
+def _check_no_repeats(name: str, values: list[float]) -> None:
+    """A repeated value would train the same runs twice and count them as more seeds.
+
+    Values are compared as training sees them, in float32 (1e-3 and
+    1.0000000000000002e-3 are one value there).
+    """
+    rounded = [as_float32(v) for v in values]
+    repeat = next((i for i, v in enumerate(rounded) if v in rounded[:i]), None)
+    if repeat is not None:
+        first = values[rounded.index(rounded[repeat])]
+        alike = "" if first == values[repeat] else f" ({value_text(values[repeat])} equals {value_text(first)} in float32)"
+        raise ConfigError("sweep", f"{name}: {value_text(first)} is given twice{alike}; "
+                                   "for more seeds use --num-seeds (or more seeds in make_runs)")
 
 
 def _all_fields(config: BaseConfig) -> list[dataclasses.Field]:
@@ -161,6 +168,8 @@ def make_runs(config: BaseConfig, seeds: Sequence[int], grid: dict[str, Sequence
     """The grid's product x seeds as one flat batch (config-major, then seed)."""
     grid = dict(grid or {})
     check_grid(config, grid)
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise ConfigError("seeds", f"must be a sequence of seeds, e.g. range(4), got {seeds!r}")
     seeds = list(seeds)
     if not seeds:
         raise ConfigError("seeds", "needs at least one seed")

@@ -137,19 +137,22 @@ def fields_set_by(args: list[str], config_cls: type) -> set[str]:
     return {names[arg.split("=")[0]] for arg in args if arg.split("=")[0] in names}
 
 
-def check_swept_not_set(sweep: tuple[str, ...], argv: list[str], config_cls: type) -> None:
+def check_swept_not_set(sweep: tuple[str, ...], argv: list[str], config_cls: type, file: str | None = None) -> None:
     """A swept name given a flag too (``--sweep lr=1e-3 --lr 5e-4``): the sweep would win and the flag
-    be ignored, yet config.json would record it; ConfigError("sweep", ...) naming both."""
+    be ignored, yet config.json would record it; ConfigError("sweep", ...) naming both. ``file``: the
+    settings file ``argv`` came from, named instead of the flag."""
     from jaxrl_po.sweep import spec_name
 
     set_by_flags = fields_set_by(argv, config_cls)
     for name in map(spec_name, sweep):
         field = next((f for f in (name, f"grpo.{name}") if f in set_by_flags), None)
         if field:
-            raise ConfigError("sweep", f"{name} is swept and also set by {flag_name(field)}; give its values in "
-                                       "--sweep alone")
+            where = f"by {flag_name(field)}" if file is None else f"in {file} ({field})"
+            raise ConfigError("sweep", f"{name} is swept and also set {where}; give its values in --sweep alone")
 
 
+DEPENDENT_OPTIONS = (("wandb_project", "wandb"), ("wandb_entity", "wandb"), ("compile_cache_dir", "compile_cache"))
+"""(option, the switch it needs): refused when given with the switch off."""
 PATH_OPTIONS = ("config", "run_dir", "resume", "compile_cache_dir")
 
 
@@ -223,9 +226,10 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
     if not saved:  # (a resumed run refuses such flags anyway)
         check_swept_not_set(options.sweep, argv, config_cls)
-    for name in ("wandb_project", "wandb_entity"):  # else quietly ignored
-        if not options.wandb and any(arg.split("=")[0] == flag_name(name) for arg in argv):
-            raise ConfigError(name, "only applies with --wandb")
+        check_swept_not_set(options.sweep, file_flags, config_cls, known.config)
+    for name, switch in DEPENDENT_OPTIONS:  # else quietly ignored
+        if not getattr(options, switch) and any(arg.split("=")[0] == flag_name(name) for arg in argv):
+            raise ConfigError(name, f"only applies with {flag_name(switch)}")
     options = dataclasses.replace(options, **{name: user_path(name, getattr(options, name)) for name in PATH_OPTIONS})
     if saved and not options.sweep:
         options = dataclasses.replace(options, sweep=saved[0].sweep)
@@ -303,6 +307,10 @@ def settings_as_flags(settings: dict[str, Any], config_cls: type, source: str, p
         elif value is None and type(None) not in typing.get_args(hints[name]):
             raise ConfigError("config", f"{source}: {prefix}{name} has no value (null); give one, or leave it out "
                                         "for the default")
+        elif bool in typing.get_args(hints[name]) and not isinstance(value, bool) and value is not None:
+            # bool | None: tyro would read the string "False" as False, where a bool field refuses it
+            raise ConfigError("config", f"{source}: {prefix}{name} must be true, false or null (the default rule), "
+                                        f"got {value!r}")
         elif isinstance(value, (list, tuple)):
             if typing.get_origin(hints[name]) not in (tuple, list):
                 raise ConfigError("config", f"{source}: {prefix}{name} takes one value, got the list {value!r}")
@@ -515,10 +523,25 @@ def join_processes(argv: list[str]) -> None:
         raise ConfigError("num_processes", f"must be >= 1, got {n}")
     if i is not None and (i < 0 or (n is not None and i >= n)):
         raise ConfigError("process_id", f"must be in 0 .. {'num_processes - 1' if n is None else n - 1}, got {i}")
+    address = known.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if address is not None:
+        check_coordinator_address(address, "" if known.coordinator_address else " ($JAX_COORDINATOR_ADDRESS)")
     try:
         distributed.initialize(known.coordinator_address, n, i)
     except (ValueError, RuntimeError) as err:
         raise ConfigError("distributed", f"cannot join the job: {str(err).splitlines()[0]}") from None
+
+
+def check_coordinator_address(address: str, where: str = "") -> None:
+    """Refuse an address that is not HOST:PORT with a port in 1 .. 65535 (ConfigError("coordinator_address")).
+
+    JAX passes it on unchecked: a missing port is an IndexError inside JAX, a
+    port that is not a number a segmentation fault in XLA's coordinator.
+    """
+    host, _, port = address.rpartition(":")
+    if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ConfigError("coordinator_address",
+                          f"must be HOST:PORT with a port in 1 .. 65535, got {address!r}{where}")
 
 
 def _optional_int(name: str, text: str | None) -> int | None:

@@ -22,7 +22,7 @@ import jaxlib
 import numpy as np
 import pytest
 
-from jaxrl_po.config import PPOConfig, from_dict
+from jaxrl_po.config import ConfigError, PPOConfig, from_dict
 
 PROJECT_VERSION = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
 SUMMARY_KEYS = {
@@ -105,10 +105,24 @@ BAD_CASES = [
     ("cpu-devices-huge", ["--cpu-devices", "1000000"], "--cpu-devices", ["1 .. 1024", "1000000"]),
     ("grad-piece-size-negative", ["--grad-piece-size", "-1"], "--grad-piece-size", ["non-negative integer", "-1"]),
     ("process-id-without-distributed", ["--process-id", "1"], "--process-id", ["--distributed"]),
+    # JAX passes the address on unchecked: no port was an IndexError inside JAX, a port that is
+    # not a number a segmentation fault in XLA's coordinator.
+    (
+        "coordinator-address-without-port",
+        ["--distributed", "--coordinator-address", "localhost", "--num-processes", "2", "--process-id", "1"],
+        "--coordinator-address", ["HOST:PORT", "'localhost'"],
+    ),
+    (
+        "coordinator-port-not-a-number",
+        ["--distributed", "--coordinator-address", "localhost:abc", "--num-processes", "1", "--process-id", "0"],
+        "--coordinator-address", ["1 .. 65535", "'localhost:abc'"],
+    ),
     # tyro's own messages named neither the flag nor the fix.
     ("switch-given-a-value", ["--norm-adv", "False"], "--norm-adv", ["takes no value (got False)", "--no-norm-adv"]),
     ("list-that-does-not-parse", ["--hidden-sizes", "64", "abc"], "--hidden-sizes", ["cannot read", "abc", "--help"]),
     ("wandb-project-without-wandb", ["--wandb-project", "mine"], "--wandb-project", ["only applies with --wandb"]),
+    ("compile-cache-dir-without-cache", ["--no-compile-cache", "--compile-cache-dir", "{full_dir}"],
+     "--compile-cache-dir", ["only applies with --compile-cache"]),
     (
         "process-id-out-of-range",
         ["--distributed", "--num-processes", "2", "--process-id", "2"],
@@ -182,6 +196,16 @@ def test_bad_input_is_one_line_error_exit_2(bad_inputs, case_id, argv, flag, mus
         assert not bad_inputs["never"][case_id].exists()
         assert not (bad_inputs["base"] / "never").exists()
     assert not (bad_inputs["base"] / "runs").exists()  # nor a default run directory
+
+
+def test_a_bad_coordinator_address_from_the_environment_is_refused_before_joining(monkeypatch):
+    from jaxrl_po import train
+
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:99999")
+    with pytest.raises(ConfigError, match=r"port in 1 \.\. 65535, got '10.0.0.1:99999' \(\$JAX_COORDINATOR_ADDRESS\)"):
+        train.join_processes(["--distributed", "--num-processes", "2", "--process-id", "1"])
+    for good in ("localhost:1234", "[::1]:65535", "10.0.0.1:1"):
+        train.check_coordinator_address(good)
 
 
 def test_existing_run_dir_is_left_untouched(bad_inputs):
@@ -354,6 +378,42 @@ def test_progress_line_shows_each_runs_latest_finished_return():
     progress.report(np.array([100, 100]), 4, np.array([nan, 30.0]))
     returns = [line.split("mean return")[1].strip() for line in out.getvalue().splitlines()]
     assert returns == ["n/a", "10.0", "10.0", "20.0"]
+
+
+@pytest.mark.parametrize("columns", [80, 40, 200])
+def test_progress_line_on_a_terminal_fits_its_width(columns):
+    """A line as wide as the terminal wraps, and each redraw then leaves a copy behind: the line
+    drops its padding where the terminal is narrow (84 columns with it), and is cut short at worst."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    from jaxrl_po.logs import Progress
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    with open(follower, "w", closefd=True) as terminal:
+        progress = Progress(num_runs=1, steps_per_run=10**6, stream=terminal)
+        assert progress.live
+        progress.report(np.array([348_160]), 85, np.array([382.4]))
+        progress.report(np.array([1_000_000]), 244, np.array([np.nan]))
+        progress.close()
+        drawn = b""
+        while not drawn.endswith(b"\r\n") and select.select([leader], [], [], 10)[0]:  # the pty passes it on in pieces
+            drawn += os.read(leader, 4096)
+    os.close(leader)
+    drawn = drawn.decode().replace("\r\n", "\n")
+    lines = drawn.split("\r")[1:]
+    assert len(lines) == 2 and lines[-1].endswith("\n")
+    assert all(len(line.rstrip("\n")) <= columns - 1 for line in lines), lines
+    if columns >= 80:  # the return, the number one watches, is still there
+        assert all(line.split("mean return")[1].strip() == "382.4" for line in lines), lines
+    if columns == 80:
+        assert lines[0].startswith("35%  update 85  env steps 348,160  SPS ")
+    if columns == 200:  # wide enough: the same aligned line as in a pipe
+        assert lines[0].startswith("  35%  update     85  env steps       348,160  SPS ")
 
 
 def test_progress_line_in_a_pipe_shows_the_real_steps_and_always_the_last_line():

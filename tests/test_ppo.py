@@ -273,6 +273,9 @@ def test_configs_take_numpy_values_and_refuse_wrong_kinds_by_name():
         (lambda: PPOConfig(hidden_sizes=64), "hidden_sizes", "must be a sequence"),
         (lambda: GRPOConfig(grpo={"group_size": 8}), "grpo", "must be a GRPOOptions"),
         (lambda: GRPOOptions(shared_reset="yes"), "shared_reset", "must be True or False"),
+        # The CLI reads 1e6 as 1000000; in Python it stays a float: say how to write it.
+        (lambda: PPOConfig(total_timesteps=1e6).validate(), "total_timesteps",
+         "must be a positive integer, got 1000000.0 (write 1_000_000)"),
     ]
     for make, field, message in bad:
         with pytest.raises(ConfigError, match=re.escape(message)) as err:
@@ -303,6 +306,10 @@ def test_make_runs_checks_seeds_and_sweep_values():
         ([0, 0], None, "seeds: seed 0 is given twice"),
         ([], None, "seeds: needs at least one seed"),
         ([0], {"lr": 1e-3}, "sweep: lr: values must be a list of numbers, got 0.001"),  # used to raise TypeError
+        (4, None, "seeds: must be a sequence of seeds, e.g. range(4), got 4"),  # used to raise TypeError
+        # A repeated value trained the same runs twice, and rank_configs counted them as more seeds.
+        ([0], {"lr": [1e-3, 1e-3, 2e-3]}, "sweep: lr: 0.001 is given twice"),
+        ([0], {"lr": [1e-3, 1.0000000000000002e-3]}, "(0.0010000000000000002 equals 0.001 in float32)"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             make_runs(config, seeds, grid)

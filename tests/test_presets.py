@@ -134,6 +134,9 @@ def test_a_run_config_json_can_be_read_as_settings(tmp_path):
     ("anneal_lr: 'yes'\n", [], "anneal_lr must be true or false, got 'yes'"),
     ("anneal_lr: yes\n", [], "anneal_lr must be true or false, got 'yes'"),  # YAML 1.1 would read true
     ("norm_adv: off\n", [], "norm_adv must be true or false, got 'off'"),
+    # bool | None fields: tyro read the string "False" as False, where the bool fields above refuse it.
+    ("normalize_obs: 'False'\n", [], "normalize_obs must be true, false or null \\(the default rule\\), got 'False'"),
+    ("normalize_reward: 0\n", [], "normalize_reward must be true, false or null \\(the default rule\\), got 0"),
     ("lr: [1, 2]\n", [], "lr takes one value, got the list"),
     ("lr: null\n", [], "lr has no value \\(null\\); give one, or leave it out for the default"),
     ("algo: grpo\ngrpo: {oversampl: 2}\n", [], "unknown setting 'grpo.oversampl' for GRPOOptions; valid: grpo.group_size"),
@@ -159,6 +162,17 @@ def test_a_value_the_flag_parser_refuses_names_the_file(tmp_path, text, message,
         parse(["--config", str(path)])
     if override:  # a flag replaces the file's value, as with any other setting
         parse(["--config", str(path), *override])
+
+
+def test_a_swept_name_set_in_the_file_too_is_refused(tmp_path):
+    # As with --sweep lr=... --lr 5e-4: the sweep would win, yet config.json would record the file's lr.
+    path = tmp_path / "base.yaml"
+    path.write_text("lr: 7e-4\nnormalize_obs: null\n")
+    with pytest.raises(ConfigError, match=f"lr is swept and also set in {re.escape(str(path))} \\(lr\\)") as err:
+        parse(["--config", str(path), "--sweep", "lr=1e-3,2e-3"])
+    assert err.value.field == "sweep"
+    _, config = parse(["--config", str(path), "--sweep", "ent_coef=0,0.01"])  # another name: fine
+    assert config.lr == 7e-4 and config.normalize_obs is None
 
 
 def test_a_bad_flag_beside_a_good_file_does_not_blame_the_file(tmp_path):
