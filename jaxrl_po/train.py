@@ -131,24 +131,31 @@ def config_flags(config_cls: type, prefix: str = "") -> dict[str, str]:
     return flags
 
 
+def flag_of(arg: str) -> str:
+    """The flag an argument gives, spelt as :func:`flag_name` spells it: ``--ent_coef=0.1`` -> ``--ent-coef``
+    (tyro takes either spelling)."""
+    flag = arg.split("=")[0]
+    return flag.replace("_", "-") if flag.startswith("--") else flag
+
+
 def fields_set_by(args: list[str], config_cls: type) -> set[str]:
     """The config fields (``lr``, ``grpo.group_size``) that the flags in ``args`` set."""
     names = config_flags(config_cls)
-    return {names[arg.split("=")[0]] for arg in args if arg.split("=")[0] in names}
+    return {names[flag_of(arg)] for arg in args if flag_of(arg) in names}
 
 
-def check_swept_not_set(sweep: tuple[str, ...], argv: list[str], config_cls: type, file: str | None = None) -> None:
+def check_swept_not_set(sweep: tuple[str, ...], argv: list[str], config_cls: type) -> None:
     """A swept name given a flag too (``--sweep lr=1e-3 --lr 5e-4``): the sweep would win and the flag
-    be ignored, yet config.json would record it; ConfigError("sweep", ...) naming both. ``file``: the
-    settings file ``argv`` came from, named instead of the flag."""
+    be ignored, yet config.json would record it; ConfigError("sweep", ...) naming both. (A preset's or
+    settings file's value is a base that the sweep replaces, as for any other default.)"""
     from jaxrl_po.sweep import spec_name
 
     set_by_flags = fields_set_by(argv, config_cls)
     for name in map(spec_name, sweep):
         field = next((f for f in (name, f"grpo.{name}") if f in set_by_flags), None)
         if field:
-            where = f"by {flag_name(field)}" if file is None else f"in {file} ({field})"
-            raise ConfigError("sweep", f"{name} is swept and also set {where}; give its values in --sweep alone")
+            raise ConfigError("sweep", f"{name} is swept and also set by {flag_name(field)}; give its values in "
+                                       "--sweep alone")
 
 
 DEPENDENT_OPTIONS = (("wandb_project", "wandb"), ("wandb_entity", "wandb"), ("compile_cache_dir", "compile_cache"))
@@ -168,7 +175,7 @@ def check_algo_flags(argv: list[str], algo: str) -> None:
     own = config_flags(config_class(algo))
     for other in CONFIG_CLASSES:
         foreign = {flag: name for flag, name in config_flags(config_class(other)).items() if flag not in own}
-        for flag in (arg.split("=")[0] for arg in argv):
+        for flag in map(flag_of, argv):
             if flag in foreign:
                 raise ConfigError(foreign[flag], f"is a setting of --algo {other}, not of --algo {algo}")
 
@@ -226,9 +233,8 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
     options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
     if not saved:  # (a resumed run refuses such flags anyway)
         check_swept_not_set(options.sweep, argv, config_cls)
-        check_swept_not_set(options.sweep, file_flags, config_cls, known.config)
     for name, switch in DEPENDENT_OPTIONS:  # else quietly ignored
-        if not getattr(options, switch) and any(arg.split("=")[0] == flag_name(name) for arg in argv):
+        if not getattr(options, switch) and any(flag_of(arg) == flag_name(name) for arg in argv):
             raise ConfigError(name, f"only applies with {flag_name(switch)}")
     options = dataclasses.replace(options, **{name: user_path(name, getattr(options, name)) for name in PATH_OPTIONS})
     if saved and not options.sweep:

@@ -123,6 +123,8 @@ BAD_CASES = [
     ("wandb-project-without-wandb", ["--wandb-project", "mine"], "--wandb-project", ["only applies with --wandb"]),
     ("compile-cache-dir-without-cache", ["--no-compile-cache", "--compile-cache-dir", "{full_dir}"],
      "--compile-cache-dir", ["only applies with --compile-cache"]),
+    # tyro also takes the underscore spelling of a flag; the checks above must see it too.
+    ("wandb-entity-underscored-without-wandb", ["--wandb_entity=me"], "--wandb-entity", ["only applies with --wandb"]),
     (
         "process-id-out-of-range",
         ["--distributed", "--num-processes", "2", "--process-id", "2"],
@@ -142,6 +144,8 @@ BAD_CASES = [
      ["0.001 is given twice", "equals 0.001 in float32"]),
     # The sweep would win and the flag be ignored, yet config.json would record the flag's value.
     ("sweep-and-flag", ["--sweep", "lr=1e-3", "--lr", "5e-4"], "--sweep", ["lr is swept and also set by --lr"]),
+    ("sweep-and-underscored-flag", ["--sweep", "ent_coef=0,0.01", "--ent_coef", "0.1"], "--sweep",
+     ["ent_coef is swept and also set by --ent-coef"]),
     ("sweep-and-grpo-flag", ["--algo", "grpo", "--sweep", "kl_coef=0,0.1", "--grpo.kl-coef=0.2"], "--sweep",
      ["kl_coef is swept and also set by --grpo.kl-coef"]),
     ("compile-cache-dir-under-a-file", ["--compile-cache-dir", "{file}/cache"], "--compile-cache-dir",
@@ -201,11 +205,11 @@ def test_bad_input_is_one_line_error_exit_2(bad_inputs, case_id, argv, flag, mus
 def test_a_bad_coordinator_address_from_the_environment_is_refused_before_joining(monkeypatch):
     from jaxrl_po import train
 
+    for good in ("localhost:1234", "[::1]:65535", "10.0.0.1:1"):
+        train.check_coordinator_address(good)
     monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:99999")
     with pytest.raises(ConfigError, match=r"port in 1 \.\. 65535, got '10.0.0.1:99999' \(\$JAX_COORDINATOR_ADDRESS\)"):
         train.join_processes(["--distributed", "--num-processes", "2", "--process-id", "1"])
-    for good in ("localhost:1234", "[::1]:65535", "10.0.0.1:1"):
-        train.check_coordinator_address(good)
 
 
 def test_existing_run_dir_is_left_untouched(bad_inputs):

@@ -164,15 +164,12 @@ def test_a_value_the_flag_parser_refuses_names_the_file(tmp_path, text, message,
         parse(["--config", str(path), *override])
 
 
-def test_a_swept_name_set_in_the_file_too_is_refused(tmp_path):
-    # As with --sweep lr=... --lr 5e-4: the sweep would win, yet config.json would record the file's lr.
+def test_a_settings_file_is_a_base_that_a_sweep_may_replace(tmp_path):
+    # Like a preset's: a run's config.json (every field) used as --config must still take any --sweep.
     path = tmp_path / "base.yaml"
     path.write_text("lr: 7e-4\nnormalize_obs: null\n")
-    with pytest.raises(ConfigError, match=f"lr is swept and also set in {re.escape(str(path))} \\(lr\\)") as err:
-        parse(["--config", str(path), "--sweep", "lr=1e-3,2e-3"])
-    assert err.value.field == "sweep"
-    _, config = parse(["--config", str(path), "--sweep", "ent_coef=0,0.01"])  # another name: fine
-    assert config.lr == 7e-4 and config.normalize_obs is None
+    options, config = parse(["--config", str(path), "--sweep", "lr=1e-3,2e-3"])
+    assert options.sweep == ("lr=1e-3,2e-3",) and config.lr == 7e-4 and config.normalize_obs is None
 
 
 def test_a_bad_flag_beside_a_good_file_does_not_blame_the_file(tmp_path):
