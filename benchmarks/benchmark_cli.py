@@ -7,11 +7,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from jaxrl_po.config import ConfigError
 from jaxrl_po.logs import NOT_RESULTS, named, replace_refusal, saved_entries, write_json
-from jaxrl_po.stop import StopAtOnce, print_stop
 from jaxrl_po.train import user_path
 
 
@@ -96,14 +95,3 @@ def save_results(path: Path, data: Any) -> None:
     new file is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, data, allow_nan=True)
-
-
-def run_stoppable(main: Callable[[], int | None]) -> int:
-    """A benchmark's ``main()`` as its ``__main__`` runs it (then ``stop.exit_process``): Ctrl-C or SIGTERM gives
-    one line, ``interrupted (Ctrl-C)``, and exit code 128 + signal, as the CLIs do. A first stop while XLA
-    compiles or runs waits for it (``timing.compile_then_run``); results are written whole or not at all."""
-    try:
-        with StopAtOnce():
-            return main() or 0
-    except KeyboardInterrupt as err:
-        return print_stop(err)

@@ -48,12 +48,12 @@ import jax
 import numpy as np
 
 from benchmark_cli import (Parser, check_companion, check_json_out, kept_entries, path_argument,  # beside this script
-                           replaced_held, run_stoppable, save_results)
+                           replaced_held, save_results)
 from jaxrl_po import GRPOConfig, PPOConfig, make_train
 from jaxrl_po.config import to_dict, whole_number_argument
 from jaxrl_po.logs import (downsample_curve, final_returns, mean_ci_text, none_if_nan, replace_refusal, saved_record,
                            write_text)
-from jaxrl_po.stop import exit_process
+from jaxrl_po.stop import exit_process, run_stoppable
 from jaxrl_po.sweep import confidence_interval
 from jaxrl_po.timing import compile_then_run, machine_info
 

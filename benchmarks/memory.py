@@ -44,12 +44,12 @@ import jax
 import numpy as np
 from rich.console import Console
 
-from benchmark_cli import Parser, check_json_out, path_argument, run_stoppable, save_results  # beside this script
+from benchmark_cli import Parser, check_json_out, path_argument, save_results  # beside this script
 from jaxrl_po import PPOConfig
 from jaxrl_po.config import to_dict, whole_number_argument
 from jaxrl_po.logs import NOT_RESULTS, make_run_dir, replace_refusal, saved_record
 from jaxrl_po.runner import MAX_SEGMENT_ROWS, JobSpec, train_job
-from jaxrl_po.stop import STOP_SIGNALS, exit_process
+from jaxrl_po.stop import STOP_SIGNALS, exit_process, run_stoppable
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
 

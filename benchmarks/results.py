@@ -54,7 +54,7 @@ from pathlib import Path
 
 import jax
 
-from benchmark_cli import Parser, check_directory, path_argument, run_stoppable  # beside this script
+from benchmark_cli import Parser, check_directory, path_argument  # beside this script
 from jaxrl_po.config import ConfigError, whole_number_argument
 from jaxrl_po.train import split_cpu_or_exit
 
@@ -74,7 +74,7 @@ from jaxrl_po.logs import (  # noqa: E402
 from jaxrl_po.plot import Curve, common_grid, forward_fill, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
 from jaxrl_po.runner import TrainedRuns, job_layout, load_trained  # noqa: E402
-from jaxrl_po.stop import exit_process  # noqa: E402
+from jaxrl_po.stop import exit_process, run_stoppable  # noqa: E402
 from jaxrl_po.sweep import confidence_interval, mean_and_ci  # noqa: E402
 from jaxrl_po.timing import compile_then_run_over_devices, machine_info  # noqa: E402
 

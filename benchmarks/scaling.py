@@ -70,13 +70,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmark_cli import (Parser, check_companion, check_json_out, kept_entries, path_argument,  # beside this script
-                           replaced_held, run_stoppable, save_results)
+                           replaced_held, save_results)
 from jaxrl_po import GRPOConfig, GRPOOptions, PPOConfig, make_algorithm
 from jaxrl_po.config import MAX_TIMESTEPS, to_dict, whole_number_argument
 from jaxrl_po.envs import make_vec_env
 from jaxrl_po.logs import NOT_RESULTS, replace_refusal, saved_entries, saved_record
 from jaxrl_po.runner import compile_job, out_of_memory_text
-from jaxrl_po.stop import exit_process, waiting_for_xla
+from jaxrl_po.stop import exit_process, run_stoppable, waiting_for_xla
 from jaxrl_po.sweep import make_runs
 from jaxrl_po.timing import machine_info
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import jax
 
-from benchmark_cli import Parser, check_json_out, path_argument, run_stoppable, save_results  # beside this script
+from benchmark_cli import Parser, check_json_out, path_argument, save_results  # beside this script
 from jaxrl_po.config import whole_number_argument
 from jaxrl_po.train import split_cpu_or_exit
 
@@ -49,7 +49,7 @@ from jaxrl_po.logs import NOT_RESULTS, final_returns, replace_refusal, saved_rec
 from jaxrl_po.networks import make_policy  # noqa: E402
 from jaxrl_po.rollout import init_env_carry, rollout  # noqa: E402
 from jaxrl_po.runner import job_layout  # noqa: E402
-from jaxrl_po.stop import exit_process  # noqa: E402
+from jaxrl_po.stop import exit_process, run_stoppable  # noqa: E402
 from jaxrl_po.timing import compile_then_run, compile_then_run_over_devices, machine_info  # noqa: E402
 
 # PureJaxRL's ppo.py CartPole config, which the baseline ran; it clips the value loss.

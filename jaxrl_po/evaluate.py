@@ -37,7 +37,7 @@ from jaxrl_po.config import ConfigError, check_seed, whole_number_argument
 from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
 from jaxrl_po.loop import batched_under_vmap, describe_nonfinite
 from jaxrl_po.networks import Policy, policy_for
-from jaxrl_po.stop import StopAtOnce, exit_process, print_stop, waiting_for_xla
+from jaxrl_po.stop import exit_process, run_stoppable, waiting_for_xla
 from jaxrl_po.sweep import value_text
 
 DEFAULT_EPISODES = 10
@@ -467,12 +467,7 @@ def flag(field: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        with StopAtOnce():  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
-            try:
-                args = parser().parse_args(argv)
-            except SystemExit as exit_:  # --help
-                return int(exit_.code or 0)
-            return run(args)
+        return run_stoppable(lambda: run_cli(argv))  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
     except ConfigError as err:
         where = flag(err.field)
         print(f"error: {where + ': ' if where else ''}{err.message}", file=sys.stderr)
@@ -480,8 +475,15 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as err:
-        return print_stop(err)
+
+
+def run_cli(argv: list[str]) -> int:
+    """Parse, then :func:`run`."""
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:

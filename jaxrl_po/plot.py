@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxrl_po.config import whole_number_argument
 from jaxrl_po.logs import replace_whole
-from jaxrl_po.stop import StopAtOnce, exit_process, print_stop
+from jaxrl_po.stop import exit_process, run_stoppable
 from jaxrl_po.sweep import mean_and_ci, value_text
 
 DEFAULT_POINTS = 200
@@ -344,18 +344,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        with StopAtOnce():  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
-            try:
-                args = _parser().parse_args(argv)
-            except SystemExit as exit_:  # --help
-                return int(exit_.code or 0)
-            paths = plot_runs(args)
+        return run_stoppable(lambda: plot_cli(argv))  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
     except PlotError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as err:
-        return print_stop(err)
-    for path in paths:
+
+
+def plot_cli(argv: list[str]) -> int:
+    """Parse, plot, and print the files written."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+    for path in plot_runs(args):
         print(path)
     return 0
 

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 """Signals that stop a run, saving a checkpoint once training has started: Ctrl-C, and the
@@ -202,3 +202,14 @@ class StopAtOnce:
         if sys.unraisablehook == self._drop_lost_stop:  # else a hook set since chains to this one: keep it
             sys.unraisablehook = self.previous_hook
         stop_instead_of(self.signum, exc_type, exc)
+
+
+def run_stoppable(work: Callable[[], int | None]) -> int:
+    """A CLI's ``work()`` (its exit code; None is 0) inside :class:`StopAtOnce`: Ctrl-C or SIGTERM gives one line,
+    ``interrupted (Ctrl-C)``, and returns 128 + signal. A first stop while XLA compiles or runs waits for it
+    (:func:`waiting_for_xla`). Other errors pass through, for the CLI to print its own way."""
+    try:
+        with StopAtOnce():
+            return work() or 0
+    except KeyboardInterrupt as err:
+        return print_stop(err)
