@@ -5,7 +5,8 @@ A checkpoint lives in ``RUN_DIR/checkpoints/<updates done>/`` and holds
   env state, normaliser statistics, PRNG keys, update counters),
 - ``history``: every per-update metric row so far (so a resumed run rewrites
   ``metrics.csv`` exactly and its summary covers the whole run),
-- ``meta``: JSON naming the algorithm, the config, the seeds and the sweep grid.
+- ``meta``: JSON naming the algorithm, the config, the seeds and the sweep grid, and
+  recording the sittings that trained it (so a run resumed after a kill has its time).
 orbax writes each one into a temporary directory and renames it when complete,
 so an interrupted save never replaces a good checkpoint.
 """

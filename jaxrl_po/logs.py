@@ -206,7 +206,8 @@ def finished_at(summary: dict, step: int) -> bool:
 
 
 def sessions_so_far(run_dir: Path) -> list[dict]:
-    """The invocations recorded in ``run_dir/summary.json`` before a resume (oldest first; [] if none).
+    """The invocations recorded in ``run_dir/summary.json`` before a resume (oldest first; [] if none), for a
+    checkpoint saved before checkpoints recorded them.
 
     Each is ``{compile_s, train_s, env_steps, interrupted}``; a summary written
     before sessions were recorded counts as one session with unknown env steps.

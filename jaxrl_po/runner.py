@@ -35,6 +35,9 @@ SEGMENT_SECONDS = 1.0
 """Target wall time of one compiled segment: how often progress, metrics and Ctrl-C are handled."""
 MAX_SEGMENT_ROWS = 1024
 """Most updates per segment (the length of the segment's metric buffer)."""
+CHECKPOINT_ONLY_META = ("num_rows", "sessions")
+"""What a checkpoint's metadata holds beside the run's own (which a resume compares): its number of
+metric rows, and the record of the sittings that trained it."""
 
 EXIT_OK, EXIT_NONFINITE = 0, 3
 
@@ -286,12 +289,15 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     layout = job.layout or job_layout(config, num_runs, None)
     out_of_memory = functools.partial(out_of_memory_as_config_error, num_runs, num_seeds, layout, resume)
     checkpointer = Checkpointer(job.run_dir, job.keep_checkpoints, create=not resume)
+    sessions_before: list[dict] = []  # the sittings that trained the checkpoint this one resumes
     if resume:
         latest, saved_meta = check_checkpoint_meta(checkpointer, job.meta)
         summary = logs.read_summary(job.run_dir)
         if logs.finished_at(summary, latest):
             console.print(f"{job.run_dir} already finished training (checkpoint {latest}); nothing to do")
             return summary, EXIT_NONFINITE if summary.get("stopped_nonfinite") else EXIT_OK
+        # A checkpoint written before checkpoints carried them: summary.json's list (a killed sitting is missing).
+        sessions_before = saved_meta["sessions"] if "sessions" in saved_meta else logs.sessions_so_far(job.run_dir)
     with StopAtOnce():  # until StopAfterSegment below takes the stop signals over
         console.print("compiling...")
         mesh = make_mesh(layout)
@@ -327,6 +333,14 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     every = job.checkpoint_every
     is_running = jax.jit(jax.vmap(functools.partial(loop.running, algo)))
     start_steps = _logged_env_steps(start_rows)
+
+    def sessions(interrupted: bool) -> list[dict]:
+        """Every sitting's record: the earlier ones, then this one's until now (compile and training seconds,
+        env steps as the metric rows count them, so a discarded non-finite update's steps count too)."""
+        this = {"compile_s": compile_s, "train_s": time.perf_counter() - loop_start,
+                "env_steps": _logged_env_steps(history.stacked()) - start_steps, "interrupted": interrupted,
+                "mesh": layout._asdict()}  # a resumed run may move to other devices
+        return sessions_before + [this]
 
     # From here on a stop signal saves a checkpoint (after the files below are written, so the run can resume).
     with StopAfterSegment(console) as interrupt:
@@ -371,22 +385,21 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
             if progress is not None:
                 progress.report(distributed.fetch(state.env_steps)[:num_runs], int(new_update.max()), _latest(rows))
             if every and np.any((new_update % every == 0) & (new_update > update)):
-                _save(checkpointer, state, history, job.meta, int(new_update.max()), num_runs)
+                # A sitting killed after this checkpoint (no Ctrl-C: no summary) is resumed from it, and its
+                # record up to here goes on in the checkpoint. It is read only then, so it says interrupted.
+                _save(checkpointer, state, history, {**job.meta, "sessions": sessions(True)},
+                      int(new_update.max()), num_runs)
         if progress is not None:
             progress.close()
-        train_s = time.perf_counter() - loop_start
-        # As summary.json's total counts them: from the metric rows, so the steps of an update
-        # discarded for non-finite values (its row is kept) count in the session and the total alike.
-        session_steps = _logged_env_steps(history.stacked()) - start_steps
+        every_session = sessions(interrupted)
         step = int(distributed.fetch(state.update)[:num_runs].max())
-        path = _save(checkpointer, state, history, job.meta, step, num_runs)
+        path = _save(checkpointer, state, history, {**job.meta, "sessions": every_session}, step, num_runs)
 
-    summary = summarize(job, history.stacked(), reported_failures, compile_s, train_s, session_steps,
-                        layout, interrupted)
+    this_session = every_session[-1]
+    summary = summarize(job, history.stacked(), reported_failures, compile_s, this_session["train_s"],
+                        this_session["env_steps"], layout, interrupted)
     summary["checkpoint"] = str(path)
-    this_session = {"compile_s": compile_s, "train_s": train_s, "env_steps": session_steps, "interrupted": interrupted,
-                    "mesh": layout._asdict()}  # a resumed run may move to other devices
-    summary["sessions"] = (logs.sessions_so_far(job.run_dir) if resume else []) + [this_session]
+    summary["sessions"] = every_session
     if primary:
         logs.write_json(job.run_dir / "summary.json", summary)
     for sink in writers[1:]:
@@ -409,7 +422,7 @@ def check_checkpoint_meta(checkpointer: Checkpointer, meta: dict) -> tuple[int, 
     if not steps:
         raise CheckpointError(f"no checkpoint in {checkpointer.directory}")
     saved_meta = checkpointer.read_meta(steps[-1])
-    saved = {k: v for k, v in saved_meta.items() if k != "num_rows"}
+    saved = {k: v for k, v in saved_meta.items() if k not in CHECKPOINT_ONLY_META}
     if saved != meta:
         diff = sorted(k for k in set(saved) | set(meta) if saved.get(k) != meta.get(k))
         shown = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs run {meta.get(k)!r}" for k in diff[:3])

@@ -334,8 +334,13 @@ def test_nonfinite_run_is_reported_stopped_and_others_kept(cli, tmp_path):
     resumed_summary = json.loads((cut / "summary.json").read_text())
     for key in ("stopped_nonfinite", "final_return_per_seed", "ranking", "total_env_steps"):
         assert resumed_summary[key] == summary[key], key
-    # (the killed session left no summary): this one ran the healthy run's updates 9-16 of 8 x 16 steps
-    assert [s["env_steps"] for s in resumed_summary["sessions"]] == [8 * 128]
+    # The killed sitting left no summary, but its checkpoint at update 8 recorded it up to there (the healthy
+    # run's 8 updates and the failed run's one of 8 x 16 steps); this one ran the healthy run's updates 9-16.
+    killed, this = resumed_summary["sessions"]
+    assert (killed["env_steps"], this["env_steps"]) == (9 * 128, 8 * 128)
+    assert killed["env_steps"] + this["env_steps"] == resumed_summary["total_env_steps"]
+    assert killed["interrupted"] is True and killed["train_s"] > 0 and killed["compile_s"] > 0
+    assert killed["train_s"] < summary["sessions"][0]["train_s"]  # up to its checkpoint at 8 of 16 updates
     # Resuming the finished run again changes nothing and keeps its exit code.
     again = cli.run(["--resume", str(tmp_path / "run")], cwd=tmp_path, timeout=120)
     assert again.returncode == 3 and "nothing to do" in again.stdout, again.stderr[-3000:]
