@@ -66,8 +66,11 @@ def to_groups(x: jax.Array, num_groups: int) -> jax.Array:
 
 
 def keep_widest_groups(returns: jax.Array, num_keep: int) -> jax.Array:
-    """Indices of the ``num_keep`` groups with the largest return spread. returns: f32[G, K] -> i32[num_keep]."""
-    return jax.lax.top_k(group_spread(returns), num_keep)[1]
+    """Indices of the ``num_keep`` groups with the largest return spread. returns: f32[G, K] -> i32[num_keep].
+
+    Groups that carry no signal rank last: the rounding noise of equal float returns is not a spread.
+    """
+    return jax.lax.top_k(jnp.where(carries_no_signal(returns), -1.0, group_spread(returns)), num_keep)[1]
 
 
 def make_algorithm(config: GRPOConfig) -> loop.Algorithm:

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxrl_po.advantages import group_spread
 from jaxrl_po.config import ConfigError, GRPOConfig, GRPOOptions
 from jaxrl_po.envs import RunningMeanStd, make_vec_env
 from jaxrl_po import make_train
@@ -347,6 +348,15 @@ def test_keep_widest_groups_picks_largest_spread():
     assert list(keep) == [4, 1]
     assert set(np.asarray(keep_widest_groups(returns, 3))) == {4, 1, 2}
     assert 0 not in set(np.asarray(keep_widest_groups(returns, 4)))
+
+
+def test_keep_widest_groups_ranks_equal_float_returns_last():
+    # Five equal returns of about -1000: the plain float32 std of some such groups is the rounding of their
+    # mean (up to about 1e-4), more than the real spread of the last group (about 4e-5).
+    values = np.random.default_rng(4).uniform(-1500, -100, size=(200, 1)).astype(np.float32)
+    returns = np.concatenate([np.repeat(values, 5, axis=1), [[0.0, 0.0, 0.0, 0.0, 1e-4]]]).astype(np.float32)
+    assert np.asarray(group_spread(jnp.asarray(returns[:200]))).max() > np.asarray(group_spread(jnp.asarray(returns[200:])))[0]
+    assert list(np.asarray(keep_widest_groups(jnp.asarray(returns), 1))) == [200]
 
 
 # ---- (8) config validation -----------------------------------------------------------------------
