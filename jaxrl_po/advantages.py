@@ -104,18 +104,19 @@ def rtg_advantage(
     reward, alive: [G, K, H] -> f32[G, K, H] (0 where not alive). A member whose
     episode has ended contributes a return-to-go of 0 to the others' baseline.
     ``scale``: "group" (÷ RMS of the group's alive values), "batch" (÷ RMS over
-    all alive steps) or "none". Groups whose episode returns have zero spread get 0.
+    all alive steps) or "none". Groups whose episode returns have zero spread get 0,
+    before scaling: in the batch RMS their steps count as zeros, as in ``outcome_advantage``.
     """
     mask = alive.astype(jnp.float32)
     rtg = return_to_go(reward * mask, gamma)
     group_size = reward.shape[1]
     baseline = (rtg.sum(axis=1, keepdims=True) - rtg) / (group_size - 1)
     centred = (rtg - baseline) * mask
+    no_signal = carries_no_signal((reward * mask).sum(axis=2))[:, None, None]
     if scale == "group":
         rms = jnp.sqrt(jnp.square(centred).sum(axis=(1, 2)) / jnp.maximum(mask.sum(axis=(1, 2)), 1.0))
         centred = centred / (rms[:, None, None] + eps)
     elif scale == "batch":
-        rms = jnp.sqrt(jnp.square(centred).sum() / jnp.maximum(mask.sum(), 1.0))
+        rms = jnp.sqrt(jnp.square(jnp.where(no_signal, 0.0, centred)).sum() / jnp.maximum(mask.sum(), 1.0))
         centred = centred / (rms + eps)
-    no_signal = carries_no_signal((reward * mask).sum(axis=2))
-    return jnp.where(no_signal[:, None, None], 0.0, centred)
+    return jnp.where(no_signal, 0.0, centred)

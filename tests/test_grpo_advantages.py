@@ -57,6 +57,10 @@ def rtg_advantage_reference(reward, alive, gamma, scale):
                 if alive[g, i, t]:
                     others = [rtg[g, j, t] for j in range(K) if j != i]
                     adv[g, i, t] = rtg[g, i, t] - np.mean(others)
+    episode_returns = (reward * alive).sum(-1)
+    for g in range(G):  # no signal: 0, which the batch RMS counts
+        if episode_returns[g].std(ddof=1) < ZERO_SPREAD:
+            adv[g] = 0.0
     if scale == "group":
         for g in range(G):
             rms = np.sqrt((adv[g] ** 2).sum() / max(alive[g].sum(), 1.0))
@@ -64,10 +68,6 @@ def rtg_advantage_reference(reward, alive, gamma, scale):
     elif scale == "batch":
         rms = np.sqrt((adv**2).sum() / max(alive.sum(), 1.0))
         adv /= rms + EPS
-    episode_returns = (reward * alive).sum(-1)
-    for g in range(G):
-        if episode_returns[g].std(ddof=1) < ZERO_SPREAD:
-            adv[g] = 0.0
     return adv
 
 
