@@ -87,6 +87,11 @@ def test_value_loss_clipped_is_pessimistic_max():
     np.testing.assert_allclose(value_loss(v, old, target, eps), [1.62, 2.0, 1.805, 0.5], rtol=1e-5)
 
 
+def test_advantage_normalisation_uses_the_population_std():
+    # [1, 2, 3]: mean 2, population std sqrt(2/3) (ddof = 0, as the README says) -> [-1.2247, 0, 1.2247].
+    np.testing.assert_allclose(normalize(jnp.array([1.0, 2.0, 3.0])), [-np.sqrt(1.5), 0.0, np.sqrt(1.5)], rtol=1e-6)
+
+
 def test_approx_kl():
     np.testing.assert_array_equal(np.asarray(approx_kl(jnp.zeros(3))), np.zeros(3))
     log_ratio = jnp.array([-2.0, -0.5, -1e-3, 1e-3, 0.5, 2.0])
