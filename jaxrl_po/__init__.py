@@ -1,5 +1,9 @@
 """jaxrl_po: PPO and GRPO trained end to end on device with JAX and gymnax."""
 
+from jaxrl_po.stop import stop_at_once_while_a_cli_loads
+
+stop_at_once_while_a_cli_loads()  # before the imports below (jax): a Ctrl-C then is one line, not a traceback
+
 from jaxrl_po import threefry
 from jaxrl_po.config import ConfigError, GRPOConfig, GRPOOptions, PPOConfig
 from jaxrl_po.loop import TrainOutput

@@ -26,6 +26,10 @@ class StopRequested(KeyboardInterrupt):
         self.came_out_as = came_out_as  # the error a swallowed stop came out as (stop_instead_of)
 
 
+CLI_MODULES = ("jaxrl_po.train", "jaxrl_po.evaluate", "jaxrl_po.plot")
+"""The modules run as ``python -m MODULE``; while Python loads one, a stop signal exits at once."""
+
+
 def _on_main_thread() -> bool:
     """Only the main thread can set signal handlers, and Python runs them there: elsewhere the contexts do nothing."""
     return threading.current_thread() is threading.main_thread()
@@ -40,6 +44,52 @@ def _put_back(previous: dict) -> None:
     """Reinstate the handlers :func:`_install` replaced."""
     for signum, handler in previous.items():
         signal.signal(signum, handler)
+
+
+_replaced_while_loading: dict | None = None  # the handlers stop_at_once_while_a_cli_loads replaced
+
+
+def loading_a_cli() -> bool:
+    """Whether this process is ``python -m`` one of :data:`CLI_MODULES` and Python is still finding it.
+
+    Until it has, ``sys.argv[0]`` is "-m" (Python's documented behaviour); ``sys.orig_argv`` names the module.
+    """
+    if sys.argv[:1] != ["-m"]:
+        return False
+    argv = sys.orig_argv
+    for i, arg in enumerate(argv[1:], 1):  # the interpreter's own options come first
+        if arg.startswith("-m"):
+            module = arg[2:] or (argv[i + 1] if i + 1 < len(argv) else "")
+            return module in CLI_MODULES
+    return False
+
+
+def stop_at_once_while_a_cli_loads() -> None:
+    """From the package's first line, for a CLI (:func:`loading_a_cli`): a stop signal before the CLI's first
+    :class:`StopAtOnce` exits at once with one line, ``interrupted (Ctrl-C)``, and code 128 + signal.
+
+    Nothing is written yet. Python's own KeyboardInterrupt, raised inside the imports (about a second
+    of them), came out as a traceback, as an ImportError of an extension module (jaxlib) half loaded,
+    or was dropped in an import-lock callback, and the run then trained to the end.
+    """
+    global _replaced_while_loading
+    if loading_a_cli() and _on_main_thread() and _replaced_while_loading is None:
+        _replaced_while_loading = _install(_exit_at_once)
+
+
+def _exit_at_once(signum, frame) -> NoReturn:
+    try:
+        os.write(sys.stderr.fileno(), f"\ninterrupted ({STOP_SIGNALS[signum]})\n".encode())
+    finally:
+        os._exit(128 + signum)
+
+
+def _end_loading() -> None:
+    """The CLI has loaded: put back the handlers :func:`stop_at_once_while_a_cli_loads` replaced."""
+    global _replaced_while_loading
+    if _replaced_while_loading is not None:
+        _put_back(_replaced_while_loading)
+        _replaced_while_loading = None
 
 
 def stop_exit_code(err: KeyboardInterrupt) -> tuple[str, int]:
@@ -168,6 +218,7 @@ class StopAtOnce:
         self.signum, self.active, self.installed = None, False, _on_main_thread()
         if not self.installed:
             return self
+        _end_loading()
         raise_pending_stop()  # while the handlers go in, a stop is recorded, not raised (active)
         self.previous_hook = sys.unraisablehook
         sys.unraisablehook = self._drop_lost_stop

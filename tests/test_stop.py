@@ -383,3 +383,42 @@ def test_cli_stopped_inside_library_code_exits_with_one_line(monkeypatch, capsys
     monkeypatch.setattr(train, "parse", parse_stopped_while_lowering)
     assert train.main(["--algo", "ppo"]) == 128 + signal.SIGTERM
     assert capsys.readouterr().err.strip() == "interrupted (SIGTERM)"
+
+
+@pytest.mark.parametrize("module, signum", [("jaxrl_po.train", signal.SIGINT), ("jaxrl_po.evaluate", signal.SIGTERM)])
+def test_a_stop_while_python_loads_a_cli_exits_at_once_with_one_line(tmp_path, module, signum):
+    """Python's own KeyboardInterrupt inside the imports came out as a traceback, as an ImportError of a half
+    loaded jaxlib, or was dropped in an import-lock callback and the run trained to the end (each seen).
+    ``-X importtime`` reports each import as it ends: the signal goes in once jax's own have begun."""
+    import subprocess
+
+    from conftest import cli_env
+
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", module, "--run-dir", str(tmp_path / "run")],
+                            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "jax._src" in line:
+            break
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err and "Error" not in err, err[-3000:]
+    assert err.endswith(f"\ninterrupted ({stop.STOP_SIGNALS[signum]})\n") and out == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_only_a_cli_run_with_python_m_changes_the_handlers_while_it_loads(monkeypatch):
+    for argv, orig_argv, loading in [
+        (["-m"], ["python", "-m", "jaxrl_po.train", "--algo", "ppo"], True),
+        (["-m"], ["python", "-X", "importtime", "-mjaxrl_po.plot"], True),
+        (["-m"], ["python", "-m", "other.tool"], False),  # a tool of another package that imports jaxrl_po
+        (["-m"], ["python", "-m", "jaxrl_po.config"], False),  # not a CLI: nothing would end the exit at once
+        (["/x/jaxrl_po/train.py"], ["python", "-m", "jaxrl_po.train"], False),  # found: its main has begun
+        (["-c"], ["python", "-c", "import jaxrl_po"], False),
+        (["script.py"], ["python", "script.py", "-m", "jaxrl_po.train"], False),
+    ]:
+        monkeypatch.setattr(sys, "argv", argv)
+        monkeypatch.setattr(sys, "orig_argv", orig_argv)
+        assert stop.loading_a_cli() is loading, orig_argv
+    # Imported as a library (here, by pytest), jaxrl_po left Python's handlers as they were.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
