@@ -159,7 +159,8 @@ def record_from_run(name: str, run_dir: Path, eval_episodes: int = EVAL_EPISODES
     sittings (``--resume``) it took: its latest checkpoint, and the seconds of every session in ``summary.json``.
 
     Raises ConfigError when the run is not that preset's (algo, every setting but a smaller budget, seeds
-    0..N-1, no sweep), did not finish, or lacks the time of a session (one killed without Ctrl-C).
+    0..N-1, no sweep), did not finish, or lacks the time of a sitting (one killed, then resumed from a checkpoint
+    of an older jaxrl_po, which did not record the sittings).
     """
     field = "from_run"
     try:
@@ -188,7 +189,8 @@ def record_from_run(name: str, run_dir: Path, eval_episodes: int = EVAL_EPISODES
         raise ConfigError(field, f"{run_dir}: summary.json is not a finished run's summary ({err!r})") from None
     if covered != total:
         raise ConfigError(field, f"{run_dir}: summary.json's sessions do not cover all {total} "
-                                 "env steps (a sitting was killed without Ctrl-C), so its time is unknown")
+                                 "env steps (a sitting was killed, and the resume went on from a checkpoint of an "
+                                 "older jaxrl_po, which did not record the sittings), so its time is unknown")
     seconds = {"wall_s": compile_s + run_s, "compile_s": compile_s, "run_s": run_s}
     record = make_record(name, trained, devices, seconds, eval_episodes)
     return {**record, "from_run": str(run_dir), "sessions": len(sessions)}

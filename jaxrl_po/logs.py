@@ -200,25 +200,35 @@ def read_summary(run_dir: Path) -> dict:
     return summary if isinstance(summary, dict) else {}
 
 
+def written_with(summary: dict, step: int) -> bool:
+    """Whether a run's ``summary`` (:func:`read_summary`) was written with checkpoint ``step``, by the sitting that
+    saved it (a run's steps only grow, so no other sitting ends at that step)."""
+    return Path(str(summary.get("checkpoint"))).name == str(step)
+
+
 def finished_at(summary: dict, step: int) -> bool:
     """Whether a run's ``summary`` (:func:`read_summary`) says training ended (not interrupted) with checkpoint ``step``."""
-    return summary.get("interrupted") is False and Path(str(summary.get("checkpoint"))).name == str(step)
+    return summary.get("interrupted") is False and written_with(summary, step)
 
 
-def sessions_so_far(run_dir: Path) -> list[dict]:
-    """The invocations recorded in ``run_dir/summary.json`` before a resume (oldest first; [] if none), for a
-    checkpoint saved before checkpoints recorded them.
+def sessions_before_resume(summary: dict, saved_meta: dict, step: int) -> list[dict]:
+    """The sittings (invocations) that trained checkpoint ``step``, oldest first, for a resume from it.
 
-    Each is ``{compile_s, train_s, env_steps, interrupted}``; a summary written
-    before sessions were recorded counts as one session with unknown env steps.
+    Each is ``{compile_s, train_s, env_steps, interrupted, mesh}``. ``summary``: the run's summary.json
+    (:func:`read_summary`); ``saved_meta``: the checkpoint's metadata. The summary's list when the sitting
+    that saved the checkpoint wrote it (stopped by Ctrl-C or SIGTERM: its record runs to the stop); else
+    the checkpoint's own (a sitting killed after saving it wrote no summary). A checkpoint of a version
+    that did not record sittings: the summary's list, in which a killed sitting is missing; a summary of
+    such a version that did not either counts as one sitting with unknown env steps.
     """
-    previous = read_summary(run_dir)
-    if not previous:
+    if "sessions" in saved_meta and not written_with(summary, step):
+        return saved_meta["sessions"]
+    if not summary:
         return []
-    if "sessions" in previous:
-        return previous["sessions"]
-    return [{"compile_s": previous.get("compile_s"), "train_s": previous.get("train_s"), "env_steps": None,
-             "interrupted": previous.get("interrupted")}]
+    if "sessions" in summary:
+        return summary["sessions"]
+    return [{"compile_s": summary.get("compile_s"), "train_s": summary.get("train_s"), "env_steps": None,
+             "interrupted": summary.get("interrupted")}]
 
 
 def write_json(path: Path, data: Any, allow_nan: bool = False) -> None:

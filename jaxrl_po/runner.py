@@ -35,9 +35,6 @@ SEGMENT_SECONDS = 1.0
 """Target wall time of one compiled segment: how often progress, metrics and Ctrl-C are handled."""
 MAX_SEGMENT_ROWS = 1024
 """Most updates per segment (the length of the segment's metric buffer)."""
-CHECKPOINT_ONLY_META = ("num_rows", "sessions")
-"""What a checkpoint's metadata holds beside the run's own (which a resume compares): its number of
-metric rows, and the record of the sittings that trained it."""
 
 EXIT_OK, EXIT_NONFINITE = 0, 3
 
@@ -296,8 +293,7 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         if logs.finished_at(summary, latest):
             console.print(f"{job.run_dir} already finished training (checkpoint {latest}); nothing to do")
             return summary, EXIT_NONFINITE if summary.get("stopped_nonfinite") else EXIT_OK
-        # A checkpoint written before checkpoints carried them: summary.json's list (a killed sitting is missing).
-        sessions_before = saved_meta["sessions"] if "sessions" in saved_meta else logs.sessions_so_far(job.run_dir)
+        sessions_before = logs.sessions_before_resume(summary, saved_meta, latest)
     with StopAtOnce():  # until StopAfterSegment below takes the stop signals over
         console.print("compiling...")
         mesh = make_mesh(layout)
@@ -334,11 +330,12 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     is_running = jax.jit(jax.vmap(functools.partial(loop.running, algo)))
     start_steps = _logged_env_steps(start_rows)
 
-    def sessions(interrupted: bool) -> list[dict]:
+    def sessions(unfinished: bool) -> list[dict]:
         """Every sitting's record: the earlier ones, then this one's until now (compile and training seconds,
-        env steps as the metric rows count them, so a discarded non-finite update's steps count too)."""
+        env steps as the metric rows count them, so a discarded non-finite update's steps count too; whether
+        it ends with training unfinished)."""
         this = {"compile_s": compile_s, "train_s": time.perf_counter() - loop_start,
-                "env_steps": _logged_env_steps(history.stacked()) - start_steps, "interrupted": interrupted,
+                "env_steps": _logged_env_steps(history.stacked()) - start_steps, "interrupted": unfinished,
                 "mesh": layout._asdict()}  # a resumed run may move to other devices
         return sessions_before + [this]
 
@@ -385,9 +382,10 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
             if progress is not None:
                 progress.report(distributed.fetch(state.env_steps)[:num_runs], int(new_update.max()), _latest(rows))
             if every and np.any((new_update % every == 0) & (new_update > update)):
-                # A sitting killed after this checkpoint (no Ctrl-C: no summary) is resumed from it, and its
-                # record up to here goes on in the checkpoint. It is read only then, so it says interrupted.
-                _save(checkpointer, state, history, {**job.meta, "sessions": sessions(True)},
+                # A sitting killed after this checkpoint (SIGKILL, a second Ctrl-C) writes no summary: its record
+                # up to here goes on from the checkpoint (logs.sessions_before_resume).
+                unfinished = bool(distributed.fetch(is_running(state))[:num_runs].any())
+                _save(checkpointer, state, history, {**job.meta, "sessions": sessions(unfinished)},
                       int(new_update.max()), num_runs)
         if progress is not None:
             progress.close()
@@ -422,10 +420,10 @@ def check_checkpoint_meta(checkpointer: Checkpointer, meta: dict) -> tuple[int, 
     if not steps:
         raise CheckpointError(f"no checkpoint in {checkpointer.directory}")
     saved_meta = checkpointer.read_meta(steps[-1])
-    saved = {k: v for k, v in saved_meta.items() if k not in CHECKPOINT_ONLY_META}
-    if saved != meta:
-        diff = sorted(k for k in set(saved) | set(meta) if saved.get(k) != meta.get(k))
-        shown = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs run {meta.get(k)!r}" for k in diff[:3])
+    # Only the run's own entries: the checkpoint's records (num_rows, sessions; a later version's) are not the run.
+    diff = sorted(k for k in meta if saved_meta.get(k) != meta[k])
+    if diff:
+        shown = ", ".join(f"{k}: checkpoint {saved_meta.get(k)!r} vs run {meta[k]!r}" for k in diff[:3])
         raise CheckpointError(f"checkpoint {checkpointer.directory / str(steps[-1])} is from another run ({shown})")
     return steps[-1], saved_meta
 

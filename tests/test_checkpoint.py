@@ -137,7 +137,28 @@ def test_interrupted_and_resumed_equals_uninterrupted(runs):
     assert first["env_steps"] + second["env_steps"] == cut_summary["total_env_steps"] == ref_summary["total_env_steps"]
     assert first["train_s"] > 0 and second["train_s"] > 0
     assert first["mesh"] == second["mesh"] == cut_summary["mesh"]  # each sitting's devices, as a run may move
+    assert first == runs["summary_at_stop"]["sessions"][0]  # as the stop recorded it, to the stop
     assert [s["interrupted"] for s in ref_summary["sessions"]] == [False]
+
+
+def test_a_resume_takes_the_sittings_from_the_summary_of_its_checkpoint_else_from_the_checkpoint():
+    from jaxrl_po.logs import sessions_before_resume
+
+    sitting = lambda steps, seconds: {"compile_s": 1.0, "train_s": seconds, "env_steps": steps, "interrupted": True}
+    stopped = {"checkpoint": "/runs/a/checkpoints/400", "sessions": [sitting(400, 4.0)], "interrupted": True}
+    # Stopped by Ctrl-C at 400, where a periodic checkpoint had been saved 0.1 s before: the summary's record
+    # runs to the stop.
+    assert sessions_before_resume(stopped, {"sessions": [sitting(400, 3.9)]}, 400) == [sitting(400, 4.0)]
+    # Resumed, then killed after the checkpoint at 600: the summary is still the first sitting's.
+    killed = {"sessions": [sitting(400, 4.0), sitting(200, 2.0)]}
+    assert sessions_before_resume(stopped, killed, 600) == killed["sessions"]
+    # Killed in the first sitting: no summary.
+    assert sessions_before_resume({}, {"sessions": [sitting(400, 3.9)]}, 400) == [sitting(400, 3.9)]
+    # A checkpoint of an older version records no sittings: the summary's (a killed one is missing).
+    assert sessions_before_resume(stopped, {}, 600) == [sitting(400, 4.0)]
+    assert sessions_before_resume({}, {}, 600) == []
+    older = {"checkpoint": "/runs/a/checkpoints/400", "compile_s": 1.0, "train_s": 4.0, "interrupted": True}
+    assert sessions_before_resume(older, {}, 400) == [{**sitting(None, 4.0)}]
 
 
 def test_latest_k_checkpoints_are_kept(runs):
@@ -181,6 +202,21 @@ def test_a_run_that_is_still_going_cannot_be_resumed_beside_it(runs, cli, tmp_pa
 
     assert lock_run_dir(tmp_path / "run")  # the lock went with the process: the run can be resumed now
     unlock_run_dirs()
+
+
+def test_a_checkpoint_may_record_more_than_the_run_it_is_of(runs, tmp_path):
+    """What a checkpoint records beside the run's own entries (this version's sittings, a later version's
+    additions) is not compared with the run: once, a version refused checkpoints that recorded sittings."""
+    later = tmp_path / "later"
+    shutil.copytree(runs["base"] / "ref", later)
+    meta_file = later / "checkpoints" / "2000" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    # Its last periodic checkpoint, at the end of training: its record is the summary's but for the seconds after it.
+    (sitting,) = json.loads((runs["base"] / "ref" / "summary.json").read_text())["sessions"]
+    assert meta["sessions"] == [{**sitting, "train_s": meta["sessions"][0]["train_s"]}]
+    assert 0 < meta["sessions"][0]["train_s"] <= sitting["train_s"]
+    meta_file.write_text(json.dumps({**meta, "recorded_by_a_later_version": [1, 2]}))
+    assert load_trained(later).step == 2000
 
 
 def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs, cli, tmp_path):
