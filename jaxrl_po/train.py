@@ -548,6 +548,9 @@ def check_coordinator_address(address: str, where: str = "") -> None:
     if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise ConfigError("coordinator_address",
                           f"must be HOST:PORT with a port in 1 .. 65535, got {address!r}{where}")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):  # JAX would take the address's last part
+        raise ConfigError("coordinator_address", f"an IPv6 host goes in brackets, [HOST]:PORT (as [{host}]:{port}), "
+                                                 f"got {address!r}{where}")
 
 
 def _optional_int(name: str, text: str | None) -> int | None:

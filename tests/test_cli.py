@@ -207,6 +207,9 @@ def test_a_bad_coordinator_address_from_the_environment_is_refused_before_joinin
 
     for good in ("localhost:1234", "[::1]:65535", "10.0.0.1:1"):
         train.check_coordinator_address(good)
+    for unbracketed in ("fe80::1:8476", "::1:1234"):  # host fe80::1 or fe80:, port 1:8476 or 8476?
+        with pytest.raises(ConfigError, match=r"IPv6 host goes in brackets"):
+            train.check_coordinator_address(unbracketed)
     monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:99999")
     with pytest.raises(ConfigError, match=r"port in 1 \.\. 65535, got '10.0.0.1:99999' \(\$JAX_COORDINATOR_ADDRESS\)"):
         train.join_processes(["--distributed", "--num-processes", "2", "--process-id", "1"])
