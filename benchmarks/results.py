@@ -95,17 +95,19 @@ PUBLISHED = {
 }
 
 
-def evaluate_final(trained: TrainedRuns, episodes: int) -> dict:
+def evaluate_final(trained: TrainedRuns, episodes: int, stopped: np.ndarray) -> dict:
     """Per-seed mean return of the final policies over ``episodes`` episodes, sampled and greedy.
 
-    The policies play on one device, as ``python -m jaxrl_po.evaluate RUN_DIR`` plays them from a
-    checkpoint: spread over the cores, the same episodes would round differently (README, Seeds).
+    stopped: bool[S], seeds stopped on non-finite values: their last good policy is not a final one, and
+    gets None. The policies play on one device, as ``python -m jaxrl_po.evaluate RUN_DIR`` plays them from
+    a checkpoint: spread over the cores, the same episodes would round differently (README, Seeds).
     """
     trained = trained._replace(state=jax.device_put(trained.state, jax.devices()[0]))
     runs = evaluate_trained(trained, episodes)["runs"]
     record = {"episodes": episodes}
     for mode in EVAL_MODES:
         per_seed = np.asarray([np.nan if run[mode]["mean"] is None else run[mode]["mean"] for run in runs])
+        per_seed[stopped] = np.nan
         mean, half = confidence_interval(per_seed)
         record[mode] = {"mean": none_if_nan(mean), "ci95": none_if_nan(half),
                         "per_seed": [none_if_nan(float(x)) for x in per_seed]}
@@ -117,11 +119,12 @@ def make_record(name: str, trained: TrainedRuns, devices: int, seconds: dict, ev
     config, metrics, num_seeds = trained.config, trained.metrics, len(trained.seeds)
     returns = np.asarray(metrics.episode_return, float)
     steps = np.asarray(metrics.env_steps, np.int64)
-    finals = final_returns(returns, steps)
+    stopped = (np.asarray(metrics.nonfinite) != 0).any(axis=1)  # as in summary.json: no final return
+    finals = np.where(stopped, np.nan, final_returns(returns, steps))
     mean, half = confidence_interval(finals)
     used = steps.max(axis=1)
     start = time.perf_counter()
-    final_policy = evaluate_final(trained, eval_episodes)
+    final_policy = evaluate_final(trained, eval_episodes, stopped)
     final_policy["wall_s"] = time.perf_counter() - start
     return {
         "preset": name, "algo": trained.algo_name, "env": config.env, "config": to_dict(config),
@@ -131,7 +134,7 @@ def make_record(name: str, trained: TrainedRuns, devices: int, seconds: dict, ev
         "final_return_mean": none_if_nan(mean), "final_return_ci95": none_if_nan(half),
         "final_return_per_seed": [none_if_nan(float(f)) for f in finals],
         "env_steps_used_per_seed": [int(u) for u in used],
-        "nonfinite_runs": int((np.asarray(metrics.nonfinite) != 0).any(axis=1).sum()),
+        "nonfinite_runs": int(stopped.sum()), "stopped_per_seed": [bool(x) for x in stopped],
         **seconds, "sps": float(used.sum()) / seconds["run_s"],
         "final_policy": final_policy,
         "curves": [downsample_curve(r, s, CURVE_POINTS) for r, s in zip(returns, steps)],
@@ -201,9 +204,11 @@ def curve_of(record: dict) -> Curve:
     steps = [np.asarray(c["env_steps"], float) for c in record["curves"]]
     returns = [forward_fill(np.asarray([np.nan if r is None else r for r in c["episode_return"]], float))
                for c in record["curves"]]
-    grid, per_seed = common_grid(steps, returns, CURVE_POINTS)
+    stopped = record.get("stopped_per_seed", [False] * len(steps))  # (a record written before it was kept)
+    grid, per_seed = common_grid(steps, returns, CURVE_POINTS, stopped)
     mean, half = mean_and_ci(per_seed)
-    return Curve(f"{record['algo'].upper()} ({record['preset']})", grid, mean, half, len(steps), per_seed)
+    return Curve(f"{record['algo'].upper()} ({record['preset']})", grid, mean, half, len(steps), per_seed,
+                 sum(stopped))
 
 
 def steps_text(steps: float) -> str:

@@ -394,8 +394,16 @@ def none_if_nan(x: float) -> float | None:
 
 
 def mean_ci_text(mean: float | None, half: float | None) -> str:
-    """'-72.7 ± 3.5'; 'n/a' without a mean, the mean alone without a CI (one seed)."""
-    return "n/a" if mean is None else f"{mean:.1f}" + ("" if half is None else f" ± {half:.1f}")
+    """'-72.7 ± 3.5', '0.934 ± 0.045'; 'n/a' without a mean, the mean alone without a CI (one seed).
+
+    Decimals: enough for two significant digits of the CI (of the mean without one, or with a CI of 0),
+    from 1 to 4, so that small returns (Catch's are in -1 .. 1) do not all read 0.9 ± 0.0.
+    """
+    if mean is None:
+        return "n/a"
+    scale = abs(half) if half else abs(mean)
+    decimals = 1 if not (scale and math.isfinite(scale)) else int(np.clip(1 - math.floor(math.log10(scale)), 1, 4))
+    return f"{mean:.{decimals}f}" + ("" if half is None else f" ± {half:.{decimals}f}")
 
 
 def downsample_curve(returns: np.ndarray, steps: np.ndarray, points: int) -> dict[str, list]:
@@ -459,7 +467,9 @@ def print_summary(
         table.add_column("seeds", justify="right")
         for row in summary["ranking"]:
             value = mean_ci_text(row["final_return_mean"], row["ci95"])
-            table.add_row(*[value_text(row["hparams"][n]) for n in names], value, str(row["num_seeds"]))
+            measured = row.get("num_measured", row["num_seeds"])  # (a summary written before it was recorded)
+            seeds = str(row["num_seeds"]) if measured == row["num_seeds"] else f"{measured} of {row['num_seeds']}"
+            table.add_row(*[value_text(row["hparams"][n]) for n in names], value, seeds)
     print_table(console, table)
     # train_s, sps and compile_s are this invocation's; after a resume so are its env steps.
     steps, total = summary["sessions"][-1]["env_steps"], summary["total_env_steps"]

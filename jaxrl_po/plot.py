@@ -48,6 +48,7 @@ class Curve:
     half_width: np.ndarray  # f[P] 95% CI half-width (NaN where fewer than 2 seeds have a value)
     num_seeds: int
     returns: np.ndarray  # f[S, P] each seed's return on the grid (NaN before its first episode)
+    num_stopped: int = 0  # seeds stopped early on non-finite values (the mean is of the others after that)
 
 
 # ---- numbers -------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ def load_curves(
         grid, on_grid = common_grid(steps, returns, points, stopped)
         mean, half = mean_and_ci(on_grid)
         name = f"{label} {_format_setting(hp_names, setting)}" if hp_names else label
-        curves.append(Curve(name, grid, mean, half, len(runs), on_grid))
+        curves.append(Curve(name, grid, mean, half, len(runs), on_grid, sum(stopped)))
     return curves
 
 
@@ -245,6 +246,7 @@ def draw_curves(curves: Sequence[Curve], title: str | None = None):
     ax = fig.add_subplot()
     for curve in curves:
         seeds = f"{curve.num_seeds} seed" + ("s" if curve.num_seeds != 1 else "")
+        seeds += f", {curve.num_stopped} stopped" if curve.num_stopped else ""
         alone = np.isfinite(curve.mean).sum() < 2  # a line needs two points; one is drawn as a marker
         (line,) = ax.plot(curve.env_steps, curve.mean, label=f"{curve.label} ({seeds})", linewidth=1.5,
                           marker="o" if alone else None)

@@ -220,7 +220,13 @@ def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
 
 
 def rank_configs(settings: list[dict[str, float]], finals: np.ndarray) -> list[dict[str, Any]]:
-    """Group runs by their swept values; mean final return and 95% CI across seeds, best first."""
+    """Group runs by their swept values; mean final return and 95% CI across seeds, best first.
+
+    finals: f[R], NaN for a run without a final return (stopped on non-finite values, or no episode
+    finished at the end). Mean and CI are over the seeds that have one (``num_measured``). A configuration
+    with fewer of them ranks below every one with more: else a learning rate that diverged on 3 of 4 seeds
+    could rank first on its one survivor.
+    """
     groups: dict[tuple, list[float]] = {}
     for setting, value in zip(settings, finals):
         groups.setdefault(tuple(sorted(setting.items())), []).append(value)
@@ -230,8 +236,10 @@ def rank_configs(settings: list[dict[str, float]], finals: np.ndarray) -> list[d
         table.append({
             "hparams": dict(key), "final_return_mean": none_if_nan(mean),
             "ci95": none_if_nan(half), "num_seeds": len(values),
+            "num_measured": int(np.isfinite(values).sum()),
             "final_return_per_seed": [none_if_nan(v) for v in values],
         })
-    table.sort(key=lambda row: -math.inf if row["final_return_mean"] is None else row["final_return_mean"], reverse=True)
+    mean_or_worst = lambda row: -math.inf if row["final_return_mean"] is None else row["final_return_mean"]
+    table.sort(key=lambda row: (row["num_measured"], mean_or_worst(row)), reverse=True)
     return table
 

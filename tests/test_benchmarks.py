@@ -641,3 +641,30 @@ def test_results_from_run_refusal_names_the_run_once_and_makes_no_directory(tmp_
                   monkeypatch, capsys)
     assert f"error: --from-run: {run} is not a run directory" in err and f"{run}: {run}" not in err, err
     assert not out_dir.exists()
+
+
+def test_results_record_treats_a_stopped_seed_as_summary_json_does():
+    """A seed stopped on non-finite values has no final return and no final policy, as in summary.json, and
+    does not cut the curve's step grid short (it once bounded the whole figure by its one update)."""
+    import numpy as np
+
+    from jaxrl_po import make_train
+    from jaxrl_po.presets import PRESETS
+    from jaxrl_po.runner import TrainedRuns
+
+    results = load_benchmark("results.py")
+    config = PRESETS["cartpole-ppo"].config.replace(total_timesteps=4096, num_envs=32, num_steps=16)
+    keys = jax.vmap(jax.random.key)(np.arange(3, dtype=np.uint32))
+    hparams = {"lr": np.array([2e-3, 2e-3, 1e30], np.float32)}  # seed 2 diverges at its first update
+    out = jax.jit(jax.vmap(make_train(config)))(keys, hparams)
+    trained = TrainedRuns("ppo", config, [0, 1, 2], [{}] * 3, out.state, 8, out.metrics)
+    record = results.make_record("cartpole-ppo", trained, 1, {"wall_s": 1.0, "compile_s": 0.5, "run_s": 0.5}, 2)
+    assert record["nonfinite_runs"] == 1 and record["stopped_per_seed"] == [False, False, True]
+    finals = record["final_return_per_seed"]
+    assert finals[2] is None and None not in finals[:2]
+    assert record["final_return_mean"] == np.mean(finals[:2])
+    for mode in ("greedy", "stochastic"):
+        per_seed = record["final_policy"][mode]["per_seed"]
+        assert per_seed[2] is None and None not in per_seed[:2]
+    curve = results.curve_of(record)
+    assert curve.env_steps[-1] == 4096 and curve.num_stopped == 1

@@ -96,6 +96,9 @@ def test_a_seed_stopped_on_nonfinite_values_does_not_cut_the_line(tmp_path):
     np.testing.assert_array_equal(curve.env_steps, [100, 200, 300, 400])  # PPO steps: still no interpolation
     np.testing.assert_array_equal(curve.returns[1], [10.0, 10.0, NAN, NAN])  # nothing after it stopped
     np.testing.assert_allclose(curve.mean, [5.5, 6.0, 3.0, 4.0])
+    # The mean is of the seed that went on after the other stopped: the legend says so.
+    assert curve.num_stopped == 1
+    assert [line.get_label() for line in draw_curves([curve]).axes[0].get_lines()] == ["PPO CartPole-v1 (2 seeds, 1 stopped)"]
     # The same with GRPO's uneven steps: the grid ends at the longest-running seed that did not stop.
     grid, on_grid = common_grid([np.array([10.0, 20, 30, 40]), np.array([15.0]), np.array([12.0, 35])],
                                 [np.ones(4), np.ones(1), np.ones(2)], points=5, stopped=[False, True, False])

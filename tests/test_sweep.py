@@ -13,6 +13,7 @@ import pytest
 
 from jaxrl_po import PPOConfig, make_train
 from jaxrl_po.config import ConfigError
+from jaxrl_po.logs import mean_ci_text
 from jaxrl_po.sweep import confidence_interval, make_runs, parse_sweep, parse_sweep_spec, rank_configs, value_text
 
 from conftest import cli_env, run_cli, run_cli_cases
@@ -196,3 +197,16 @@ def test_parse_and_rank_helpers():
     assert confidence_interval([1.0, np.nan, 3.0]) == confidence_interval([1.0, 3.0])  # NaN seeds are left out
     table = rank_configs([{"lr": 1.0}, {"lr": 1.0}, {"lr": 2.0}, {"lr": 2.0}], np.array([1.0, 3.0, 5.0, 7.0]))
     assert [row["hparams"]["lr"] for row in table] == [2.0, 1.0] and table[0]["final_return_mean"] == 6.0
+    # Seeds without a final return (stopped on non-finite values): a configuration with fewer measured seeds
+    # ranks below, however high the mean of its survivors.
+    finals = np.array([100, 101, 99, 100, 150, np.nan, np.nan, np.nan, 120, 130, np.nan, 125, np.nan] * 1, float)
+    settings = [{"lr": 1e-3}] * 4 + [{"lr": 3e-3}] * 4 + [{"lr": 2e-3}] * 4 + [{"lr": 5e-3}]
+    table = rank_configs(settings, finals)
+    assert [(row["hparams"]["lr"], row["num_measured"], row["num_seeds"]) for row in table] == [
+        (1e-3, 4, 4), (2e-3, 3, 4), (3e-3, 1, 4), (5e-3, 0, 1)]
+    assert table[1]["final_return_mean"] == 125.0 and table[2]["final_return_mean"] == 150.0
+    assert table[2]["ci95"] is None and table[3]["final_return_mean"] is None
+    # Printed with two significant digits of the CI (of the mean without one), 1 to 4 decimals.
+    assert [mean_ci_text(*pair) for pair in [(0.934, 0.0449), (-72.71, 3.52), (500.0, 0.0), (0.934, None),
+                                              (1234.5, 220.1), (None, None)]] == [
+        "0.934 ± 0.045", "-72.7 ± 3.5", "500.0 ± 0.0", "0.93", "1234.5 ± 220.1", "n/a"]
