@@ -394,15 +394,15 @@ def none_if_nan(x: float) -> float | None:
 
 
 def mean_ci_text(mean: float | None, half: float | None) -> str:
-    """'-72.7 ± 3.5', '0.934 ± 0.045'; 'n/a' without a mean, the mean alone without a CI (one seed).
+    """'-72.7 ± 3.5', '0.93 ± 0.04'; 'n/a' without a mean, the mean alone without a CI (one seed).
 
-    Decimals: enough for two significant digits of the CI (of the mean without one, or with a CI of 0),
-    from 1 to 4, so that small returns (Catch's are in -1 .. 1) do not all read 0.9 ± 0.0.
+    Decimals, from 1 to 4: down to the CI's first significant digit (without a CI, or with one of 0, the
+    mean's third), so that small returns (Catch's are in -1 .. 1) do not all read 0.9 ± 0.0.
     """
     if mean is None:
         return "n/a"
-    scale = abs(half) if half else abs(mean)
-    decimals = 1 if not (scale and math.isfinite(scale)) else int(np.clip(1 - math.floor(math.log10(scale)), 1, 4))
+    digit = lambda x: math.floor(math.log10(abs(x))) if x and math.isfinite(x) else 0  # of its first significant digit
+    decimals = int(np.clip(-digit(half) if half else 2 - digit(mean), 1, 4))
     return f"{mean:.{decimals}f}" + ("" if half is None else f" ± {half:.{decimals}f}")
 
 

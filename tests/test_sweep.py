@@ -206,7 +206,7 @@ def test_parse_and_rank_helpers():
         (1e-3, 4, 4), (2e-3, 3, 4), (3e-3, 1, 4), (5e-3, 0, 1)]
     assert table[1]["final_return_mean"] == 125.0 and table[2]["final_return_mean"] == 150.0
     assert table[2]["ci95"] is None and table[3]["final_return_mean"] is None
-    # Printed with two significant digits of the CI (of the mean without one), 1 to 4 decimals.
+    # Printed down to the CI's first significant digit (the mean's third without one), 1 to 4 decimals.
     assert [mean_ci_text(*pair) for pair in [(0.934, 0.0449), (-72.71, 3.52), (500.0, 0.0), (0.934, None),
-                                              (1234.5, 220.1), (None, None)]] == [
-        "0.934 ± 0.045", "-72.7 ± 3.5", "500.0 ± 0.0", "0.93", "1234.5 ± 220.1", "n/a"]
+                                              (1234.5, 220.1), (95.37, 0.054), (None, None)]] == [
+        "0.93 ± 0.04", "-72.7 ± 3.5", "500.0 ± 0.0", "0.934", "1234.5 ± 220.1", "95.37 ± 0.05", "n/a"]
