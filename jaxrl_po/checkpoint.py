@@ -76,7 +76,8 @@ class Checkpointer:
 
         ``state``: host arrays, PRNG keys as their uint32 data (what ``distributed.fetch``
         gives; orbax stores plain arrays). A step that is already saved is left as it is
-        (same updates done: same state).
+        (same updates done: same state; its record of the sittings may end earlier than
+        ``meta``'s, which the summary written with it has: logs.sessions_before_resume).
         """
         ocp = self._ocp
         if step in self.steps():

@@ -52,16 +52,16 @@ _replaced_while_loading: dict | None = None  # the handlers stop_at_once_while_a
 def loading_a_cli() -> bool:
     """Whether this process is ``python -m`` one of :data:`CLI_MODULES` and Python is still finding it.
 
-    Until it has, ``sys.argv[0]`` is "-m" (Python's documented behaviour); ``sys.orig_argv`` names the module.
+    Until it has, ``sys.argv`` is ["-m", *the module's arguments] (Python's documented behaviour), and
+    ``sys.orig_argv`` ends with the module's name (``jaxrl_po.train``, or joined to the options:
+    ``-mjaxrl_po.train``, ``-um jaxrl_po.train``) and then those arguments.
     """
-    if sys.argv[:1] != ["-m"]:
+    if sys.argv[:1] != ["-m"] or len(sys.orig_argv) < len(sys.argv) + 1:
         return False
-    argv = sys.orig_argv
-    for i, arg in enumerate(argv[1:], 1):  # the interpreter's own options come first
-        if arg.startswith("-m"):
-            module = arg[2:] or (argv[i + 1] if i + 1 < len(argv) else "")
-            return module in CLI_MODULES
-    return False
+    name = sys.orig_argv[len(sys.orig_argv) - len(sys.argv)]
+    if name.startswith("-"):  # -mNAME, -umNAME
+        name = name[name.find("m") + 1:]
+    return name in CLI_MODULES
 
 
 def stop_at_once_while_a_cli_loads() -> None:
@@ -78,18 +78,22 @@ def stop_at_once_while_a_cli_loads() -> None:
 
 
 def _exit_at_once(signum, frame) -> NoReturn:
+    line, code = _stop_line(StopRequested(signum))
     try:
-        os.write(sys.stderr.fileno(), f"\ninterrupted ({STOP_SIGNALS[signum]})\n".encode())
+        os.write(sys.stderr.fileno(), f"{line}\n".encode())  # print could re-enter a write the signal cut
     finally:
-        os._exit(128 + signum)
+        os._exit(code)
 
 
-def _end_loading() -> None:
-    """The CLI has loaded: put back the handlers :func:`stop_at_once_while_a_cli_loads` replaced."""
+def _handlers_before_loading(installed: dict) -> dict:
+    """What :class:`StopAtOnce` puts back when it ends: ``installed`` (the handlers it replaced), or, when they
+    were :func:`stop_at_once_while_a_cli_loads`'s, those that one replaced. StopAtOnce's own are in first,
+    so no stop comes between the two (a SIGTERM there once killed the CLI without a line)."""
     global _replaced_while_loading
-    if _replaced_while_loading is not None:
-        _put_back(_replaced_while_loading)
-        _replaced_while_loading = None
+    if _replaced_while_loading is None:
+        return installed
+    before, _replaced_while_loading = _replaced_while_loading, None
+    return before
 
 
 def stop_exit_code(err: KeyboardInterrupt) -> tuple[str, int]:
@@ -98,10 +102,16 @@ def stop_exit_code(err: KeyboardInterrupt) -> tuple[str, int]:
     return STOP_SIGNALS[signum], 128 + signum
 
 
+def _stop_line(err: KeyboardInterrupt) -> tuple[str, int]:
+    """(``\ninterrupted (Ctrl-C)``, the exit code 128 + signal)."""
+    name, code = stop_exit_code(err)
+    return f"\ninterrupted ({name})", code
+
+
 def print_stop(err: KeyboardInterrupt) -> int:
     """A CLI's stop outside training: ``interrupted (Ctrl-C)`` on stderr; returns the exit code (128 + signal)."""
-    name, code = stop_exit_code(err)
-    print(f"\ninterrupted ({name})", file=sys.stderr)
+    line, code = _stop_line(err)
+    print(line, file=sys.stderr)
     return code
 
 
@@ -218,11 +228,10 @@ class StopAtOnce:
         self.signum, self.active, self.installed = None, False, _on_main_thread()
         if not self.installed:
             return self
-        _end_loading()
         raise_pending_stop()  # while the handlers go in, a stop is recorded, not raised (active)
         self.previous_hook = sys.unraisablehook
         sys.unraisablehook = self._drop_lost_stop
-        self.previous = _install(self._handle)
+        self.previous = _handlers_before_loading(_install(self._handle))
         _open.append(self)
         self.active = True
         if self.signum is not None:  # one came meanwhile

@@ -761,10 +761,10 @@ def main(argv: list[str] | None = None) -> int:
             message = f"{stopped}; {run_dir} keeps what was written before"
         print(f"\n{message}", file=sys.stderr)
         return code
-    finally:
-        from jaxrl_po.logs import unlock_run_dirs
-
-        unlock_run_dirs()
+    finally:  # outside StopAtOnce: no import here (a Ctrl-C in one, after --help, was a traceback)
+        logs = sys.modules.get("jaxrl_po.logs")  # not imported: no run directory was locked
+        if logs is not None:
+            logs.unlock_run_dirs()
 
 
 def stop_aftermath(stop: KeyboardInterrupt) -> str:

@@ -409,8 +409,11 @@ def test_a_stop_while_python_loads_a_cli_exits_at_once_with_one_line(tmp_path, m
 
 def test_only_a_cli_run_with_python_m_changes_the_handlers_while_it_loads(monkeypatch):
     for argv, orig_argv, loading in [
-        (["-m"], ["python", "-m", "jaxrl_po.train", "--algo", "ppo"], True),
+        (["-m", "--algo", "ppo"], ["python", "-m", "jaxrl_po.train", "--algo", "ppo"], True),
         (["-m"], ["python", "-X", "importtime", "-mjaxrl_po.plot"], True),
+        (["-m", "--help"], ["python", "-um", "jaxrl_po.train", "--help"], True),  # options joined to -m
+        (["-m", "x"], ["python", "-Bumjaxrl_po.evaluate", "x"], True),
+        (["-m", "jaxrl_po.train"], ["python", "-m", "other.tool", "jaxrl_po.train"], False),
         (["-m"], ["python", "-m", "other.tool"], False),  # a tool of another package that imports jaxrl_po
         (["-m"], ["python", "-m", "jaxrl_po.config"], False),  # not a CLI: nothing would end the exit at once
         (["/x/jaxrl_po/train.py"], ["python", "-m", "jaxrl_po.train"], False),  # found: its main has begun
@@ -420,5 +423,18 @@ def test_only_a_cli_run_with_python_m_changes_the_handlers_while_it_loads(monkey
         monkeypatch.setattr(sys, "argv", argv)
         monkeypatch.setattr(sys, "orig_argv", orig_argv)
         assert stop.loading_a_cli() is loading, orig_argv
-    # Imported as a library (here, by pytest), jaxrl_po left Python's handlers as they were.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_first_stop_at_once_takes_over_from_the_loading_handler_with_no_gap(monkeypatch, unraisable):
+    """Putting the handlers from before loading back, then installing its own, left a moment in which a
+    SIGTERM killed the CLI without a line (SIG_DFL)."""
+    monkeypatch.setattr(sys, "argv", ["-m"])
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "jaxrl_po.train"])
+    monkeypatch.setattr(stop, "_replaced_while_loading", None)
+    stop.stop_at_once_while_a_cli_loads()
+    assert signal.getsignal(signal.SIGTERM) == stop._exit_at_once
+    installed, real_signal = [], signal.signal
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: installed.append(handler) or real_signal(signum, handler))
+    with StopAtOnce() as context:
+        assert installed == [context._handle] * len(stop.STOP_SIGNALS)  # in place of the loading handler at once
+    assert stop._replaced_while_loading is None  # the handlers from before loading are back (the fixture checks)
