@@ -105,7 +105,7 @@ def rtg_advantage(
     episode has ended contributes a return-to-go of 0 to the others' baseline.
     ``scale``: "group" (÷ RMS of the group's alive values), "batch" (÷ RMS over
     all alive steps) or "none". Groups whose episode returns have zero spread get 0,
-    before scaling: in the batch RMS their steps count as zeros, as in ``outcome_advantage``.
+    and count as zeros in the batch RMS, as in ``outcome_advantage``.
     """
     mask = alive.astype(jnp.float32)
     rtg = return_to_go(reward * mask, gamma)
