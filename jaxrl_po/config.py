@@ -31,6 +31,8 @@ class ConfigError(ValueError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
+INT32_MAX = 2**31 - 1
+
 MAX_TIMESTEPS = 2**31 - 2**24
 """Per-run env-step budget limit: counters are int32 and may overshoot the budget by one update."""
 
@@ -235,6 +237,8 @@ class PPOConfig(BaseConfig):
                 self.grad_piece_size, int) or self.grad_piece_size < 0):
             raise ConfigError("grad_piece_size", f"must be a non-negative integer (0: whole minibatches) or None "
                                                  f"(automatic), got {self.grad_piece_size!r}")
+        if self.grad_piece_size is not None:
+            check_int32("grad_piece_size", self.grad_piece_size)
         batch = self.num_envs * self.num_steps
         if batch % self.num_minibatches:
             raise ConfigError(
@@ -330,6 +334,13 @@ def _check_positive_int(name: str, value: Any) -> None:
         whole_float = isinstance(value, float) and value.is_integer() and value > 0
         hint = f" (write {int(value):_})" if whole_float else ""
         raise ConfigError(name, f"must be a positive integer, got {value!r}{hint}")
+    check_int32(name, value)
+
+
+def check_int32(name: str, value: int) -> None:
+    """Sizes and counts reach the device as int32 (loop bounds, step and update counters)."""
+    if value > INT32_MAX:
+        raise ConfigError(name, f"must be at most {INT32_MAX:,} (an int32 on device), got {value:,}")
 
 
 def _check_choice(name: str, value: Any, allowed: tuple) -> None:
@@ -478,6 +489,7 @@ class GRPOConfig(BaseConfig):
             _check_positive_int("grpo.horizon", g.horizon)
         if not isinstance(g.ref_sync_every, int) or isinstance(g.ref_sync_every, bool) or g.ref_sync_every < 0:
             raise ConfigError("grpo.ref_sync_every", f"must be an integer >= 0, got {g.ref_sync_every!r}")
+        check_int32("grpo.ref_sync_every", g.ref_sync_every)
         _check_choice("grpo.advantage", g.advantage, ("outcome", "rtg"))
         _check_choice("grpo.scale", g.scale, ("group", "batch", "none"))
         _check_choice("grpo.loss_type", g.loss_type, ("grpo", "dapo", "dr_grpo", "bnpo"))

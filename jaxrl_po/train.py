@@ -32,7 +32,7 @@ import numpy as np
 import tyro
 
 from jaxrl_po.checkpoint import CheckpointError
-from jaxrl_po.config import CONFIG_CLASSES, BaseConfig, ConfigError, config_class, to_dict, whole_number
+from jaxrl_po.config import CONFIG_CLASSES, BaseConfig, ConfigError, check_int32, config_class, to_dict, whole_number
 from jaxrl_po.layout import Layout
 from jaxrl_po.presets import PRESETS, get_preset
 from jaxrl_po.stop import StopAtOnce, exit_process, stop_exit_code
@@ -572,6 +572,7 @@ def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False)
         raise ConfigError("seed", f"must be in 0 .. 2**32 - num_seeds = {2**32 - options.num_seeds}, got {options.seed}")
     if options.checkpoint_every < 0:
         raise ConfigError("checkpoint_every", f"must be >= 0 (0: only at the end), got {options.checkpoint_every}")
+    check_int32("checkpoint_every", options.checkpoint_every)  # compared with the int32 update count
     if options.keep_checkpoints < 1:
         raise ConfigError("keep_checkpoints", f"must be >= 1, got {options.keep_checkpoints}")
     try:

@@ -151,6 +151,15 @@ BAD_CASES = [
     ("compile-cache-dir-under-a-file", ["--compile-cache-dir", "{file}/cache"], "--compile-cache-dir",
      ["--no-compile-cache"]),
     ("config-file-unknown-setting", ["--config", "{bad_yaml}"], "--config", ["unknown setting 'num_env'", "num_envs"]),
+    # Counts reach the device as int32: these were an OverflowError from inside jit (or after compiling).
+    ("update-epochs-past-int32", ["--update-epochs", "2147483648"], "--update-epochs", ["2,147,483,647", "int32"]),
+    ("checkpoint-every-past-int32", ["--checkpoint-every", "2147483648"], "--checkpoint-every", ["2,147,483,647"]),
+    ("grad-piece-size-past-int32", ["--grad-piece-size", "18446744073709551616"], "--grad-piece-size",
+     ["2,147,483,647"]),
+    ("grpo-ref-sync-every-past-int32", ["--algo", "grpo", "--grpo.ref-sync-every", "1e30"], "--grpo.ref-sync-every",
+     ["2,147,483,647"]),
+    ("grpo-chunk-size-past-int32", ["--algo", "grpo", "--grpo.chunk-size", "2147483648"], "--grpo.chunk-size",
+     ["2,147,483,647"]),
 ]
 RUN_DIR_CASES = {"run-dir-under-a-file", "run-dir-not-empty", "run-dir-empty"}
 
