@@ -184,7 +184,7 @@ def load_curves(
     if not path.is_file():
         raise PlotError(f"{run_dir}: no metrics.csv")
     if smooth < 1:
-        raise PlotError(f"--smooth must be at least 1, got {smooth}")
+        raise PlotError(f"--smooth: must be at least 1, got {smooth}")
     hp_names, columns = _read_metrics(path)
     if not np.isfinite(columns["episode_return"]).any():
         raise PlotError(f"{path}: no finite episode_return (no episode finished in any update)")
@@ -363,10 +363,29 @@ def plot_cli(argv: list[str]) -> int:
     return 0
 
 
+def check_drawable(flag: str, text: str | None) -> None:
+    """PlotError naming ``flag`` where matplotlib cannot draw ``text``: ``$...$`` is mathtext, whose
+    errors came out as a traceback from inside ``savefig``."""
+    from matplotlib import cbook
+    from matplotlib.mathtext import MathTextParser
+
+    if text is None or not cbook.is_math_text(text):
+        return
+    try:
+        MathTextParser("path").parse(text)
+    except ValueError as err:
+        reason = str(err).strip().splitlines()[-1].split("Exception: ", 1)[-1]
+        raise PlotError(f"{flag}: matplotlib cannot draw '{text}' ($...$ is math): {reason}; "
+                        "write \\$ for a dollar sign") from None
+
+
 def plot_runs(args: argparse.Namespace) -> list[Path]:
     """The CLI's work: check ``--out``, read every run's curves, draw them; returns the files written."""
     if args.labels is not None and len(args.labels) != len(args.run_dirs):
         raise PlotError(f"--labels: got {len(args.labels)} label(s) for {len(args.run_dirs)} run dir(s)")
+    for flag, texts in (("--title", [args.title]), ("--labels", args.labels or [])):
+        for text in texts:
+            check_drawable(flag, text)
     if args.out is not None:  # before any work
         check_out_path(args.out, args.overwrite)
     curves, envs = [], []

@@ -227,7 +227,10 @@ def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
         "no-csv": ([str(tmp_path / "empty")], "no metrics.csv"),
         "no-returns": ([str(tmp_path / "unfinished")], "no finite episode_return"),
         "labels": ([str(good), "--labels", "a", "b"], "--labels"),
-        "smooth": ([str(good), "--smooth", "0"], "--smooth"),
+        "smooth": ([str(good), "--smooth", "0"], "--smooth: must be at least 1"),
+        # $...$ is matplotlib's mathtext: a bad one was a traceback from inside savefig.
+        "title-math": ([str(good), "--title", "$\\foo$"], "--title: matplotlib cannot draw '$\\foo$'"),
+        "labels-math": ([str(good), "--labels", "$\\frac{$"], "--labels: matplotlib cannot draw"),
         "flag": ([str(good), "--bogus"], "--bogus"),
         "no-dirs": ([], "RUN_DIR"),
         "out-format": ([str(good), "--out", str(tmp_path / "x.jpg")],
