@@ -87,7 +87,13 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
 
 
 def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
-    """Every swept name must be a traced hyperparameter and every value valid for it."""
+    """Every swept name must be a traced hyperparameter and every value valid for it, alone and with the others."""
+    check_grid_values(config, grid)
+    check_grid_points(config, grid)
+
+
+def check_grid_values(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
+    """Every swept name must be a traced hyperparameter and each of its values valid alone (one check per value)."""
     allowed = traced_names(config)
     static = {f.name for f in _all_fields(config)} - set(allowed)
     for name, values in grid.items():
@@ -111,6 +117,10 @@ def check_grid(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
             except ConfigError as err:
                 raise ConfigError("sweep", f"{name}={value_text(value)}: {err}") from None
         _check_no_repeats(name, [float(v) for v in values])
+
+
+def check_grid_points(config: BaseConfig, grid: dict[str, Sequence[float]]) -> None:
+    """Every point of the grid (one check per point): values valid alone can clash, and a name can be inert."""
     points = []
     for combo in itertools.product(*grid.values()):
         point = config

@@ -19,6 +19,7 @@ import dataclasses
 import errno
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -564,7 +565,7 @@ def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False)
     """Check everything before compiling; returns the sweep grid (name -> values) and the job's device layout."""
     from jaxrl_po import distributed, sinks
     from jaxrl_po.runner import check_fits, job_layout
-    from jaxrl_po.sweep import check_grid, parse_sweep
+    from jaxrl_po.sweep import check_grid_points, check_grid_values, parse_sweep
 
     if not isinstance(options.num_seeds, int) or not 1 <= options.num_seeds <= 2**32:  # seeds are uint32 keys
         raise ConfigError("num_seeds", f"must be an integer in 1 .. 2**32, got {options.num_seeds!r}")
@@ -587,10 +588,11 @@ def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False)
         raise
     config.validate()
     grid = parse_sweep(options.sweep)
-    check_grid(config, grid)
-    num_runs = options.num_seeds * int(np.prod([len(values) for values in grid.values()]))
+    check_grid_values(config, grid)
+    num_runs = options.num_seeds * math.prod(len(values) for values in grid.values())
     layout = job_layout(config, num_runs, options.env_shards, cores_split)
     check_fits(config, num_runs, layout, options.num_seeds)
+    check_grid_points(config, grid)  # after the fit: a grid of 60**5 points took hours to check
     return grid, layout
 
 

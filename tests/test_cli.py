@@ -151,6 +151,11 @@ BAD_CASES = [
     ("compile-cache-dir-under-a-file", ["--compile-cache-dir", "{file}/cache"], "--compile-cache-dir",
      ["--no-compile-cache"]),
     ("config-file-unknown-setting", ["--config", "{bad_yaml}"], "--config", ["unknown setting 'num_env'", "num_envs"]),
+    # 60**5 grid points: the fit check now comes before the points are built and checked (that took hours).
+    ("sweep-grid-too-big-to-run", [arg for name, start in (("lr", 1e-4), ("clip_eps", 1e-3), ("gamma", 0.01),
+                                                            ("ent_coef", 1e-3), ("max_grad_norm", 0.1))
+                                   for arg in ("--sweep", f"{name}=" + ",".join(f"{start * (i + 1):.6g}" for i in range(60)))],
+     "--num-seeds", ["will not fit", "swept values"]),
     # Counts reach the device as int32: these were an OverflowError from inside jit (or after compiling).
     ("update-epochs-past-int32", ["--update-epochs", "2147483648"], "--update-epochs", ["2,147,483,647", "int32"]),
     ("checkpoint-every-past-int32", ["--checkpoint-every", "2147483648"], "--checkpoint-every", ["2,147,483,647"]),
