@@ -250,17 +250,27 @@ def read_settings_file(path: str) -> dict[str, Any]:
     import yaml
 
     class UniqueKeyLoader(yaml.SafeLoader):
-        """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+        """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)
+        and aliases (``*name``): nine nested ones made a list of 9**8 widths, and the CLI hung expanding it."""
 
         def construct_mapping(self, node, deep=False):
             seen = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, collections.abc.Hashable) and key in seen:
+                if not isinstance(key, collections.abc.Hashable):
+                    continue  # PyYAML's own check below names it ("found unhashable key")
+                if key in seen:
                     line = key_node.start_mark.line + 1
                     raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice (again on line {line})")
                 seen.add(key)
             return super().construct_mapping(node, deep)
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                alias = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, f"aliases (*{alias.anchor}) are not supported; write "
+                                                              "the value out", alias.start_mark)
+            return super().compose_node(parent, index)
 
     # Booleans as YAML 1.2 spells them: YAML 1.1's yes/no/on/off would quietly become true/false.
     bool_tag = "tag:yaml.org,2002:bool"

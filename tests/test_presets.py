@@ -126,6 +126,9 @@ def test_a_run_config_json_can_be_read_as_settings(tmp_path):
     ("num_env: 8\n", [], "unknown setting 'num_env'"),
     ("- lr\n", [], "must hold a mapping"),
     ("lr: [\n", [], "not valid YAML"),
+    ("? [a, b]\n: 1\n", [], "not valid YAML: .*found unhashable key"),  # was a TypeError traceback
+    # Nine nested aliases made a list of 9**8 widths, and the CLI hung expanding it.
+    ("hidden_sizes: [&a [1, 1], &b [*a, *a]]\n", [], "not valid YAML: aliases \\(\\*a\\) are not supported"),
     ("lr: 1e-3\nnum_envs: 8\nlr: 2e-3\n", [], "not valid YAML: 'lr' is given twice"),  # not the last one silently
     ("algo: grpo\ngrpo: {group_size: 4, group_size: 8}\n", [], "'group_size' is given twice"),
     ("algo: grpo\ngrpo: 3\n", [], "grpo must be a mapping"),
