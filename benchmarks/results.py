@@ -46,7 +46,6 @@ policy, not training-time episodes.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -70,7 +69,8 @@ from jaxrl_po.checkpoint import CheckpointError  # noqa: E402
 from jaxrl_po.config import to_dict  # noqa: E402
 from jaxrl_po.evaluate import check_episodes, evaluate_trained  # noqa: E402
 from jaxrl_po.logs import (  # noqa: E402
-    downsample_curve, error_reason, final_returns, mean_ci_text, none_if_nan, replace_refusal, write_json, write_text)
+    downsample_curve, error_reason, final_returns, mean_ci_text, none_if_nan, read_json, replace_refusal, write_json,
+    write_text)
 from jaxrl_po.plot import Curve, common_grid, forward_fill, plot_curves  # noqa: E402
 from jaxrl_po.presets import PRESETS  # noqa: E402
 from jaxrl_po.runner import TrainedRuns, job_layout, load_trained  # noqa: E402
@@ -171,7 +171,7 @@ def record_from_run(name: str, run_dir: Path, eval_episodes: int = EVAL_EPISODES
     except CheckpointError as err:  # its message names the run directory
         raise ConfigError(field, str(err)) from None
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = read_json(run_dir / "summary.json")
     except (OSError, ValueError) as err:
         raise ConfigError(field, f"{run_dir / 'summary.json'}: {error_reason(err)}") from None
     preset = PRESETS[name]
@@ -246,7 +246,7 @@ def read_records(out_dir: Path, replaced: Sequence[str] = ()) -> list[dict]:
         if path.name in replaced:
             continue
         try:
-            record = json.loads(path.read_text())
+            record = read_json(path)
         except (OSError, ValueError) as err:
             raise ConfigError("out_dir", f"cannot read {path}: {err}") from None
         if not isinstance(record, dict) or not {"preset", "env", "algo", "curves"} <= record.keys():
@@ -286,7 +286,7 @@ def report(out_dir: Path) -> str:
 def describe_record(path: Path) -> str:
     """``name.json (8 seeds, 1e7 steps)``: what the preset record at ``path`` holds, for the overwrite refusal."""
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path)
         return f"{path.name} ({record['num_seeds']} seeds, {steps_text(record['budget'])} steps)"
     except (OSError, ValueError, KeyError, TypeError):
         return path.name

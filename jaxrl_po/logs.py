@@ -173,7 +173,7 @@ def read_run_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
     from jaxrl_po.config import check_seed, config_class, from_dict
     from jaxrl_po.sweep import check_grid
 
-    data = json.loads((Path(run_dir) / "config.json").read_text())
+    data = read_json(Path(run_dir) / "config.json")
     if not isinstance(data, dict):
         raise ValueError(f"expected a mapping, got {type(data).__name__}")
     config = from_dict(config_class(data["algo"]), data)  # from_dict ignores algo, seeds, sweep, options
@@ -191,10 +191,20 @@ def read_run_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
     return data, config
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file's contents. Raises OSError, or ValueError for a damaged file, also one nested too deeply for
+    Python's parser (its RecursionError came out as a traceback)."""
+    text = Path(path).read_text()
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
+
+
 def read_summary(run_dir: Path) -> dict:
     """``run_dir/summary.json`` ({} when there is none or it cannot be read)."""
     try:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+        summary = read_json(Path(run_dir) / "summary.json")
     except (OSError, ValueError):
         return {}
     return summary if isinstance(summary, dict) else {}
@@ -271,7 +281,7 @@ def saved_record(path: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path)
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}

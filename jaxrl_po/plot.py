@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxrl_po.config import whole_number_argument
-from jaxrl_po.logs import replace_whole
+from jaxrl_po.logs import read_json, replace_whole
 from jaxrl_po.stop import exit_process, run_stoppable
 from jaxrl_po.sweep import mean_and_ci, value_text
 
@@ -125,6 +124,8 @@ def _read_metrics(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
         raise PlotError(f"{path}: cannot read: {err.strerror or err}") from None
     except UnicodeDecodeError:
         raise PlotError(f"{path}: not a text (CSV) file") from None
+    except csv.Error as err:  # e.g. a field over the csv module's limit (128 KiB)
+        raise PlotError(f"{path}: not a metrics file ({err})") from None
     if not rows:
         raise PlotError(f"{path}: empty file")
     header, data = rows[0], [r for r in rows[1:] if r]
@@ -154,7 +155,7 @@ def _read_config_label(run_dir: Path) -> tuple[str, str | None]:
     if not path.exists():
         return run_dir.name, None
     try:
-        config = json.loads(path.read_text())
+        config = read_json(path)
         algo, env = str(config["algo"]), str(config["env"])
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise PlotError(f"{path}: needs JSON with keys algo and env ({type(err).__name__}: {err})") from None

@@ -218,7 +218,13 @@ def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
     (tmp_path / "binary").mkdir()
     (tmp_path / "binary" / "metrics.csv").write_bytes(b"\x89PNG\x00\xff")
     (tmp_path / "my.yaml").write_text("lr: 0.001\n")  # a settings file given in place of a run directory
+    deep = write_run(tmp_path / "deep", ppo_rows([[1.0]]))
+    (deep / "config.json").write_text("[" * 200_000)  # Python's JSON parser raised RecursionError: a traceback
+    (tmp_path / "huge-field").mkdir()
+    (tmp_path / "huge-field" / "metrics.csv").write_text("x" * 200_000 + "\n")  # csv.Error was a traceback
     cases = {
+        "huge-field": ([str(tmp_path / "huge-field")], "not a metrics file (field larger than field limit"),
+        "deep-config": ([str(deep)], "config.json: needs JSON with keys algo and env (ValueError: nested too deeply"),
         "not-text": ([str(tmp_path / "binary")], "not a text (CSV) file"),
         "missing": ([str(tmp_path / "nope")], "no such directory"),
         "a-file": ([str(tmp_path / "my.yaml")], f"{tmp_path / 'my.yaml'}: not a run directory (it is a file)"),
