@@ -13,6 +13,8 @@ so an interrupted save never replaces a good checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -63,13 +65,15 @@ class Checkpointer:
 
         self.directory = (Path(run_dir) / CHECKPOINT_DIR).absolute()
         self._ocp = ocp
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, enable_async_checkpointing=False),
-        )
+        with _orbax_logs_quiet():  # it reads every step's metadata
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, enable_async_checkpointing=False),
+            )
 
     def steps(self) -> list[int]:
-        return sorted(self._manager.all_steps()) if self.directory.is_dir() else []
+        with _orbax_logs_quiet():
+            return sorted(self._manager.all_steps()) if self.directory.is_dir() else []
 
     def save(self, step: int, state: Any, history: Any, meta: dict) -> Path:
         """Write checkpoint ``step`` (updates done); the oldest beyond ``keep`` are deleted.
@@ -98,7 +102,8 @@ class Checkpointer:
     def read_meta(self, step: int) -> dict:
         ocp = self._ocp
         try:
-            return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            with _orbax_logs_quiet():
+                return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         except Exception as err:  # orbax raises many types for a damaged directory
             raise self._unreadable(step, err) from None
 
@@ -112,13 +117,14 @@ class Checkpointer:
         try:  # a checkpoint without (or with a bad) num_rows is as damaged as one orbax cannot read
             history_target = {name: np.zeros((num_runs, int(meta["num_rows"])), column.dtype)
                               for name, column in abstract_row._asdict().items()}
-            restored = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(_numpy_target(abstract_state)),
-                    history=ocp.args.StandardRestore(history_target),
-                ),
-            )
+            with _orbax_logs_quiet():
+                restored = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(_numpy_target(abstract_state)),
+                        history=ocp.args.StandardRestore(history_target),
+                    ),
+                )
         except Exception as err:
             raise self._unreadable(step, err) from None
         state = from_saveable(restored.state, abstract_state)
@@ -133,6 +139,19 @@ class Checkpointer:
         older = [s for s in self.steps() if s < step]
         hint = f"; move it away to use checkpoint {older[-1]} instead" if older else ""
         return CheckpointError(f"cannot read checkpoint {where}: {_reason(err)}{hint}")
+
+
+@contextlib.contextmanager
+def _orbax_logs_quiet():
+    """No absl log lines from orbax while it reads: for a damaged checkpoint it logged its own ERROR line
+    (an empty ``_CHECKPOINT_METADATA``) before the one-line CheckpointError that says what to do."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _ignore_reads_finishing_after_a_failed_restore() -> None:

@@ -273,14 +273,18 @@ def test_corrupt_or_foreign_checkpoint_is_refused_without_touching_the_run(runs,
     assert sorted(p.name for p in no_checkpoint.iterdir()) == ["config.json"]  # refused before making anything
 
 
-def test_a_checkpoint_with_damaged_data_gives_one_line_in_a_real_process(runs, cli, tmp_path):
-    """Its metadata reads, its arrays do not. In a real process (the case driver above is one process for
-    many cases) reads still in flight when orbax gives up finish after the error: no traceback may follow."""
+@pytest.mark.parametrize("damage", ["array data", "every file emptied"])
+def test_a_checkpoint_with_damaged_data_gives_one_line_in_a_real_process(runs, cli, tmp_path, damage):
+    """Array data: its metadata reads, its arrays do not. In a real process (the case driver above is one
+    process for many cases) reads still in flight when orbax gives up finish after the error: no traceback
+    may follow. Every file emptied: orbax logged an ERROR line of its own (``_CHECKPOINT_METADATA``) before ours."""
     damaged = tmp_path / "damaged"
     shutil.copytree(runs["base"] / "ref", damaged)
     (damaged / "summary.json").unlink()
     for path in (damaged / "checkpoints" / "2000").rglob("*"):
-        if path.is_file() and path.parent.name == "d":  # the array data, not the metadata
+        if damage == "every file emptied" and path.is_file():
+            path.write_bytes(b"")
+        elif path.is_file() and path.parent.name == "d":  # the array data, not the metadata
             path.write_bytes(b"not array data")
     result = cli.run(["--resume", str(damaged), "--no-compile-cache", "--no-progress"], cwd=tmp_path, timeout=180)
     assert result.returncode == 2, result.stderr[-3000:]
