@@ -432,8 +432,14 @@ def _tyro_cli(cls: type, argv: list[str], defaults: dict):
 
 
 def _clearer(message: str, argv: list[str]) -> str:
-    """Two of tyro's messages that name neither the flag nor the fix, made to: a value after an
-    on/off switch (``--norm-adv False``), and values that do not parse (``--hidden-sizes 64 abc``)."""
+    """Three of tyro's messages that name neither the flag nor the fix, made to: a value after an
+    on/off switch (``--norm-adv False``), values that do not parse (``--hidden-sizes 64 abc``), and
+    a bad value of an optional integer (``--env-shards 1.5``: tyro listed why each of None and int refused it)."""
+    optional_int = re.fullmatch(r"(--[\w.-]+): no type matching \{None\}\|INT could be instantiated from .*"
+                                r" - <class 'int'>: (.*)", message)
+    if optional_int:
+        refusal, got, value = optional_int[2].rpartition(", got ")
+        return f"{optional_int[1]}: {refusal} or None (the default){got}{value}"
     unrecognized = re.fullmatch(r"Unrecognized options: (\S+)", message)
     if unrecognized and unrecognized[1] in argv and argv.index(unrecognized[1]) > 0:
         switch = argv[argv.index(unrecognized[1]) - 1]

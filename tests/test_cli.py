@@ -120,6 +120,8 @@ BAD_CASES = [
     # tyro's own messages named neither the flag nor the fix.
     ("switch-given-a-value", ["--norm-adv", "False"], "--norm-adv", ["takes no value (got False)", "--no-norm-adv"]),
     ("list-that-does-not-parse", ["--hidden-sizes", "64", "abc"], "--hidden-sizes", ["cannot read", "abc", "--help"]),
+    ("optional-int-not-an-int", ["--env-shards", "1.5"], "--env-shards",
+     ["must be an integer (e.g. 100, 1_000 or 1e3) or None (the default), got '1.5'"]),
     ("wandb-project-without-wandb", ["--wandb-project", "mine"], "--wandb-project", ["only applies with --wandb"]),
     ("compile-cache-dir-without-cache", ["--no-compile-cache", "--compile-cache-dir", "{full_dir}"],
      "--compile-cache-dir", ["only applies with --compile-cache"]),
