@@ -780,6 +780,10 @@ def main(argv: list[str] | None = None) -> int:
             message = f"{stopped}; {run_dir} keeps what was written before"
         print(f"\n{message}", file=sys.stderr)
         return code
+    except BaseException:  # anything else, e.g. rich's SystemExit(1) when stdout's reader left (`| head -1`)
+        if run_dir:  # the same tidy-up: a rerun with the same --run-dir must not be refused
+            undo_run_dir(run_dir, made)
+        raise
     finally:  # outside StopAtOnce: no import here (a Ctrl-C in one, after --help, was a traceback)
         logs = sys.modules.get("jaxrl_po.logs")  # not imported: no run directory was locked
         if logs is not None:

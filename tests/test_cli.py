@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ import jaxlib
 import numpy as np
 import pytest
 
+from conftest import cli_env
 from jaxrl_po.config import ConfigError, PPOConfig, from_dict
 
 PROJECT_VERSION = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
@@ -229,6 +232,23 @@ def test_a_bad_coordinator_address_from_the_environment_is_refused_before_joinin
     monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:99999")
     with pytest.raises(ConfigError, match=r"port in 1 \.\. 65535, got '10.0.0.1:99999' \(\$JAX_COORDINATOR_ADDRESS\)"):
         train.join_processes(["--distributed", "--num-processes", "2", "--process-id", "1"])
+
+
+def test_a_closed_stdout_at_the_start_leaves_the_run_dir_free_for_a_rerun(tmp_path):
+    """As `train ... | head -1` can: rich ends the CLI with SystemExit(1) at its first print after the run
+    directory was made. That left an empty checkpoints/ there, and the same --run-dir was then refused."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout fails with EPIPE (Python ignores SIGPIPE)
+    run_dir = tmp_path / "run"
+    try:
+        result = subprocess.run([sys.executable, "-m", "jaxrl_po.train", "--total-timesteps", "512", "--num-envs",
+                                 "32", "--num-seeds", "1", "--no-progress", "--run-dir", str(run_dir)],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=tmp_path,
+                                timeout=180)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not run_dir.exists()
 
 
 def test_existing_run_dir_is_left_untouched(bad_inputs):
