@@ -33,6 +33,7 @@ class ConfigError(ValueError):
 
 
 INT32_MAX = 2**31 - 1
+"""The most any size or count setting may be: they reach the device as int32 (loop bounds, counters)."""
 
 MAX_TIMESTEPS = 2**31 - 2**24
 """Per-run env-step budget limit: counters are int32 and may overshoot the budget by one update."""
@@ -151,6 +152,12 @@ class BaseConfig:
         from jaxrl_po.envs import check_env_name, check_image_observations, make_vec_env  # local: envs imports gymnax
 
         check_env_name(self.env)
+        if isinstance(self.total_timesteps, int) and self.total_timesteps > MAX_TIMESTEPS:  # before int32's limit
+            raise ConfigError(
+                "total_timesteps",
+                f"{self.total_timesteps} is above {MAX_TIMESTEPS:,}, the most one run can count "
+                "(env steps are int32 on device)",
+            )
         for name in self._positive_ints():
             _check_positive_int(name, getattr(self, name))
         if not self.hidden_sizes:
@@ -175,12 +182,6 @@ class BaseConfig:
         if self.log_std_init != BaseConfig.log_std_init and make_vec_env(self.env, 1).action_spec.discrete:
             raise ConfigError("log_std_init", f"sets the Gaussian policy's std, but {self.env} has discrete actions "
                                               f"(a categorical policy); leave it at {BaseConfig.log_std_init}")
-        if self.total_timesteps > MAX_TIMESTEPS:
-            raise ConfigError(
-                "total_timesteps",
-                f"{self.total_timesteps} is above {MAX_TIMESTEPS:,}, the most one run can count "
-                "(env steps are int32 on device)",
-            )
         if self.total_timesteps < self.steps_per_update:
             raise ConfigError(
                 "total_timesteps",

@@ -439,7 +439,7 @@ def _clearer(message: str, argv: list[str]) -> str:
                                 r" - <class 'int'>: (.*)", message)
     if optional_int:
         refusal, got, value = optional_int[2].rpartition(", got ")
-        return f"{optional_int[1]}: {refusal} or None (the default){got}{value}"
+        return f"{optional_int[1]}: {refusal} or None{got}{value}"
     unrecognized = re.fullmatch(r"Unrecognized options: (\S+)", message)
     if unrecognized and unrecognized[1] in argv and argv.index(unrecognized[1]) > 0:
         switch = argv[argv.index(unrecognized[1]) - 1]
@@ -608,7 +608,7 @@ def validate(options: RunOptions, config: BaseConfig, cores_split: bool = False)
     num_runs = options.num_seeds * math.prod(len(values) for values in grid.values())
     layout = job_layout(config, num_runs, options.env_shards, cores_split)
     check_fits(config, num_runs, layout, options.num_seeds)
-    check_grid_points(config, grid)  # after the fit: a grid of 60**5 points took hours to check
+    check_grid_points(config, grid)  # after the layout and fit checks: a grid of 60**5 points took hours
     return grid, layout
 
 
