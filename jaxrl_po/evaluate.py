@@ -312,7 +312,7 @@ def check_render_path(out_path: str | os.PathLike, overwrite: bool = True) -> Pa
     """The GIF path, or :class:`ConfigError` (field "render"); ``overwrite=False`` also refuses an existing file."""
     out = Path(out_path)
     if out.suffix.lower() != ".gif":
-        raise ConfigError("render", f"the output must be a .gif file, got {str(out)!r}")
+        raise ConfigError("render", f"the output must be a .gif file, got {str(out_path)!r}")  # '' is Path '.'
     if not out.parent.is_dir():
         raise ConfigError("render", f"cannot write {out}: no directory {out.parent}")
     if not overwrite and out.exists():

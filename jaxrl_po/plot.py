@@ -302,6 +302,8 @@ def plot_curves(curves: Sequence[Curve], out: str | Path, title: str | None = No
 def check_out_path(out: str | Path, overwrite: bool) -> list[Path]:
     """:func:`output_paths` of ``--out``, or PlotError: a bad suffix, a directory, no directory to
     write in, or (unless ``overwrite``) files that exist: a file the user named is theirs."""
+    if not str(out):  # Path("") is "."
+        raise PlotError("--out: must name a file, got ''")
     try:
         paths = output_paths(out)
     except ValueError as err:
@@ -389,6 +391,8 @@ def plot_runs(args: argparse.Namespace) -> list[Path]:
             check_drawable(flag, text)
     if args.out is not None:  # before any work
         check_out_path(args.out, args.overwrite)
+    if "" in args.run_dirs:  # Path("") is ".": it would be read as the current directory
+        raise PlotError("RUN_DIR: must name a directory, got ''")
     curves, envs = [], []
     for i, run_dir in enumerate(args.run_dirs):
         curves += load_curves(run_dir, args.labels[i] if args.labels else None, smooth=args.smooth)
@@ -400,7 +404,8 @@ def plot_runs(args: argparse.Namespace) -> list[Path]:
     try:
         return plot_curves(curves, out, title)
     except OSError as err:
-        raise PlotError(f"cannot write {out}: {err.strerror or err}") from None
+        flag = "--out: " if args.out is not None else ""
+        raise PlotError(f"{flag}cannot write {out}: {err.strerror or err}") from None
     except ImportError as err:  # matplotlib is not a core dependency of the package
         raise PlotError(f"plotting needs matplotlib ({err}); pip install matplotlib") from None
 

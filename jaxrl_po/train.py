@@ -196,8 +196,9 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
             raise ConfigError("config", f"{known.config}: {name} must be a name, got {value!r}")
         if value is not None and getattr(known, name) not in (None, value):
             raise ConfigError(name, f"{known.config} says {value!r}, got --{name} {getattr(known, name)}")
-        setattr(known, name, getattr(known, name) or value)
-    preset = get_preset(known.preset) if known.preset else None
+        if getattr(known, name) is None:  # not `or`: --preset '' is an unknown name, not no preset
+            setattr(known, name, value)
+    preset = get_preset(known.preset) if known.preset is not None else None
     for name in ("config", "preset"):  # the file first: it may be where the preset came from
         if saved and getattr(known, name):
             raise ConfigError(name, "cannot be combined with --resume (the run keeps its own settings)")

@@ -165,6 +165,7 @@ BAD_CASES = [
     # total_timesteps has a lower limit of its own (room for one update's overshoot): the int32 one must not
     # pre-empt it, or the line offers 2,147,483,647, which is refused too.
     ("total-timesteps-past-int32", ["--total-timesteps", "3e9"], "--total-timesteps", ["above 2,130,706,432"]),
+    ("preset-empty", ["--preset", ""], "--preset", ["unknown preset ''", "cartpole-ppo"]),  # trained the defaults
     ("update-epochs-past-int32", ["--update-epochs", "2147483648"], "--update-epochs", ["2,147,483,647", "int32"]),
     ("checkpoint-every-past-int32", ["--checkpoint-every", "2147483648"], "--checkpoint-every", ["2,147,483,647"]),
     ("grad-piece-size-past-int32", ["--grad-piece-size", "18446744073709551616"], "--grad-piece-size",

@@ -361,6 +361,7 @@ def test_bad_inputs_are_one_line_errors(deepsea_grpo_run, breakout_run, tmp_path
         "episodes abc": ([run, "--episodes", "abc"], "error: --episodes: must be an integer (e.g. 100, 1_000 or 1e3), got 'abc'"),
         "negative seed": ([run, "--seed", "-1"], "error: --seed: "),
         "not a gif": ([run, "--render", str(tmp_path / "x.png")], "error: --render: the output must be a .gif"),
+        "empty gif": ([run, "--render", ""], "error: --render: the output must be a .gif file, got ''"),  # was '.'
         "existing gif": ([str(breakout_run), "--render", str(mine)],
                          f"error: --render: {mine} already exists; pass --overwrite to replace it, or name another file"),
         "no such run": ([str(breakout_run), "--render", str(tmp_path / "x.gif"), "--render-run", "2"],

@@ -239,6 +239,9 @@ def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
         "labels-math": ([str(good), "--labels", "$\\frac{$"], "--labels: matplotlib cannot draw"),
         "flag": ([str(good), "--bogus"], "--bogus"),
         "no-dirs": ([], "RUN_DIR"),
+        "out-empty": ([str(good), "--out", ""], "--out: must name a file, got ''"),  # was PosixPath('.')'s repr
+        "out-unwritable": ([str(good), "--out", "/proc/x.png"], "--out: cannot write /proc/x.png"),  # named no flag
+        "run-dir-empty": ([""], "RUN_DIR: must name a directory, got ''"),  # was ".: no metrics.csv"
         "out-format": ([str(good), "--out", str(tmp_path / "x.jpg")],
                        "--out: must end in .png, .svg, .pdf (one file) or have no suffix (PNG and SVG), got"),
         "out-dir": ([str(good), "--out", str(tmp_path / "empty")], f"--out: {tmp_path / 'empty'} is a directory"),
