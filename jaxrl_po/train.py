@@ -522,6 +522,28 @@ def split_cpu(argv: list[str]) -> bool:
     return True
 
 
+def start_backend() -> None:
+    """Start JAX's backend, after :func:`split_cpu` and :func:`join_processes` set it up and before parsing
+    (importing gymnax) would: one it cannot start is then one line, not a traceback from gymnax's import.
+
+    ``JAX_PLATFORMS=gpu`` on a machine without a GPU, say, said "Unable to initialize backend 'rocm'"
+    from deep inside gymnax's first array. ``JAX_DEBUG_NANS``, which every run trips, is refused here too.
+    """
+    import jax
+
+    try:
+        jax.devices()
+    except RuntimeError as err:
+        reason = (str(err).splitlines() or [""])[0]
+        asked = os.environ.get("JAX_PLATFORMS")
+        hint = f" (JAX_PLATFORMS={asked}: leave it unset, or set the platforms this machine has)" if asked else ""
+        raise UsageError(f"JAX cannot start its backend here{hint}: {reason}") from None
+    if jax.config.jax_debug_nans:  # it stopped every run with a traceback from inside the compiled loop
+        raise UsageError("JAX_DEBUG_NANS is on, but a run's metrics hold NaN by design (an update in which no "
+                         "episode finished has no return); a run checks its losses, gradients and parameters "
+                         "itself and stops on a non-finite one (exit code 3, metrics.csv's nonfinite)")
+
+
 def join_processes(argv: list[str]) -> None:
     """With --distributed, join the multi-process job (``jax.distributed.initialize``).
 
@@ -759,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         with StopAtOnce():  # Ctrl-C and SIGTERM alike: stop, tidy up, one line (the runner saves once training)
             cores_split = split_cpu(argv)
             join_processes(argv)
+            start_backend()
             options, config = parse(argv)
             grid, layout = validate(options, config, cores_split)
             compile_cache = enable_compile_cache(options.compile_cache_dir) if options.compile_cache else None
