@@ -288,6 +288,8 @@ def read_settings_file(path: str) -> dict[str, Any]:
         raise ConfigError("config", f"{path} is not a text file (YAML or JSON)") from None
     except yaml.YAMLError as err:
         raise ConfigError("config", f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:  # PyYAML's parser recurses per level: a few thousand levels was a traceback
+        raise ConfigError("config", f"{path} is nested too deeply to read") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

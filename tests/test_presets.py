@@ -129,6 +129,8 @@ def test_a_run_config_json_can_be_read_as_settings(tmp_path):
     ("? [a, b]\n: 1\n", [], "not valid YAML: .*found unhashable key"),  # was a TypeError traceback
     # Nine nested aliases made a list of 9**8 widths, and the CLI hung expanding it.
     ("hidden_sizes: [&a [1, 1], &b [*a, *a]]\n", [], "not valid YAML: aliases \\(\\*a\\) are not supported"),
+    pytest.param("lr: " + "[" * 5000 + "\n", [], "is nested too deeply to read", id="nested-5000-deep"),  # was a
+    # RecursionError traceback from PyYAML's parser
     ("lr: 1e-3\nnum_envs: 8\nlr: 2e-3\n", [], "not valid YAML: 'lr' is given twice"),  # not the last one silently
     ("algo: grpo\ngrpo: {group_size: 4, group_size: 8}\n", [], "'group_size' is given twice"),
     ("algo: grpo\ngrpo: 3\n", [], "grpo must be a mapping"),
