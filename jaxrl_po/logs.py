@@ -429,9 +429,52 @@ def downsample_curve(returns: np.ndarray, steps: np.ndarray, points: int) -> dic
 
 
 def make_console(quiet: bool = False) -> Console:
-    """The CLIs' console. soft_wrap: rich leaves long lines and table titles whole (the terminal wraps
-    them, a log file keeps them on one line) instead of breaking them at 80 columns in a pipe."""
-    return Console(quiet=quiet, soft_wrap=True)
+    """The CLIs' console, on a :class:`StdoutGuard`. soft_wrap: rich leaves long lines and table titles whole
+    (the terminal wraps them, a log file keeps them on one line) instead of breaking them at 80 columns in a pipe."""
+    return Console(file=StdoutGuard(sys.stdout), quiet=quiet, soft_wrap=True)
+
+
+class StdoutGuard:
+    """A CLI's stdout that outlives its reader (``... | head -3``, a ``tee`` that died): after a write fails
+    with BrokenPipeError the rest is dropped, and :attr:`reader_gone` tells the runner to stop as at SIGTERM,
+    with a checkpoint. Before, the progress line's write was a traceback mid-training, and nothing since the
+    last checkpoint was kept; rich alone ends the process (SystemExit(1)) at a broken pipe."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                self.stream.write(text)
+            except BrokenPipeError:
+                self._drop_the_rest()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._drop_the_rest()
+
+    def _drop_the_rest(self) -> None:
+        self.reader_gone = True
+        try:  # what the stream still buffers would fail again when Python exits ("Exception ignored")
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # a stream without a file descriptor
+            pass
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: rich and Progress ask for them
+        return getattr(self.stream, name)
+
+
+def stdout_gone(console: Console) -> bool:
+    """Whether the reader of ``console``'s stdout went away (:class:`StdoutGuard`)."""
+    return getattr(console.file, "reader_gone", False)
 
 
 def print_table(console: Console, table: Table) -> None:

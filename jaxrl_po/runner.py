@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from jaxrl_po import distributed, logs, loop
 from jaxrl_po.checkpoint import CheckpointError, Checkpointer, Restored
 from jaxrl_po.config import ConfigError
 from jaxrl_po.layout import RUNS, Layout, check_layout, choose_layout, make_mesh, on_run_axis, put_runs, run_sharding
-from jaxrl_po.stop import StopAfterSegment, StopAtOnce, waiting_for_xla
+from jaxrl_po.stop import STDOUT_CLOSED, StdoutClosed, StopAfterSegment, StopAtOnce, waiting_for_xla
 from jaxrl_po.sweep import Runs, rank_configs, value_text
 
 SEGMENT_SECONDS = 1.0
@@ -296,6 +297,8 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         sessions_before = logs.sessions_before_resume(summary, saved_meta, latest)
     with StopAtOnce():  # until StopAfterSegment below takes the stop signals over
         console.print("compiling...")
+        if logs.stdout_gone(console):  # nothing to save yet (logs.StdoutGuard)
+            raise StdoutClosed
         mesh = make_mesh(layout)
         keys, hparams = put_runs((runs.keys, runs.hparams), run_sharding(mesh), layout.padded_runs(num_runs))
         with out_of_memory():
@@ -321,8 +324,8 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
             # Runs that had already stopped on non-finite values stay stopped and reported (exit code 3).
             _report_failures(console, restored.history, np.ones(num_runs, np.int64), runs, reported_failures)
         else:
-            history = History(num_runs)
             start_rows = empty_history(row_shape, num_runs)
+            history = History(num_runs, start_rows)  # rows of no update: a stop before the first segment saves
     start_env_steps = distributed.fetch(state.env_steps)[:num_runs]
     interrupted = False
     seg_len = 1
@@ -350,15 +353,15 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
         if primary:
             csv_sink.rewrite(start_rows)
             logs.write_json(job.run_dir / "config.json", {**job.meta, "options": job.options})
-        progress = logs.Progress(num_runs, config.total_timesteps, start_steps=start_env_steps) \
-            if job.progress and primary else None
+        progress = logs.Progress(num_runs, config.total_timesteps, start_steps=start_env_steps,
+                                 stream=console.file) if job.progress and primary else None
         loop_start = time.perf_counter()  # train_s: the loop's wall time, host work between segments included
         while True:
             update = distributed.fetch(state.update)[:num_runs]
             active = distributed.fetch(is_running(state))[:num_runs]
             if not active.any():
                 break
-            if distributed.any_process(interrupt.requested):
+            if distributed.any_process(interrupt.requested or logs.stdout_gone(console)):
                 interrupted = True
                 break
             current = int(update[active].max())
@@ -403,9 +406,14 @@ def train_job(job: JobSpec, console, resume: bool = False) -> tuple[dict, int]:
     for sink in writers[1:]:
         sink.close()
     if interrupted:
-        console.print(f"[yellow]interrupted at update {step}; checkpoint {path}[/]\n"
-                      f"continue with: python -m jaxrl_po.train --resume {job.run_dir}")
-        return summary, 128 + interrupt.signum
+        stopped = f"interrupted at update {step}; checkpoint {path}\ncontinue with: python -m jaxrl_po.train " \
+                  f"--resume {job.run_dir}"
+        if interrupt.requested:
+            console.print(f"[yellow]{stopped}[/]")
+            return summary, 128 + interrupt.signum
+        if primary:  # stdout's reader went away: say it where it can still be read
+            print(f"stdout closed: {stopped}", file=sys.stderr)
+        return summary, STDOUT_CLOSED
     logs.print_summary(console, summary, runs.seeds, runs.settings if job.meta["sweep"] else None)
     return summary, EXIT_NONFINITE if reported_failures else EXIT_OK
 

@@ -17,6 +17,15 @@ STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 SIGTERM that schedulers (SLURM, Kubernetes, ``timeout``) send before they kill. Exit code 128 + signal."""
 
 
+STDOUT_CLOSED = 128 + signal.SIGPIPE
+"""Exit code of a run stopped because stdout's reader went away (``logs.StdoutGuard``): SIGPIPE's code."""
+
+
+class StdoutClosed(Exception):
+    """stdout's reader went away before training (``... | head -1``): the CLI stops as at a stop signal then,
+    saving nothing. Once training has begun the runner saves a checkpoint first, as at SIGTERM."""
+
+
 class StopRequested(KeyboardInterrupt):
     """A stop signal outside training, or a second one during it: leave at once (exit code ``128 + signum``)."""
 

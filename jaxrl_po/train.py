@@ -36,7 +36,7 @@ from jaxrl_po.checkpoint import CheckpointError
 from jaxrl_po.config import CONFIG_CLASSES, BaseConfig, ConfigError, check_int32, config_class, to_dict, whole_number
 from jaxrl_po.layout import Layout
 from jaxrl_po.presets import PRESETS, get_preset
-from jaxrl_po.stop import StopAtOnce, exit_process, stop_exit_code
+from jaxrl_po.stop import STDOUT_CLOSED, StdoutClosed, StopAtOnce, exit_process, stop_exit_code
 
 
 @dataclass(frozen=True)
@@ -806,7 +806,12 @@ def main(argv: list[str] | None = None) -> int:
             message = f"{stopped}; {run_dir} keeps what was written before"
         print(f"\n{message}", file=sys.stderr)
         return code
-    except BaseException:  # anything else, e.g. rich's SystemExit(1) when stdout's reader left (`| head -1`)
+    except StdoutClosed:
+        if run_dir:
+            undo_run_dir(run_dir, made)
+        print("stdout closed before training started; nothing was saved", file=sys.stderr)
+        return STDOUT_CLOSED
+    except BaseException:  # anything else (an error of a library's own): the same tidy-up
         if run_dir:  # the same tidy-up: a rerun with the same --run-dir must not be refused
             undo_run_dir(run_dir, made)
         raise

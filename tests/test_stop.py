@@ -9,6 +9,7 @@ tests/test_checkpoint.py.
 from __future__ import annotations
 
 import gc
+import io
 import os
 import signal
 import sys
@@ -274,6 +275,67 @@ def test_a_stop_while_the_runner_starts_or_restores_the_runs_waits_for_xla(tmp_p
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == checkpoints
     assert capfd.readouterr().out.count("SIGTERM: stopping once XLA is done") == 4
     summary, code = runner.train_job(job, quiet, resume=True)
+    assert code == 0 and summary["total_timesteps"] == 640
+
+
+def _tiny_job(tmp_path, **options):
+    import json
+
+    from jaxrl_po import PPOConfig, runner
+    from jaxrl_po.config import to_dict
+    from jaxrl_po.sweep import make_runs
+
+    config = PPOConfig(num_envs=8, num_steps=8, num_minibatches=2, total_timesteps=640)
+    meta = json.loads(json.dumps({"algo": "ppo", "seeds": [0], "sweep": {}, **to_dict(config)}))
+    return runner.JobSpec(algo_name="ppo", config=config, runs=make_runs(config, [0]), run_dir=tmp_path, meta=meta,
+                          **options)
+
+
+def test_a_stop_before_the_first_segment_saves_update_0_and_resumes(tmp_path, unraisable):
+    """A SIGTERM while the sinks start (W&B can take seconds) stopped the loop before any segment, and the
+    empty history of a fresh run was an IndexError instead of a checkpoint."""
+    from rich.console import Console
+
+    from jaxrl_po import runner
+
+    def make_sinks(resumed_env_steps):
+        run_handler(signal.SIGTERM)
+        return []
+
+    job = _tiny_job(tmp_path, progress=False, make_sinks=make_sinks)
+    summary, code = runner.train_job(job, Console(quiet=True))
+    assert code == 128 + signal.SIGTERM and summary["interrupted"]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["0"]
+    summary, code = runner.train_job(_tiny_job(tmp_path, progress=False), Console(quiet=True), resume=True)
+    assert code == 0 and summary["total_timesteps"] == 640 and not summary["interrupted"]
+
+
+def test_a_closed_stdout_during_training_saves_a_checkpoint_like_sigterm(tmp_path, capsys, unraisable):
+    """stdout's reader went away (``... | head -3``): the progress line's write was a BrokenPipeError traceback
+    and the run lost everything since its last checkpoint. Now it stops after the segment with a checkpoint."""
+    from rich.console import Console
+
+    from jaxrl_po import runner
+    from jaxrl_po.logs import StdoutGuard
+    from jaxrl_po.stop import STDOUT_CLOSED
+
+    class ReaderLeavesAfterTwoLines(io.StringIO):
+        def write(self, text):
+            if self.getvalue().count("\n") >= 2:
+                raise BrokenPipeError(32, "Broken pipe")
+            return super().write(text)
+
+    stream = ReaderLeavesAfterTwoLines()
+    console = Console(file=StdoutGuard(stream), soft_wrap=True)
+    summary, code = runner.train_job(_tiny_job(tmp_path, progress=True), console)
+    assert code == STDOUT_CLOSED == 141 and summary["interrupted"] and console.file.reader_gone
+    assert stream.getvalue().startswith("compiling...\n") and stream.getvalue().count("\n") == 2
+    step = int(summary["checkpoint"].rsplit("/", 1)[1])
+    assert 1 <= step < 10 and [p.name for p in (tmp_path / "checkpoints").iterdir()] == [str(step)]
+    assert capsys.readouterr().err == (f"stdout closed: interrupted at update {step}; checkpoint "
+                                       f"{summary['checkpoint']}\ncontinue with: python -m jaxrl_po.train --resume "
+                                       f"{tmp_path}\n")
+    summary, code = runner.train_job(_tiny_job(tmp_path, progress=False), Console(quiet=True), resume=True)
     assert code == 0 and summary["total_timesteps"] == 640
 
 
