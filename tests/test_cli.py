@@ -256,26 +256,19 @@ def test_a_closed_stdout_at_the_start_leaves_the_run_dir_free_for_a_rerun(tmp_pa
     assert not run_dir.exists()
 
 
-def test_a_backend_jax_cannot_start_is_one_line(tmp_path):
-    """JAX_PLATFORMS naming a platform this machine lacks (gpu on a CPU machine, say): JAX's RuntimeError came
-    from gymnax's first array, as a traceback. 'bogus' is missing on every machine."""
+@pytest.mark.parametrize("setting, message", [
+    # A platform this machine lacks (gpu on a CPU machine, say): JAX's RuntimeError came from gymnax's first
+    # array, as a traceback. 'bogus' is missing on every machine.
+    ({"JAX_PLATFORMS": "bogus"}, "error: JAX cannot start its backend here (JAX_PLATFORMS=bogus: leave it unset"),
+    # The metrics hold NaN by design, so JAX_DEBUG_NANS stopped every run with a traceback from inside jit.
+    ({"JAX_DEBUG_NANS": "1"}, "error: JAX_DEBUG_NANS is on, but a run's metrics hold NaN by design"),
+], ids=["jax-platforms-missing", "jax-debug-nans"])
+def test_a_jax_setting_that_cannot_work_is_one_line(tmp_path, setting, message):
     result = subprocess.run([sys.executable, "-m", "jaxrl_po.train", "--run-dir", str(tmp_path / "run")],
-                            capture_output=True, text=True, env={**cli_env(), "JAX_PLATFORMS": "bogus"}, cwd=tmp_path,
-                            timeout=120)
+                            capture_output=True, text=True, env={**cli_env(), **setting}, cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and result.stdout == "", result.stderr
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: JAX cannot start its backend here (JAX_PLATFORMS=bogus: leave it unset"), line
-    assert not (tmp_path / "run").exists()
-
-
-def test_jax_debug_nans_is_refused_with_the_reason(tmp_path):
-    """The metrics hold NaN by design, so JAX_DEBUG_NANS stopped every run with a traceback from inside jit."""
-    result = subprocess.run([sys.executable, "-m", "jaxrl_po.train", "--run-dir", str(tmp_path / "run")],
-                            capture_output=True, text=True, env={**cli_env(), "JAX_DEBUG_NANS": "1"}, cwd=tmp_path,
-                            timeout=120)
-    assert result.returncode == 2 and result.stdout == "", result.stderr
-    (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: JAX_DEBUG_NANS is on, but a run's metrics hold NaN by design"), line
+    assert line.startswith(message), line
     assert not (tmp_path / "run").exists()
 
 

@@ -219,22 +219,28 @@ def stop_inside(monkeypatch, owner, name: str, when: Callable[..., bool] = lambd
     return returned
 
 
-def test_a_stop_while_the_runner_starts_or_restores_the_runs_waits_for_xla(tmp_path, monkeypatch, capfd, unraisable):
-    """Every wait for XLA before training: the two compiles, the runs' first program (init) and the placement
-    of a restored checkpoint on the devices; the stop leaves the checkpoint as it was, and the run resumes."""
+def _tiny_job(tmp_path, **options):
     import json
-
-    import jax
-    from rich.console import Console
 
     from jaxrl_po import PPOConfig, runner
     from jaxrl_po.config import to_dict
     from jaxrl_po.sweep import make_runs
 
     config = PPOConfig(num_envs=8, num_steps=8, num_minibatches=2, total_timesteps=640)
-    runs = make_runs(config, [0])
     meta = json.loads(json.dumps({"algo": "ppo", "seeds": [0], "sweep": {}, **to_dict(config)}))
-    job = runner.JobSpec(algo_name="ppo", config=config, runs=runs, run_dir=tmp_path, meta=meta, progress=False)
+    return runner.JobSpec(algo_name="ppo", config=config, runs=make_runs(config, [0]), run_dir=tmp_path, meta=meta,
+                          **options)
+
+
+def test_a_stop_while_the_runner_starts_or_restores_the_runs_waits_for_xla(tmp_path, monkeypatch, capfd, unraisable):
+    """Every wait for XLA before training: the two compiles, the runs' first program (init) and the placement
+    of a restored checkpoint on the devices; the stop leaves the checkpoint as it was, and the run resumes."""
+    import jax
+    from rich.console import Console
+
+    from jaxrl_po import runner
+
+    job = _tiny_job(tmp_path, progress=False)
     quiet = Console(quiet=True)
 
     for nth in (0, 1):  # 0. the compiles of init and of the update segment
@@ -276,19 +282,6 @@ def test_a_stop_while_the_runner_starts_or_restores_the_runs_waits_for_xla(tmp_p
     assert capfd.readouterr().out.count("SIGTERM: stopping once XLA is done") == 4
     summary, code = runner.train_job(job, quiet, resume=True)
     assert code == 0 and summary["total_timesteps"] == 640
-
-
-def _tiny_job(tmp_path, **options):
-    import json
-
-    from jaxrl_po import PPOConfig, runner
-    from jaxrl_po.config import to_dict
-    from jaxrl_po.sweep import make_runs
-
-    config = PPOConfig(num_envs=8, num_steps=8, num_minibatches=2, total_timesteps=640)
-    meta = json.loads(json.dumps({"algo": "ppo", "seeds": [0], "sweep": {}, **to_dict(config)}))
-    return runner.JobSpec(algo_name="ppo", config=config, runs=make_runs(config, [0]), run_dir=tmp_path, meta=meta,
-                          **options)
 
 
 def test_a_stop_before_the_first_segment_saves_update_0_and_resumes(tmp_path, unraisable):
