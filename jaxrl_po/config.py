@@ -32,6 +32,10 @@ class ConfigError(ValueError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
+class UsageError(Exception):
+    """A bad command line or environment that no single field names; reported as one line, exit code 2."""
+
+
 INT32_MAX = 2**31 - 1
 """The most any size or count setting may be: they reach the device as int32 (loop bounds, counters)."""
 

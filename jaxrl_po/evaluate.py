@@ -25,20 +25,23 @@ import argparse
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError, has_checkpoint
-from jaxrl_po.config import ConfigError, check_seed, whole_number_argument
-from jaxrl_po.envs import RunningMeanStd, VecEnv, make_vec_env
+from jaxrl_po.config import ConfigError, UsageError, check_seed, whole_number_argument
 from jaxrl_po.loop import batched_under_vmap, describe_nonfinite
-from jaxrl_po.networks import Policy, policy_for
 from jaxrl_po.stop import exit_process, run_stoppable, waiting_for_xla
 from jaxrl_po.sweep import value_text
+
+if TYPE_CHECKING:  # imported where used: gymnax's import starts JAX's backend, which the CLI checks first
+    from jaxrl_po.envs import RunningMeanStd, VecEnv
+    from jaxrl_po.networks import Policy
 
 DEFAULT_EPISODES = 10
 MAX_EPISODES = 100_000
@@ -187,6 +190,8 @@ def load_run(run_dir: str | os.PathLike):
 
 def trained_policies(trained) -> Policies:
     """The policy network, params and observation statistics of every run in a TrainedRuns."""
+    from jaxrl_po.envs import make_vec_env
+    from jaxrl_po.networks import policy_for
     from jaxrl_po.ppo import uses_obs_normalization
 
     config = trained.config
@@ -207,6 +212,8 @@ def num_runs(trained) -> int:
 
 def evaluate_trained(trained, episodes: int = DEFAULT_EPISODES, seed: int = 0) -> dict[str, Any]:
     """Play ``episodes`` greedy and ``episodes`` stochastic episodes per run -> the eval.json dict."""
+    from jaxrl_po.envs import make_vec_env
+
     check_episodes(episodes)
     check_seed(seed)
     policies = trained_policies(trained)
@@ -294,6 +301,8 @@ def check_renderable(env_name: str, available: Callable[[str], bool] | None = No
 
     ``available(module) -> bool`` tells whether a module can be imported (default: importlib's find_spec).
     """
+    from jaxrl_po.envs import make_vec_env
+
     available = available or _module_available
     env = make_vec_env(env_name, 1).env
     if env.name not in DRAWABLE:
@@ -317,7 +326,18 @@ def check_render_path(out_path: str | os.PathLike, overwrite: bool = True) -> Pa
         raise ConfigError("render", f"cannot write {out}: no directory {out.parent}")
     if not overwrite and out.exists():
         raise ConfigError("render", f"{out} already exists; pass --overwrite to replace it, or name another file")
+    check_can_write_in(out.parent, "render")
     return out
+
+
+def check_can_write_in(directory: Path, field: str) -> None:
+    """:class:`ConfigError` (``field``) unless a file can be made in ``directory``: checked before
+    evaluating, so the result is not lost at the end. A file is tried, as root passes every access check."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise ConfigError(field, f"cannot write in {directory}: {err.strerror or err}") from None
 
 
 def check_run_index(trained, run: Any) -> int:
@@ -333,6 +353,8 @@ def render_trained(trained, out_path: str | os.PathLike, run: int = 0, seed: int
 
     It is the episode that :func:`evaluate_trained` plays first with the same seed.
     """
+    from jaxrl_po.envs import make_vec_env
+
     check_renderable(trained.config.env)
     out = check_render_path(out_path)
     run = check_run_index(trained, run)
@@ -472,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         where = flag(err.field)
         print(f"error: {where + ': ' if where else ''}{err.message}", file=sys.stderr)
         return 2
-    except CheckpointError as err:
+    except (UsageError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -487,8 +509,10 @@ def run_cli(argv: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jaxrl_po.layout import start_backend
     from jaxrl_po.logs import make_console, print_table
 
+    start_backend()
     check_episodes(args.episodes)
     check_seed(args.seed)
     if args.render is None:  # a drawing option alone would be ignored: say so rather than exit 0
@@ -501,6 +525,7 @@ def run(args: argparse.Namespace) -> int:
         check_render_path(args.render, args.overwrite)
         check_seed(render_seed, "render_seed")
     trained = load_run(args.run_dir)
+    check_can_write_in(Path(args.run_dir), "run_dir")  # eval.json
     if args.render is not None:  # before the evaluation, so a bad --render fails fast
         check_renderable(trained.config.env)
         check_run_index(trained, render_run)

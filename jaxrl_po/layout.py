@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from jaxrl_po.config import BaseConfig, ConfigError, GRPOConfig
+from jaxrl_po.config import BaseConfig, ConfigError, GRPOConfig, UsageError
 from jaxrl_po.distributed import is_prng_key
 
 RUNS, ENVS = "runs", "envs"
@@ -51,6 +51,23 @@ class Layout(NamedTuple):
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def start_backend() -> None:
+    """Start JAX's backend before anything imports gymnax (whose first array would): one it cannot start
+    is then one line, not a traceback from gymnax's import. The CLIs call it after setting up the CPU
+    devices and a multi-process job, which must come before the backend starts.
+
+    ``JAX_PLATFORMS=gpu`` on a machine without a GPU, say, said "Unable to initialize backend 'rocm'"
+    from deep inside gymnax's first array.
+    """
+    try:
+        jax.devices()
+    except RuntimeError as err:
+        reason = (str(err).splitlines() or [""])[0]
+        asked = os.environ.get("JAX_PLATFORMS")
+        hint = f" (JAX_PLATFORMS={asked}: leave it unset, or set the platforms this machine has)" if asked else ""
+        raise UsageError(f"JAX cannot start its backend here{hint}: {reason}") from None
 
 
 def choose_layout(num_runs: int, num_devices: int, env_shards: int | None = None) -> Layout:

@@ -33,8 +33,9 @@ import numpy as np
 import tyro
 
 from jaxrl_po.checkpoint import CheckpointError
-from jaxrl_po.config import CONFIG_CLASSES, BaseConfig, ConfigError, check_int32, config_class, to_dict, whole_number
-from jaxrl_po.layout import Layout
+from jaxrl_po.config import (CONFIG_CLASSES, BaseConfig, ConfigError, UsageError, check_int32, config_class, to_dict,
+                             whole_number)
+from jaxrl_po.layout import Layout, start_backend
 from jaxrl_po.presets import PRESETS, get_preset
 from jaxrl_po.stop import STDOUT_CLOSED, StdoutClosed, StopAtOnce, exit_process, stop_exit_code
 
@@ -108,10 +109,6 @@ def cli_type(config_cls: type[BaseConfig]) -> type:
     Args = dataclasses.make_dataclass("Args", [config_field], bases=(RunOptions,), frozen=True)
     Args.__doc__ = f"Train {config_cls.__name__.removesuffix('Config')} on a gymnax environment."
     return Args
-
-
-class UsageError(Exception):
-    """A bad command line; reported as one line, exit code 2."""
 
 
 def flag_name(field_name: str) -> str:
@@ -524,23 +521,12 @@ def split_cpu(argv: list[str]) -> bool:
     return True
 
 
-def start_backend() -> None:
-    """Start JAX's backend, after :func:`split_cpu` and :func:`join_processes` set it up and before parsing
-    (importing gymnax) would: one it cannot start is then one line, not a traceback from gymnax's import.
-
-    ``JAX_PLATFORMS=gpu`` on a machine without a GPU, say, said "Unable to initialize backend 'rocm'"
-    from deep inside gymnax's first array. ``JAX_DEBUG_NANS``, which every run trips, is refused here too.
-    """
+def refuse_debug_nans() -> None:
+    """UsageError if ``JAX_DEBUG_NANS`` is on: it stopped every run with a traceback from inside the compiled
+    loop, as the metrics hold NaN by design. (Evaluating works with it, so only training refuses it.)"""
     import jax
 
-    try:
-        jax.devices()
-    except RuntimeError as err:
-        reason = (str(err).splitlines() or [""])[0]
-        asked = os.environ.get("JAX_PLATFORMS")
-        hint = f" (JAX_PLATFORMS={asked}: leave it unset, or set the platforms this machine has)" if asked else ""
-        raise UsageError(f"JAX cannot start its backend here{hint}: {reason}") from None
-    if jax.config.jax_debug_nans:  # it stopped every run with a traceback from inside the compiled loop
+    if jax.config.jax_debug_nans:
         raise UsageError("JAX_DEBUG_NANS is on, but a run's metrics hold NaN by design (an update in which no "
                          "episode finished has no return); a run checks its losses, gradients and parameters "
                          "itself and stops on a non-finite one (exit code 3, metrics.csv's nonfinite)")
@@ -784,6 +770,7 @@ def main(argv: list[str] | None = None) -> int:
             cores_split = split_cpu(argv)
             join_processes(argv)
             start_backend()
+            refuse_debug_nans()
             options, config = parse(argv)
             grid, layout = validate(options, config, cores_split)
             compile_cache = enable_compile_cache(options.compile_cache_dir) if options.compile_cache else None

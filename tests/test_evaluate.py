@@ -362,6 +362,8 @@ def test_bad_inputs_are_one_line_errors(deepsea_grpo_run, breakout_run, tmp_path
         "negative seed": ([run, "--seed", "-1"], "error: --seed: "),
         "not a gif": ([run, "--render", str(tmp_path / "x.png")], "error: --render: the output must be a .gif"),
         "empty gif": ([run, "--render", ""], "error: --render: the output must be a .gif file, got ''"),  # was '.'
+        # A directory no file can be made in: this failed only after evaluating and rendering.
+        "unwritable gif dir": ([run, "--render", "/proc/x.gif"], "error: --render: cannot write in /proc: "),
         "existing gif": ([str(breakout_run), "--render", str(mine)],
                          f"error: --render: {mine} already exists; pass --overwrite to replace it, or name another file"),
         "no such run": ([str(breakout_run), "--render", str(tmp_path / "x.gif"), "--render-run", "2"],
@@ -389,6 +391,33 @@ def test_bad_input_through_python_m(tmp_path):
     proc = run_evaluate([str(tmp_path / "nope"), "--episodes", "3"], cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr == f"error: RUN_DIR: {tmp_path / 'nope'} is not a directory\n"
+
+
+def test_a_run_dir_eval_json_cannot_be_written_to_fails_before_evaluating(deepsea_grpo_run, monkeypatch, capsys):
+    """A read-only run directory (someone else's runs, say) was found only when eval.json was written, after
+    the whole evaluation. Root passes every permission check, so the directory's refusal is simulated."""
+    import tempfile
+
+    real = tempfile.TemporaryFile
+
+    def refusing_the_run_dir(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == deepsea_grpo_run:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refusing_the_run_dir)
+    monkeypatch.setattr(evaluate, "evaluate_trained", lambda *a, **k: pytest.fail("evaluated before the check"))
+    code = evaluate.main([str(deepsea_grpo_run), "--episodes", "2"])
+    assert code == 2 and capsys.readouterr().err == f"error: RUN_DIR: cannot write in {deepsea_grpo_run}: Permission denied\n"
+
+
+def test_a_jax_platform_this_machine_lacks_is_one_line(tmp_path):
+    """evaluate imported gymnax as it loaded, whose first array started the backend: a traceback."""
+    proc = subprocess.run([sys.executable, "-m", "jaxrl_po.evaluate", str(tmp_path)], cwd=tmp_path,
+                          env={**cli_env(), "JAX_PLATFORMS": "bogus"}, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: JAX cannot start its backend here (JAX_PLATFORMS=bogus: leave it unset"), line
 
 
 def test_table_shows_swept_values():
