@@ -488,6 +488,7 @@ def flag(field: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    os.environ.pop("MPLBACKEND", None)  # --render draws with Agg; a name matplotlib lacks failed its import
     try:
         return run_stoppable(lambda: run_cli(argv))  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
     except ConfigError as err:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,6 +349,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    os.environ.pop("MPLBACKEND", None)  # figures are drawn with Agg directly; a name matplotlib lacks failed its import
     try:
         return run_stoppable(lambda: plot_cli(argv))  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
     except PlotError as err:

@@ -51,8 +51,8 @@ def train(run_dir: Path, args: list[str], fast_compile: bool = True, num_seeds: 
     return run_dir
 
 
-def run_evaluate(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jaxrl_po.evaluate", *args], cwd=cwd, env=cli_env(),
+def run_evaluate(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jaxrl_po.evaluate", *args], cwd=cwd, env={**cli_env(), **env},
                           capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
@@ -250,7 +250,7 @@ def test_render_writes_a_gif_of_greedy_episode_zero(breakout_run, tmp_path):
     out = tmp_path / "breakout.gif"
     out.write_bytes(b"an older GIF")  # --overwrite replaces it; without the flag it is refused (bad inputs below)
     proc = run_evaluate([str(breakout_run), "--episodes", "2", "--render", str(out), "--render-run", "1",
-                         "--overwrite"], cwd=tmp_path)
+                         "--overwrite"], cwd=tmp_path, MPLBACKEND="bogus")  # a backend matplotlib lacks: was a traceback
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((breakout_run / "eval.json").read_text())
     frames = result["runs"][1]["greedy"]["lengths"][0]

@@ -1,6 +1,7 @@
 """Learning-curve plots from run directories (synthetic metrics.csv files; nothing is trained)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -259,9 +260,11 @@ def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
 
 
 def test_python_dash_m(tmp_path):
-    """The module entry point (one process: importing the package costs a few seconds of CPU)."""
+    """The module entry point (one process: importing the package costs a few seconds of CPU). A backend
+    name matplotlib does not know (the CLI draws with Agg and needs none) stopped its import: a traceback."""
     run = write_run(tmp_path / "run", ppo_rows([[1.0, 2.0], [2.0, 4.0]]))
-    ok = subprocess.run([sys.executable, "-m", "jaxrl_po.plot", str(run)], capture_output=True, text=True, timeout=120)
+    ok = subprocess.run([sys.executable, "-m", "jaxrl_po.plot", str(run)], capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "MPLBACKEND": "bogus"})
     assert ok.returncode == 0, ok.stderr
     assert (run / "curves.png").exists() and (run / "curves.svg").exists()
 
