@@ -201,7 +201,7 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
             raise ConfigError(name, "cannot be combined with --resume (the run keeps its own settings)")
     if preset and known.algo and known.algo != preset.algo:
         raise ConfigError("algo", f"preset {known.preset} is for {preset.algo}, got --algo {known.algo}")
-    algo = known.algo or (saved[0].algo if saved else preset.algo if preset else "ppo")
+    algo = known.algo if known.algo is not None else saved[0].algo if saved else preset.algo if preset else "ppo"
     config_cls = config_class(algo)
     if saved and algo != saved[0].algo:
         raise ConfigError("algo", f"cannot change when resuming: the run in {known.resume} is {saved[0].algo}")

@@ -38,6 +38,8 @@ SUMMARY_KEYS = {
 BAD_CASES = [
     ("env-unknown", ["--env", "NoSuchEnv-v9"], "--env", ["NoSuchEnv-v9", "CartPole-v1", "Pendulum-v1"]),
     ("algo-unknown", ["--algo", "sac"], "--algo", ["sac", "ppo", "grpo"]),
+    # '' fell back to ppo (an `or`) and tyro then refused it in its own words.
+    ("algo-empty", ["--algo", ""], "--algo", ["error: --algo: unknown algorithm ''; valid: ppo, grpo"]),
     ("num-envs-zero", ["--num-envs", "0"], "--num-envs", []),
     ("num-envs-negative", ["--num-envs", "-3"], "--num-envs", ["-3"]),
     ("num-envs-float", ["--num-envs", "1.5"], "--num-envs", ["1.5"]),
