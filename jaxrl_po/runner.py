@@ -159,9 +159,10 @@ def job_layout(config: Any, num_runs: int, env_shards: int | None, cores_split: 
     return layout
 
 
-def fewer_runs_field(num_seeds: int) -> str:
-    """The option that lowers the runs per device: ``num_seeds``, or ``sweep`` when each config has one seed."""
-    return "num_seeds" if num_seeds > 1 else "sweep"
+def fewer_runs_field(num_seeds: int, num_runs: int) -> str:
+    """The option that lowers the runs (``num_seeds`` x sweep points) most: ``sweep`` when its grid has more
+    points than there are seeds, else ``num_seeds``."""
+    return "sweep" if num_runs // num_seeds > num_seeds else "num_seeds"
 
 
 def check_fits(config: Any, num_runs: int, layout: Layout, num_seeds: int) -> None:
@@ -178,7 +179,7 @@ def check_fits(config: Any, num_runs: int, layout: Layout, num_seeds: int) -> No
     if need > have:
         gib = 2**30
         one_run = (buffers + state) * (min(layout.envs, devices) if shared else 1)
-        field = fewer_runs_field(num_seeds) if one_run <= have else "hidden_sizes" if state > buffers else "num_envs"
+        field = fewer_runs_field(num_seeds, num_runs) if one_run <= have else "hidden_sizes" if state > buffers else "num_envs"
         split = f" (each run's envs split over {layout.envs} devices)" if layout.envs > 1 else ""
         where = f" on each of {devices} devices" if devices > 1 else " per device"
         raise ConfigError(
@@ -229,7 +230,7 @@ def out_of_memory_as_config_error(num_runs: int, num_seeds: int, layout: Layout,
         runs_per_device = layout.runs_per_device(num_runs)
         have, what, _ = device_memory_bytes()
         raise ConfigError(
-            fewer_runs_field(num_seeds) if runs_per_device > 1 else "num_envs",
+            fewer_runs_field(num_seeds, num_runs) if runs_per_device > 1 else "num_envs",
             f"out of device memory: {runs_per_device} run(s) per device need more than the {what}'s "
             f"{have / 2**30:.1f} GiB once XLA's temporaries are counted (XLA: {xla_says}); use fewer envs, "
             f"steps, seeds or swept values, or a smaller network"

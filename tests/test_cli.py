@@ -162,7 +162,7 @@ BAD_CASES = [
     ("sweep-grid-too-big-to-run", [arg for name, start in (("lr", 1e-4), ("clip_eps", 1e-3), ("gamma", 0.01),
                                                             ("ent_coef", 1e-3), ("max_grad_norm", 0.1))
                                    for arg in ("--sweep", f"{name}=" + ",".join(f"{start * (i + 1):.6g}" for i in range(60)))],
-     "--num-seeds", ["will not fit", "swept values"]),
+     "--sweep", ["will not fit", "swept values"]),  # its 7.8e8 points, not the 4 seeds (named before)
     # Counts reach the device as int32: these were an OverflowError from inside jit (or after compiling).
     # total_timesteps has a lower limit of its own (room for one update's overshoot): the int32 one must not
     # pre-empt it, or the line offers 2,147,483,647, which is refused too.

@@ -73,6 +73,12 @@ def test_check_fits_counts_every_cpu_device_against_the_one_host_ram(monkeypatch
     with pytest.raises(ConfigError) as err:  # 8 swept configs of one seed each: fewer swept values
         runner.check_fits(config, 8, Layout(2, 1), num_seeds=1)
     assert err.value.field == "sweep"
+    with pytest.raises(ConfigError) as err:  # 4 swept configs of 2 seeds: the sweep makes most runs
+        runner.check_fits(config, 8, Layout(2, 1), num_seeds=2)
+    assert err.value.field == "sweep"  # was num_seeds whenever there was more than one seed
+    with pytest.raises(ConfigError) as err:  # 2 swept configs of 4 seeds (a tie would name the seeds)
+        runner.check_fits(config, 8, Layout(2, 1), num_seeds=4)
+    assert err.value.field == "num_seeds"
     runner.check_fits(config, 4, Layout(2, 1), num_seeds=4)  # 2 runs per device, 4 in the host's RAM
 
 
