@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError, has_checkpoint
 from jaxrl_po.config import ConfigError, UsageError, check_seed, whole_number_argument
+from jaxrl_po.logs import none_if_nan
 from jaxrl_po.loop import batched_under_vmap, describe_nonfinite
 from jaxrl_po.stop import exit_process, run_stoppable, waiting_for_xla
 from jaxrl_po.sweep import value_text
@@ -243,13 +244,36 @@ def evaluate_trained(trained, episodes: int = DEFAULT_EPISODES, seed: int = 0) -
         "obs_normalized": policies.obs_stats is not None,
         "sweep": list(trained.settings[0]),  # swept names, in the order of the sweep grid
         "runs": runs,
+        "configs": config_summaries(runs),
     }
+
+
+def config_summaries(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per configuration (each swept one, or the one of a run without a sweep), in grid order: its runs and,
+    per mode, the mean over them of each run's mean return with the half-width of its 95% Student-t
+    interval (``ci95``; None for fewer than two runs) and ``n``. Runs stopped on non-finite values are
+    left out: they are scored with parameters from an earlier update."""
+    from jaxrl_po.sweep import mean_and_ci
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in runs:
+        groups.setdefault(tuple(row["settings"].items()), []).append(row)
+    summaries = []
+    for settings, rows in groups.items():
+        healthy = [row for row in rows if not row["stopped_nonfinite"]]
+        summary = {"settings": dict(settings), "runs": [row["run"] for row in healthy]}
+        for mode in ("greedy", "stochastic"):
+            means = np.array([[np.nan if row[mode]["mean"] is None else row[mode]["mean"]] for row in healthy],
+                             float).reshape(-1, 1)  # [n, 1]: one column for mean_and_ci
+            mean, half = mean_and_ci(means)
+            summary[mode] = {"mean": none_if_nan(float(mean[0])), "ci95": none_if_nan(float(half[0])),
+                             "n": int(np.isfinite(means).sum())}
+        summaries.append(summary)
+    return summaries
 
 
 def mode_summary(returns: np.ndarray, lengths: np.ndarray) -> dict[str, Any]:
     """returns: f[N], lengths: i[N] -> per-episode lists and mean / std (population std, ddof 0)."""
-    from jaxrl_po.logs import none_if_nan
-
     return {
         "returns": [none_if_nan(float(x)) for x in returns],
         "lengths": [int(x) for x in lengths],
@@ -409,7 +433,8 @@ def _module_available(name: str) -> bool:
 
 
 def results_table(result: dict[str, Any]):
-    """A rich Table: one row per run (index, seed, swept values), greedy and stochastic mean ± std."""
+    """A rich Table: one row per run (index, seed, swept values), greedy and stochastic mean ± std over its
+    episodes; where a configuration has several runs, an ``all`` row per configuration (mean ± 95% CI)."""
     from rich.table import Table
 
     table = Table(title=f"{result['algo'].upper()} on {result['env']}: episode return per run",
@@ -424,30 +449,34 @@ def results_table(result: dict[str, Any]):
         table.add_row(f"{row['run']}{'*' if row['stopped_nonfinite'] else ''}", str(row["seed"]),
                       *[value_text(row['settings'][n]) for n in names],
                       _mean_std(row["greedy"]), _mean_std(row["stochastic"]), f"{row['greedy']['mean_length']:.1f}")
-    healthy = [row for row in result["runs"] if not row["stopped_nonfinite"]]
-    if len(result["runs"]) > 1:
-        table.add_row("all", "", *[""] * len(names),
-                      *[_across_runs([row[m]["mean"] for row in healthy]) for m in ("greedy", "stochastic")],
-                      "", style="bold")
+    configs = result["configs"]
+    with_all = len(result["runs"]) > len(configs)  # some configuration has several seeds
+    if with_all:
+        for config in configs:
+            table.add_row("all", "", *[value_text(config["settings"][n]) for n in names],
+                          _mean_ci(config["greedy"]), _mean_ci(config["stochastic"]), "", style="bold")
+        table.caption += "\nall: the mean of the runs' means ± the half-width of its 95% CI (Student t)"
     stopped = [f"{row['run']} (update {row['update']})" for row in result["runs"] if row["stopped_nonfinite"]]
     if stopped:
         table.caption += (f"\n* stopped on non-finite values: the last good parameters of run(s) {', '.join(stopped)}"
-                          f"{'' if len(result['runs']) == 1 else ', left out of all'}")
+                          f"{', left out of all' if with_all else ''}")
     return table
 
 
 def _mean_std(mode: dict[str, Any]) -> str:
-    return "n/a" if mode["mean"] is None else _mean_std_text(mode["mean"], mode["std"])
+    return "n/a" if mode["mean"] is None else _plus_minus(mode["mean"], mode["std"])
 
 
-def _mean_std_text(mean: float, std: float) -> str:
+def _plus_minus(mean: float, spread: float) -> str:
     """One format for every cell (two decimals: returns of CartPole's 500 and Catch's 1 alike)."""
-    return f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.2f} ± {spread:.2f}"
 
 
-def _across_runs(means: list) -> str:
-    values = np.asarray([m for m in means if m is not None], float)
-    return "n/a" if values.size == 0 else _mean_std_text(values.mean(), values.std())
+def _mean_ci(summary: dict[str, Any]) -> str:
+    """A configuration's ``all`` cell: mean ± 95% CI half-width, the mean alone for one run, n/a for none."""
+    if summary["mean"] is None:
+        return "n/a"
+    return f"{summary['mean']:.2f}" if summary["ci95"] is None else _plus_minus(summary["mean"], summary["ci95"])
 
 
 # ---- command line ---------------------------------------------------------------------

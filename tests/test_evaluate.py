@@ -34,7 +34,7 @@ from jaxrl_po.networks import make_policy
 
 TIMEOUT_S = 300
 EVAL_KEYS = {"algo", "env", "checkpoint_step", "episodes", "seed", "max_episode_steps", "obs_normalized",
-             "sweep", "runs"}
+             "sweep", "runs", "configs"}
 RUN_KEYS = {"run", "seed", "settings", "update", "stopped_nonfinite", "greedy", "stochastic"}
 MODE_KEYS = {"returns", "lengths", "mean", "std", "mean_length"}
 
@@ -202,6 +202,12 @@ def test_trained_cartpole_is_greedy_above_475_and_writes_eval_json(cartpole_run,
             np.testing.assert_allclose(run[mode]["mean"], np.mean(run[mode]["returns"]))
             np.testing.assert_allclose(run[mode]["std"], np.std(run[mode]["returns"]))
         assert run["greedy"]["mean"] >= 475, run
+    (config,) = result["configs"]  # no sweep: one configuration of the 4 seeds
+    assert config["settings"] == {} and config["runs"] == [0, 1, 2, 3]
+    for mode in ("greedy", "stochastic"):
+        means = [run[mode]["mean"] for run in result["runs"]]
+        np.testing.assert_allclose(config[mode]["mean"], np.mean(means))
+        assert config[mode]["n"] == 4 and config[mode]["ci95"] >= 0
     assert "greedy" in proc.stdout and "stochastic" in proc.stdout and "eval.json" in proc.stdout
     assert not [p.name for p in cartpole_run.iterdir() if ".tmp" in p.name]  # no temporary file left behind
 
@@ -425,12 +431,37 @@ def test_table_shows_swept_values():
     result = {"algo": "ppo", "env": "CartPole-v1", "checkpoint_step": 7, "episodes": 2, "seed": 0, "sweep": ["lr"],
               "runs": [{"run": i, "seed": i % 2, "settings": {"lr": lr}, "update": 7, "stopped_nonfinite": None,
                         "greedy": mode, "stochastic": mode} for i, lr in enumerate([1e-3, 1e-3, 3e-4, 3e-4])]}
+    result["configs"] = evaluate.config_summaries(result["runs"])
     console = Console(file=io.StringIO(), width=200)
     console.print(evaluate.results_table(result))
     text = console.file.getvalue()
     assert "lr" in text and "0.0003" in text and "0.001" in text and "2.00 ± 1.00" in text
-    assert text.count("│") >= 5 * 4  # a row per run, and the "all" row
+    all_rows = [line for line in text.splitlines() if "all" in line and "│" in line]
+    # One per swept value (they used to be one row pooling both): each value's two runs, whose means are equal.
+    assert len(all_rows) == 2 and "0.001" in all_rows[0] and "0.0003" in all_rows[1], all_rows
+    assert all(row.count("2.00 ± 0.00") == 2 for row in all_rows), all_rows
+    assert "95% CI" in " ".join(text.split())
     assert "*" not in text and "non-finite" not in text
+
+
+def test_config_summaries_match_hand_computed_intervals():
+    """Per configuration: the mean of the runs' means and its 95% Student-t half-width,
+    t(0.975, n-1) * sd(ddof=1) / sqrt(n); one run has no interval; a stopped run is left out."""
+    def run(i, lr, greedy, stochastic, stopped=None):
+        mode = lambda mean: {"returns": [mean], "lengths": [1], "mean": mean, "std": 0.0, "mean_length": 1.0}
+        return {"run": i, "seed": i, "settings": {"lr": lr}, "update": 7, "stopped_nonfinite": stopped,
+                "greedy": mode(greedy), "stochastic": mode(stochastic)}
+
+    runs = [run(0, 1e-3, 1.0, 10.0), run(1, 1e-3, 2.0, 10.0), run(2, 1e-3, 3.0, 10.0), run(3, 1e-3, 4.0, 10.0),
+            run(4, 3e-4, 7.0, 5.0), run(5, 3e-4, -50.0, -50.0, stopped="loss"), run(6, 1e-4, None, None)]
+    first, second, third = evaluate.config_summaries(runs)
+    # 1, 2, 3, 4: mean 2.5, sd 1.2909944, t(0.975, 3) = 3.1824463 -> 3.1824463 * 1.2909944 / 2 = 2.0542603
+    assert first["settings"] == {"lr": 1e-3} and first["runs"] == [0, 1, 2, 3]
+    assert first["greedy"]["mean"] == 2.5 and first["greedy"]["n"] == 4
+    np.testing.assert_allclose(first["greedy"]["ci95"], 2.0542603, rtol=1e-7)
+    assert first["stochastic"] == {"mean": 10.0, "ci95": 0.0, "n": 4}
+    assert second["runs"] == [4] and second["greedy"] == {"mean": 7.0, "ci95": None, "n": 1}  # run 5 stopped
+    assert third["greedy"] == {"mean": None, "ci95": None, "n": 0}  # its one run has no finite mean
 
 
 def test_table_keeps_every_value_whole_in_an_80_column_pipe():
@@ -445,7 +476,7 @@ def test_table_keeps_every_value_whole_in_an_80_column_pipe():
              "update": 7, "stopped_nonfinite": None, "greedy": mode, "stochastic": mode}
             for i, lr in enumerate([0.00123456789, 0.00123457])]
     result = {"algo": "ppo", "env": "CartPole-v1", "checkpoint_step": 7, "episodes": 2, "seed": 0, "sweep": names,
-              "runs": runs}
+              "runs": runs, "configs": evaluate.config_summaries(runs)}
     console = Console(file=io.StringIO(), width=80)
     assert not console.is_terminal
     print_table(console, evaluate.results_table(result))
@@ -465,7 +496,7 @@ def test_table_marks_a_stopped_run_and_leaves_it_out_of_all():
             {"run": 1, "seed": 1, "settings": {}, "update": 3, "stopped_nonfinite": "loss",
              "greedy": scored(10.0), "stochastic": scored(9.0)}]
     result = {"algo": "ppo", "env": "CartPole-v1", "checkpoint_step": 7, "episodes": 1, "seed": 0, "sweep": [],
-              "runs": runs}
+              "runs": runs, "configs": evaluate.config_summaries(runs)}
     console = Console(file=io.StringIO(), width=200)
     console.print(evaluate.results_table(result))
     text = console.file.getvalue()
@@ -473,4 +504,4 @@ def test_table_marks_a_stopped_run_and_leaves_it_out_of_all():
     caption = " ".join(text.split())  # the caption wraps to the table's width
     assert "stopped on non-finite values: the last good parameters of run(s) 1 (update 3), left out of all" in caption
     all_row = next(line for line in text.splitlines() if "all" in line and "│" in line)
-    assert "100.00 ± 0.00" in all_row and "90.00 ± 0.00" in all_row  # run 1's 10 and 9 are not averaged in
+    assert "100.00" in all_row and "90.00" in all_row and "±" not in all_row  # run 1's 10 and 9 are not averaged in
