@@ -253,7 +253,7 @@ def config_summaries(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     per mode, the mean over them of each run's mean return with the half-width of its 95% Student-t
     interval (``ci95``; None for fewer than two runs) and ``n``. Runs stopped on non-finite values are
     left out: they are scored with parameters from an earlier update."""
-    from jaxrl_po.sweep import mean_and_ci
+    from jaxrl_po.sweep import confidence_interval
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in runs:
@@ -263,11 +263,9 @@ def config_summaries(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         healthy = [row for row in rows if not row["stopped_nonfinite"]]
         summary = {"settings": dict(settings), "runs": [row["run"] for row in healthy]}
         for mode in ("greedy", "stochastic"):
-            means = np.array([[np.nan if row[mode]["mean"] is None else row[mode]["mean"]] for row in healthy],
-                             float).reshape(-1, 1)  # [n, 1]: one column for mean_and_ci
-            mean, half = mean_and_ci(means)
-            summary[mode] = {"mean": none_if_nan(float(mean[0])), "ci95": none_if_nan(float(half[0])),
-                             "n": int(np.isfinite(means).sum())}
+            means = np.array([np.nan if row[mode]["mean"] is None else row[mode]["mean"] for row in healthy], float)
+            mean, half = confidence_interval(means)
+            summary[mode] = {"mean": none_if_nan(mean), "ci95": none_if_nan(half), "n": int(np.isfinite(means).sum())}
         summaries.append(summary)
     return summaries
 

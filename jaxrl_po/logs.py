@@ -511,6 +511,8 @@ def print_summary(
             table.add_row(str(seed), "n/a" if ret is None else f"{ret:.1f}")
         mean, std = summary["final_return_mean"], summary["final_return_std"]
         table.add_row("mean ± std", "n/a" if mean is None else f"{mean:.1f} ± {std:.1f}", style="bold")
+        if len(seeds) > 1:
+            table.add_row("mean ± 95% CI", mean_ci_text(mean, summary["final_return_ci95"]), style="bold")
     else:
         table = Table(title=f"{title}: configurations ranked by final return (mean ± 95% CI over seeds)")
         names = list(summary["sweep"])

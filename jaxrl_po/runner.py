@@ -30,7 +30,7 @@ from jaxrl_po.checkpoint import CheckpointError, Checkpointer, Restored
 from jaxrl_po.config import ConfigError
 from jaxrl_po.layout import RUNS, Layout, check_layout, choose_layout, make_mesh, on_run_axis, put_runs, run_sharding
 from jaxrl_po.stop import STDOUT_CLOSED, StdoutClosed, StopAfterSegment, StopAtOnce, waiting_for_xla
-from jaxrl_po.sweep import Runs, rank_configs, value_text
+from jaxrl_po.sweep import Runs, confidence_interval, rank_configs, value_text
 
 SEGMENT_SECONDS = 1.0
 """Target wall time of one compiled segment: how often progress, metrics and Ctrl-C are handled."""
@@ -546,6 +546,7 @@ def summarize(job: JobSpec, metrics: Any, failures: dict, compile_s: float, trai
         "seeds": runs.seeds,
         "final_return_mean": logs.none_if_nan(float(finite.mean())) if finite.size else None,
         "final_return_std": float(finite.std()) if finite.size else None,
+        "final_return_ci95": logs.none_if_nan(confidence_interval(finite)[1]) if finite.size else None,
         "final_return_per_seed": [logs.none_if_nan(float(x)) for x in per_run],
         "total_timesteps": int(steps_per_run.max()),
         "total_env_steps": total_steps,

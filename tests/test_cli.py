@@ -383,6 +383,10 @@ def test_ppo_run_writes_run_directory(cli_background):
     assert SUMMARY_KEYS <= set(summary)
     assert len(summary["final_return_per_seed"]) == 2
     assert summary["num_seeds"] == 2
+    a, b = summary["final_return_per_seed"]
+    # Two seeds' 95% CI: t(0.975, 1) * sd(ddof=1) / sqrt(2) = 12.7062047 * |a - b| / 2
+    assert summary["final_return_ci95"] == pytest.approx(12.7062047 * abs(a - b) / 2, rel=1e-7)
+    assert "mean ± 95% CI" in out
     assert summary["total_timesteps"] == 1024
     assert summary["sps"] > 0 and summary["compile_s"] > 0 and summary["train_s"] > 0
     # What the numbers depend on: bit-identical results need the same versions.
