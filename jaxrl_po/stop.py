@@ -45,8 +45,11 @@ def _on_main_thread() -> bool:
 
 
 def _install(handler) -> dict:
-    """Make ``handler`` the handler of every stop signal; returns the handlers it replaced."""
-    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    """Make ``handler`` the handler of every stop signal the process does not ignore; returns the handlers
+    it replaced. An ignored one stays ignored, as Python leaves it: a shell starts a script's background
+    job (``cmd &``) with SIGINT ignored, and ``trap '' INT`` asks for it, so that Ctrl-C does not stop it."""
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS
+            if signal.getsignal(signum) is not signal.SIG_IGN}
 
 
 def _put_back(previous: dict) -> None:

@@ -91,6 +91,19 @@ def _start_xla_with_fast_compile() -> None:
 _start_xla_with_fast_compile()
 
 
+def _stop_signals_not_ignored() -> None:
+    """The CLIs leave an ignored stop signal ignored, as Python does, and a shell starts a background job
+    (pytest run with ``&`` from a script, say) with SIGINT ignored. The tests send stop signals to the
+    CLIs, in process and as subprocesses (which inherit what is ignored): they need them not ignored."""
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    for signum, default in defaults.items():
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            signal.signal(signum, default)
+
+
+_stop_signals_not_ignored()
+
+
 def full_jit(fun, **kwargs):
     """``jax.jit`` with XLA's default optimisations, for long runs (the learning tests)."""
     return jax.jit(fun, compiler_options=FULL_COMPILE, **kwargs)

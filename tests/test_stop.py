@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import os
 import signal
 import sys
@@ -460,6 +461,55 @@ def test_a_stop_while_python_loads_a_cli_exits_at_once_with_one_line(tmp_path, m
     assert "Traceback" not in err and "Error" not in err, err[-3000:]
     assert err.endswith(f"\ninterrupted ({stop.STOP_SIGNALS[signum]})\n") and out == ""
     assert not (tmp_path / "run").exists()
+
+
+def test_an_ignored_stop_signal_stays_ignored(monkeypatch, unraisable):
+    """``trap '' INT``, or a shell's background job: the contexts took SIGINT over and stopped on it."""
+    monkeypatch.setattr(sys, "argv", ["-m"])
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "jaxrl_po.train"])
+    monkeypatch.setattr(stop, "_replaced_while_loading", None)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        stop.stop_at_once_while_a_cli_loads()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == stop._exit_at_once  # not ignored: taken over
+        with StopAtOnce():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            with StopAfterSegment(console=None):
+                assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_a_cli_started_with_sigint_ignored_trains_through_ctrl_c(tmp_path):
+    """Ctrl-C reaches every process of a script's foreground group, and the shell starts the script's
+    ``cmd &`` jobs with SIGINT ignored so that it does not stop them; ``trap '' INT`` asks the same."""
+    import subprocess
+
+    from conftest import cli_env
+
+    run_dir = tmp_path / "run"
+    argv = ["--num-envs", "8", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
+            "--hidden-sizes", "16", "16", "--total-timesteps", "4096", "--num-seeds", "1", "--no-progress",
+            "--no-compile-cache", "--run-dir", str(run_dir)]
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited from its first instruction, as a shell does it
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "jaxrl_po.train", *argv], cwd=tmp_path, env=cli_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    sent = 0
+    while proc.poll() is None:  # from its start (loading), through compiling and training
+        proc.send_signal(signal.SIGINT)
+        sent += 1
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and sent >= 5, (sent, err[-3000:])
+    assert "interrupted" not in out + err and "Ctrl-C" not in out + err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] is False and summary["total_timesteps"] == 4096
 
 
 def test_only_a_cli_run_with_python_m_changes_the_handlers_while_it_loads(monkeypatch):
