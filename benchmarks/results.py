@@ -95,22 +95,21 @@ PUBLISHED = {
 }
 
 
-def evaluate_final(trained: TrainedRuns, episodes: int, stopped: np.ndarray) -> dict:
-    """Per-seed mean return of the final policies over ``episodes`` episodes, sampled and greedy.
+def evaluate_final(trained: TrainedRuns, episodes: int) -> dict:
+    """Per-seed mean return of the final policies over ``episodes`` episodes, sampled and greedy, with the
+    mean over seeds and its 95% CI (``evaluate``'s for the one configuration of a preset's runs).
 
-    stopped: bool[S], seeds stopped on non-finite values: their last good policy is not a final one, and
-    gets None. The policies play on one device, as ``python -m jaxrl_po.evaluate RUN_DIR`` plays them from
-    a checkpoint: spread over the cores, the same episodes would round differently (README, Seeds).
+    A seed stopped on non-finite values gets None: its last good policy is not a final one. The policies
+    play on one device, as ``python -m jaxrl_po.evaluate RUN_DIR`` plays them from a checkpoint: spread
+    over the cores, the same episodes would round differently (README, Seeds).
     """
     trained = trained._replace(state=jax.device_put(trained.state, jax.devices()[0]))
-    runs = evaluate_trained(trained, episodes)["runs"]
+    result = evaluate_trained(trained, episodes)
+    (config,) = result["configs"]
     record = {"episodes": episodes}
     for mode in EVAL_MODES:
-        per_seed = np.asarray([np.nan if run[mode]["mean"] is None else run[mode]["mean"] for run in runs])
-        per_seed[stopped] = np.nan
-        mean, half = confidence_interval(per_seed)
-        record[mode] = {"mean": none_if_nan(mean), "ci95": none_if_nan(half),
-                        "per_seed": [none_if_nan(float(x)) for x in per_seed]}
+        per_seed = [None if run["stopped_nonfinite"] else run[mode]["mean"] for run in result["runs"]]
+        record[mode] = {"mean": config[mode]["mean"], "ci95": config[mode]["ci95"], "per_seed": per_seed}
     return record
 
 
@@ -124,7 +123,7 @@ def make_record(name: str, trained: TrainedRuns, devices: int, seconds: dict, ev
     mean, half = confidence_interval(finals)
     used = steps.max(axis=1)
     start = time.perf_counter()
-    final_policy = evaluate_final(trained, eval_episodes, stopped)
+    final_policy = evaluate_final(trained, eval_episodes)
     final_policy["wall_s"] = time.perf_counter() - start
     return {
         "preset": name, "algo": trained.algo_name, "env": config.env, "config": to_dict(config),

@@ -25,7 +25,6 @@ import argparse
 import importlib.util
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
@@ -35,7 +34,7 @@ import numpy as np
 
 from jaxrl_po.checkpoint import CHECKPOINT_DIR, CheckpointError, has_checkpoint
 from jaxrl_po.config import ConfigError, UsageError, check_seed, whole_number_argument
-from jaxrl_po.logs import none_if_nan
+from jaxrl_po.logs import none_if_nan, without_mplbackend
 from jaxrl_po.loop import batched_under_vmap, describe_nonfinite
 from jaxrl_po.stop import exit_process, run_stoppable, waiting_for_xla
 from jaxrl_po.sweep import value_text
@@ -45,6 +44,7 @@ if TYPE_CHECKING:  # imported where used: gymnax's import starts JAX's backend, 
     from jaxrl_po.networks import Policy
 
 DEFAULT_EPISODES = 10
+EVAL_JSON = "eval.json"
 MAX_EPISODES = 100_000
 """Per mode and run: 2N envs per run are stepped together, so memory grows with N."""
 
@@ -172,8 +172,9 @@ class Policies(NamedTuple):
     obs_stats: RunningMeanStd | None  # leading axis R; None when the runs trained on raw observations
 
 
-def load_run(run_dir: str | os.PathLike):
-    """:func:`jaxrl_po.runner.load_trained`, with one-line errors for a missing dir or checkpoint."""
+def load_run(run_dir: str | os.PathLike, writing: bool = False):
+    """:func:`jaxrl_po.runner.load_trained`, with one-line errors for a missing dir or checkpoint;
+    ``writing``: and where eval.json cannot be written there (checked before anything is restored)."""
     from jaxrl_po.runner import load_trained
 
     if not os.fspath(run_dir).strip():  # Path("") would be the current directory
@@ -186,6 +187,10 @@ def load_run(run_dir: str | os.PathLike):
     # Checked here, before load_trained builds the algorithm and traces its init to restore into.
     if not has_checkpoint(run_dir):
         raise ConfigError("run_dir", f"no checkpoint in {run_dir / CHECKPOINT_DIR}")
+    if writing:
+        if (run_dir / EVAL_JSON).is_dir():
+            raise ConfigError("run_dir", f"cannot write {run_dir / EVAL_JSON}: it is a directory")
+        check_can_write_in(run_dir, "run_dir")
     return load_trained(run_dir)
 
 
@@ -256,12 +261,12 @@ def config_summaries(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from jaxrl_po.sweep import confidence_interval
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in runs:
-        groups.setdefault(tuple(row["settings"].items()), []).append(row)
+    for row in runs:  # keyed as sweep.rank_configs keys them: the same values in any order are one config
+        groups.setdefault(tuple(sorted(row["settings"].items())), []).append(row)
     summaries = []
-    for settings, rows in groups.items():
+    for rows in groups.values():
         healthy = [row for row in rows if not row["stopped_nonfinite"]]
-        summary = {"settings": dict(settings), "runs": [row["run"] for row in healthy]}
+        summary = {"settings": rows[0]["settings"], "runs": [row["run"] for row in healthy]}
         for mode in ("greedy", "stochastic"):
             means = np.array([np.nan if row[mode]["mean"] is None else row[mode]["mean"] for row in healthy], float)
             mean, half = confidence_interval(means)
@@ -286,14 +291,15 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = DEFAULT_EPISODES, s
     """Evaluate every run of ``run_dir`` (see the module docstring); ``write`` also saves RUN_DIR/eval.json.
 
     Returns the eval.json content: algo, env, checkpoint_step, episodes, seed,
-    max_episode_steps, obs_normalized, sweep (swept names) and ``runs``: per run
+    max_episode_steps, obs_normalized, sweep (swept names), ``runs``: per run
     its index, seed, settings and, for "greedy" and "stochastic", the per-episode
-    returns and lengths with their mean and std.
+    returns and lengths with their mean and std; and ``configs``
+    (:func:`config_summaries`): per configuration, the mean over its seeds with a 95% CI.
     Raises :class:`ConfigError` or :class:`jaxrl_po.checkpoint.CheckpointError`.
     """
     check_episodes(episodes)
     check_seed(seed)
-    result = evaluate_trained(load_run(run_dir), episodes, seed)
+    result = evaluate_trained(load_run(run_dir, writing=write), episodes, seed)
     if write:
         write_eval_json(Path(run_dir), result)
     return result
@@ -302,7 +308,7 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = DEFAULT_EPISODES, s
 def write_eval_json(run_dir: Path, result: dict[str, Any]) -> Path:
     from jaxrl_po.logs import write_json
 
-    path = run_dir / "eval.json"
+    path = run_dir / EVAL_JSON
     try:
         write_json(path, result)  # atomic: temp file + rename
     except OSError as err:
@@ -353,13 +359,10 @@ def check_render_path(out_path: str | os.PathLike, overwrite: bool = True) -> Pa
 
 
 def check_can_write_in(directory: Path, field: str) -> None:
-    """:class:`ConfigError` (``field``) unless a file can be made in ``directory``: checked before
-    evaluating, so the result is not lost at the end. A file is tried, as root passes every access check."""
-    try:
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as err:
-        raise ConfigError(field, f"cannot write in {directory}: {err.strerror or err}") from None
+    """:class:`ConfigError` (``field``) unless this user may make files in ``directory`` (``os.access``, as
+    ``train`` checks a run directory to resume): checked before evaluating, so the result is not lost at the end."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(field, f"cannot write in {directory} (no permission, or a read-only file system)")
 
 
 def check_run_index(trained, run: Any) -> int:
@@ -471,7 +474,8 @@ def _plus_minus(mean: float, spread: float) -> str:
 
 
 def _mean_ci(summary: dict[str, Any]) -> str:
-    """A configuration's ``all`` cell: mean ± 95% CI half-width, the mean alone for one run, n/a for none."""
+    """A configuration's ``all`` cell: mean ± 95% CI half-width, the mean alone for one run, n/a for none.
+    (``logs.mean_ci_text``'s cases, in this table's fixed two decimals.)"""
     if summary["mean"] is None:
         return "n/a"
     return f"{summary['mean']:.2f}" if summary["ci95"] is None else _plus_minus(summary["mean"], summary["ci95"])
@@ -515,9 +519,9 @@ def flag(field: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    os.environ.pop("MPLBACKEND", None)  # --render draws with Agg; a name matplotlib lacks failed its import
     try:
-        return run_stoppable(lambda: run_cli(argv))  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
+        with without_mplbackend():  # --render draws with Agg
+            return run_stoppable(lambda: run_cli(argv))  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
     except ConfigError as err:
         where = flag(err.field)
         print(f"error: {where + ': ' if where else ''}{err.message}", file=sys.stderr)
@@ -552,8 +556,7 @@ def run(args: argparse.Namespace) -> int:
     if args.render is not None:
         check_render_path(args.render, args.overwrite)
         check_seed(render_seed, "render_seed")
-    trained = load_run(args.run_dir)
-    check_can_write_in(Path(args.run_dir), "run_dir")  # eval.json
+    trained = load_run(args.run_dir, writing=True)
     if args.render is not None:  # before the evaluation, so a bad --render fails fast
         check_renderable(trained.config.env)
         check_run_index(trained, render_run)

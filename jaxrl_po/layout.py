@@ -55,8 +55,8 @@ def usable_cores() -> int:
 
 def start_backend() -> None:
     """Start JAX's backend before anything imports gymnax (whose first array would): one it cannot start
-    is then one line, not a traceback from gymnax's import. The CLIs call it after setting up the CPU
-    devices and a multi-process job, which must come before the backend starts.
+    is then one line, not a traceback from gymnax's import. ``train`` calls it once it has set up the CPU
+    devices and a multi-process job, which must come before the backend starts; ``evaluate`` first thing.
 
     ``JAX_PLATFORMS=gpu`` on a machine without a GPU, say, said "Unable to initialize backend 'rocm'"
     from deep inside gymnax's first array.

@@ -428,6 +428,18 @@ def downsample_curve(returns: np.ndarray, steps: np.ndarray, points: int) -> dic
             "episode_return": [none_if_nan(round(float(r), 3)) for r in returns[idx]]}
 
 
+@contextlib.contextmanager
+def without_mplbackend():
+    """``os.environ`` without ``MPLBACKEND`` inside the block, as it was after: for the CLIs that draw, which
+    draw with Agg and need no backend. A name matplotlib does not know failed its import with a traceback."""
+    saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+
+
 def make_console(quiet: bool = False) -> Console:
     """The CLIs' console, on a :class:`StdoutGuard`. soft_wrap: rich leaves long lines and table titles whole
     (the terminal wraps them, a log file keeps them on one line) instead of breaking them at 80 columns in a pipe."""

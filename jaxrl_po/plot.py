@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxrl_po.config import whole_number_argument
-from jaxrl_po.logs import read_json, replace_whole
+from jaxrl_po.logs import read_json, replace_whole, without_mplbackend
 from jaxrl_po.stop import exit_process, run_stoppable
 from jaxrl_po.sweep import mean_and_ci, value_text
 
@@ -349,9 +348,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    os.environ.pop("MPLBACKEND", None)  # figures are drawn with Agg directly; a name matplotlib lacks failed its import
     try:
-        return run_stoppable(lambda: plot_cli(argv))  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
+        with without_mplbackend():  # figures are drawn with Agg directly
+            return run_stoppable(lambda: plot_cli(argv))  # Ctrl-C, SIGTERM: one line, exit code 128 + signal
     except PlotError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

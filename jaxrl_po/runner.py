@@ -546,7 +546,9 @@ def summarize(job: JobSpec, metrics: Any, failures: dict, compile_s: float, trai
         "seeds": runs.seeds,
         "final_return_mean": logs.none_if_nan(float(finite.mean())) if finite.size else None,
         "final_return_std": float(finite.std()) if finite.size else None,
-        "final_return_ci95": logs.none_if_nan(confidence_interval(finite)[1]) if finite.size else None,
+        # Not for a sweep: its configurations share the seeds, so pooled they are no sample (see ranking).
+        "final_return_ci95": logs.none_if_nan(confidence_interval(finite)[1]) if finite.size and not job.meta["sweep"]
+        else None,
         "final_return_per_seed": [logs.none_if_nan(float(x)) for x in per_run],
         "total_timesteps": int(steps_per_run.max()),
         "total_env_steps": total_steps,

@@ -192,7 +192,7 @@ def parse(argv: list[str]) -> tuple[RunOptions, BaseConfig]:
         if value is not None and not isinstance(value, str):
             raise ConfigError("config", f"{known.config}: {name} must be a name, got {value!r}")
         if value is not None and getattr(known, name) not in (None, value):
-            raise ConfigError(name, f"{known.config} says {value!r}, got --{name} {getattr(known, name)}")
+            raise ConfigError(name, f"{known.config} says {value!r}, got --{name} {getattr(known, name)!r}")
         if getattr(known, name) is None:  # not `or`: --preset '' is an unknown name, not no preset
             setattr(known, name, value)
     preset = get_preset(known.preset) if known.preset is not None else None

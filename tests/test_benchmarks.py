@@ -666,5 +666,6 @@ def test_results_record_treats_a_stopped_seed_as_summary_json_does():
     for mode in ("greedy", "stochastic"):
         per_seed = record["final_policy"][mode]["per_seed"]
         assert per_seed[2] is None and None not in per_seed[:2]
+        assert record["final_policy"][mode]["mean"] == pytest.approx(np.mean(per_seed[:2]))  # seed 2 left out
     curve = results.curve_of(record)
     assert curve.env_steps[-1] == 4096 and curve.num_stopped == 1

@@ -256,7 +256,9 @@ def test_render_writes_a_gif_of_greedy_episode_zero(breakout_run, tmp_path):
     out = tmp_path / "breakout.gif"
     out.write_bytes(b"an older GIF")  # --overwrite replaces it; without the flag it is refused (bad inputs below)
     proc = run_evaluate([str(breakout_run), "--episodes", "2", "--render", str(out), "--render-run", "1",
-                         "--overwrite"], cwd=tmp_path, MPLBACKEND="bogus")  # a backend matplotlib lacks: was a traceback
+                         "--overwrite"], cwd=tmp_path,
+                         MPLBACKEND="bogus",  # a backend matplotlib lacks: was a traceback
+                         JAX_DEBUG_NANS="1")  # refused by train (its metrics hold NaN by design), not here
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((breakout_run / "eval.json").read_text())
     frames = result["runs"][1]["greedy"]["lengths"][0]
@@ -368,8 +370,6 @@ def test_bad_inputs_are_one_line_errors(deepsea_grpo_run, breakout_run, tmp_path
         "negative seed": ([run, "--seed", "-1"], "error: --seed: "),
         "not a gif": ([run, "--render", str(tmp_path / "x.png")], "error: --render: the output must be a .gif"),
         "empty gif": ([run, "--render", ""], "error: --render: the output must be a .gif file, got ''"),  # was '.'
-        # A directory no file can be made in: this failed only after evaluating and rendering.
-        "unwritable gif dir": ([run, "--render", "/proc/x.gif"], "error: --render: cannot write in /proc: "),
         "existing gif": ([str(breakout_run), "--render", str(mine)],
                          f"error: --render: {mine} already exists; pass --overwrite to replace it, or name another file"),
         "no such run": ([str(breakout_run), "--render", str(tmp_path / "x.gif"), "--render-run", "2"],
@@ -399,22 +399,33 @@ def test_bad_input_through_python_m(tmp_path):
     assert proc.stderr == f"error: RUN_DIR: {tmp_path / 'nope'} is not a directory\n"
 
 
-def test_a_run_dir_eval_json_cannot_be_written_to_fails_before_evaluating(deepsea_grpo_run, monkeypatch, capsys):
-    """A read-only run directory (someone else's runs, say) was found only when eval.json was written, after
-    the whole evaluation. Root passes every permission check, so the directory's refusal is simulated."""
-    import tempfile
+def test_where_eval_json_or_the_gif_cannot_be_written_fails_before_restoring(deepsea_grpo_run, breakout_run,
+                                                                            tmp_path, monkeypatch, capsys):
+    """A read-only run directory (someone else's runs), or a --render directory, was found only at the end,
+    after the whole evaluation; an eval.json that is a directory too. ``os.access`` is what refuses (as
+    train's --resume check; the suite may run as root, whom permissions do not stop)."""
+    from jaxrl_po import runner
 
-    real = tempfile.TemporaryFile
-
-    def refusing_the_run_dir(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir) == deepsea_grpo_run:
-            raise PermissionError(13, "Permission denied")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", refusing_the_run_dir)
-    monkeypatch.setattr(evaluate, "evaluate_trained", lambda *a, **k: pytest.fail("evaluated before the check"))
-    code = evaluate.main([str(deepsea_grpo_run), "--episodes", "2"])
-    assert code == 2 and capsys.readouterr().err == f"error: RUN_DIR: cannot write in {deepsea_grpo_run}: Permission denied\n"
+    read_only = {deepsea_grpo_run, tmp_path / "ro"}
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not (Path(path) in read_only and mode & os.W_OK)
+                        and real_access(path, mode))
+    monkeypatch.setattr(runner, "load_trained", lambda *a, **k: pytest.fail("restored before the check"))
+    (tmp_path / "ro").mkdir()
+    taken = tmp_path / "taken"
+    shutil.copytree(breakout_run, taken, ignore=shutil.ignore_patterns("eval.json"))
+    (taken / "eval.json").mkdir()
+    cases = [
+        ([str(deepsea_grpo_run), "--episodes", "2"],
+         f"error: RUN_DIR: cannot write in {deepsea_grpo_run} (no permission, or a read-only file system)\n"),
+        ([str(breakout_run), "--render", str(tmp_path / "ro" / "x.gif")],
+         f"error: --render: cannot write in {tmp_path / 'ro'} (no permission, or a read-only file system)\n"),
+        ([str(taken)], f"error: RUN_DIR: cannot write {taken / 'eval.json'}: it is a directory\n"),
+    ]
+    for argv, message in cases:
+        assert evaluate.main(argv) == 2 and capsys.readouterr().err == message, argv
+    with pytest.raises(ConfigError, match="cannot write in"):
+        evaluate.evaluate_run(deepsea_grpo_run, episodes=2, write=True)
 
 
 def test_a_jax_platform_this_machine_lacks_is_one_line(tmp_path):

@@ -269,6 +269,15 @@ def test_python_dash_m(tmp_path):
     assert (run / "curves.png").exists() and (run / "curves.svg").exists()
 
 
+def test_main_leaves_the_callers_mplbackend_as_it_was(tmp_path, monkeypatch):
+    """The CLI draws with Agg and drops MPLBACKEND while it runs; called from Python (a notebook's kernel
+    sets it), it puts it back."""
+    run = write_run(tmp_path / "run", ppo_rows([[1.0, 2.0], [2.0, 4.0]]))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    assert main([str(run)]) == 0
+    assert os.environ["MPLBACKEND"] == "module://matplotlib_inline.backend_inline"
+
+
 def test_ctrl_c_while_writing_is_one_line_and_keeps_the_file_it_would_replace(tmp_path, monkeypatch, capsys):
     """A Ctrl-C while a figure is written: exit code 130, one line, and the ``--overwrite`` target keeps its bytes."""
     import signal

@@ -134,7 +134,8 @@ def test_a_run_config_json_can_be_read_as_settings(tmp_path):
     ("lr: 1e-3\nnum_envs: 8\nlr: 2e-3\n", [], "not valid YAML: 'lr' is given twice"),  # not the last one silently
     ("algo: grpo\ngrpo: {group_size: 4, group_size: 8}\n", [], "'group_size' is given twice"),
     ("algo: grpo\ngrpo: 3\n", [], "grpo must be a mapping"),
-    ("algo: grpo\n", ["--algo", "ppo"], "says 'grpo', got --algo ppo"),
+    ("algo: grpo\n", ["--algo", "ppo"], "says 'grpo', got --algo 'ppo'"),
+    ("algo: grpo\n", ["--algo", ""], "says 'grpo', got --algo ''"),  # was "got --algo " (nothing to see)
     ("preset: [cartpole-ppo]\n", [], "preset must be a name, got \\['cartpole-ppo'\\]"),
     ("anneal_lr: 'yes'\n", [], "anneal_lr must be true or false, got 'yes'"),
     ("anneal_lr: yes\n", [], "anneal_lr must be true or false, got 'yes'"),  # YAML 1.1 would read true

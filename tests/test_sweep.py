@@ -85,6 +85,7 @@ def test_cli_sweep_writes_swept_columns_and_ranking(tmp_path):
     assert len(summary["ranking"]) == 4 and all(r["num_seeds"] == 2 for r in summary["ranking"])
     means = [r["final_return_mean"] for r in summary["ranking"]]
     assert means == sorted(means, reverse=True)
+    assert summary["final_return_ci95"] is None  # the 4 configurations share the seeds: the ranking has the CIs
     # In a pipe, rich used to break lines and the table's title at 80 columns and at the table's width.
     assert "PPO on CartPole-v1: configurations ranked by final return (mean ± 95% CI over seeds)\n" in proc.stdout
     header = next(line for line in proc.stdout.splitlines() if line.startswith("PPO on"))
