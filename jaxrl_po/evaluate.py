@@ -258,11 +258,11 @@ def config_summaries(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     per mode, the mean over them of each run's mean return with the half-width of its 95% Student-t
     interval (``ci95``; None for fewer than two runs) and ``n``. Runs stopped on non-finite values are
     left out: they are scored with parameters from an earlier update."""
-    from jaxrl_po.sweep import confidence_interval
+    from jaxrl_po.sweep import confidence_interval, config_key
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in runs:  # keyed as sweep.rank_configs keys them: the same values in any order are one config
-        groups.setdefault(tuple(sorted(row["settings"].items())), []).append(row)
+    for row in runs:
+        groups.setdefault(config_key(row["settings"]), []).append(row)
     summaries = []
     for rows in groups.values():
         healthy = [row for row in rows if not row["stopped_nonfinite"]]

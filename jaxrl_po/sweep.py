@@ -229,6 +229,11 @@ def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     return float(mean[0]), float(half[0])
 
 
+def config_key(setting: dict[str, float]) -> tuple:
+    """A swept configuration's key for grouping its runs: the same values in any order are one configuration."""
+    return tuple(sorted(setting.items()))
+
+
 def rank_configs(settings: list[dict[str, float]], finals: np.ndarray) -> list[dict[str, Any]]:
     """Group runs by their swept values; mean final return and 95% CI across seeds, best first.
 
@@ -239,7 +244,7 @@ def rank_configs(settings: list[dict[str, float]], finals: np.ndarray) -> list[d
     """
     groups: dict[tuple, list[float]] = {}
     for setting, value in zip(settings, finals):
-        groups.setdefault(tuple(sorted(setting.items())), []).append(value)
+        groups.setdefault(config_key(setting), []).append(value)
     table = []
     for key, values in groups.items():
         mean, half = confidence_interval(np.asarray(values))

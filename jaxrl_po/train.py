@@ -798,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
             undo_run_dir(run_dir, made)
         print("stdout closed before training started; nothing was saved", file=sys.stderr)
         return STDOUT_CLOSED
-    except BaseException:  # anything else (an error of a library's own): the same tidy-up
+    except BaseException:  # anything else (an error of a library's own)
         if run_dir:  # the same tidy-up: a rerun with the same --run-dir must not be refused
             undo_run_dir(run_dir, made)
         raise
